@@ -1,0 +1,3 @@
+from kathan.cli import main
+
+raise SystemExit(main())

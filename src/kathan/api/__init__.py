@@ -1,0 +1,1 @@
+"""The HTTP layer: thin routers that translate between HTTP and the service."""

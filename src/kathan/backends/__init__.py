@@ -1,0 +1,1 @@
+"""Backends turn a chat request into one normalized stream of ``Delta`` events."""

@@ -1,0 +1,49 @@
+"""The ``Backend`` seam and the ``Delta`` events every backend yields."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from kathan.protocol.chat import ChatCompletionRequest
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """One step of a response.
+
+    A content delta carries ``content``; the last delta of a choice carries
+    ``finish_reason``; a request-level ``usage`` delta comes after all choices
+    finished.
+    """
+
+    index: int = 0
+    content: str | None = None
+    finish_reason: str | None = None
+    usage: TokenUsage | None = None
+
+
+class Backend(Protocol):
+    """Something that can answer chat requests for the models it serves.
+
+    ``open`` validates the request and raises a ``KathanError`` for anything
+    it cannot honour *before* any output exists, so the HTTP layer can still
+    answer with a status code. It returns the stream of deltas.
+
+    >>> deltas = await backend.open(request)
+    >>> async for delta in deltas:
+    ...     ...
+    """
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]: ...

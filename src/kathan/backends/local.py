@@ -1,0 +1,168 @@
+"""The ``local`` backend: chat requests served by the embedded llama.cpp engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kathan.backends.base import Delta, TokenUsage
+from kathan.engine.engine import LocalEngine
+from kathan.engine.sampling import SamplingParams
+from kathan.engine.template import TemplateRenderError
+from kathan.engine.types import GenerationRequest
+from kathan.errors import (
+    ContextLengthExceededError,
+    EngineError,
+    InvalidRequestError,
+    ModelNotReadyError,
+    UnsupportedParameterError,
+)
+from kathan.protocol.chat import ChatCompletionRequest, ChatMessage, TextPart
+
+# Roles the chat template does not know by these names.
+_ROLE_ALIASES = {"developer": "system"}
+
+
+def _unsupported(request: ChatCompletionRequest) -> tuple[str, str] | None:
+    """The first field this backend cannot honour yet, with the reason."""
+    checks: list[tuple[bool, str, str]] = [
+        (bool(request.tools), "tools", "tool calling"),
+        (request.tool_choice is not None, "tool_choice", "tool calling"),
+        (request.parallel_tool_calls is not None, "parallel_tool_calls", "tool calling"),
+        (bool(request.functions), "functions", "function calling"),
+        (request.function_call is not None, "function_call", "function calling"),
+        (
+            request.response_format is not None and request.response_format.type != "text",
+            "response_format",
+            "structured output (json_object, json_schema)",
+        ),
+        ((request.n or 1) > 1, "n", "more than one choice"),
+        (bool(request.logprobs), "logprobs", "log probabilities"),
+        (request.top_logprobs is not None, "top_logprobs", "log probabilities"),
+        (bool(request.finetune), "finetune", "voice-agent mode"),
+        (request.language is not None, "language", "voice-agent mode"),
+        (request.gender is not None, "gender", "voice-agent mode"),
+        (request.accent is not None, "accent", "voice-agent mode"),
+        (
+            request.reasoning_effort is not None,
+            "reasoning_effort",
+            "reasoning effort (this model does not reason)",
+        ),
+    ]
+    for i, message in enumerate(request.messages):
+        if message.tool_calls or message.function_call:
+            field = "tool_calls" if message.tool_calls else "function_call"
+            checks.append((True, f"messages[{i}].{field}", "tool-call history"))
+        if isinstance(message.content, list) and any(
+            part.type == "image_url" for part in message.content
+        ):
+            checks.append((True, f"messages[{i}].content", "image input (this model has no vision)"))
+    for failed, field, what in checks:
+        if failed:
+            return field, what
+    return None
+
+
+def _message_dict(message: ChatMessage) -> dict[str, Any]:
+    content = message.content
+    if isinstance(content, list):
+        content = "".join(part.text for part in content if isinstance(part, TextPart))
+    out: dict[str, Any] = {
+        "role": _ROLE_ALIASES.get(message.role, message.role),
+        "content": content or "",
+    }
+    if message.name is not None:
+        out["name"] = message.name
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def sampling_params(request: ChatCompletionRequest) -> SamplingParams:
+    return SamplingParams(
+        temperature=1.0 if request.temperature is None else request.temperature,
+        top_p=1.0 if request.top_p is None else request.top_p,
+        top_k=request.top_k or 0,
+        min_p=request.min_p or 0.0,
+        presence_penalty=request.presence_penalty or 0.0,
+        frequency_penalty=request.frequency_penalty or 0.0,
+        repetition_penalty=request.repetition_penalty or 1.0,
+        logit_bias={int(k): v for k, v in (request.logit_bias or {}).items()},
+        seed=request.seed,
+    )
+
+
+class LocalBackend:
+    """Answers chat requests with a ``LocalEngine``."""
+
+    def __init__(self, engine: LocalEngine, *, retry_after: int) -> None:
+        self.engine = engine
+        self._retry_after = retry_after
+
+    @property
+    def ready(self) -> bool:
+        return self.engine.ready
+
+    def build(self, request: ChatCompletionRequest) -> GenerationRequest:
+        """Validate and tokenize; raise ``KathanError`` for what cannot be served."""
+        if not self.engine.ready:
+            raise ModelNotReadyError(
+                "The model is still loading; try again shortly.", retry_after=self._retry_after
+            )
+        problem = _unsupported(request)
+        if problem is not None:
+            field, what = problem
+            raise UnsupportedParameterError(
+                f"'{field}' is not supported by model '{request.model}': {what} is not "
+                "available on the local engine yet.",
+                param=field,
+            )
+        n_vocab = self.engine.model.info.n_vocab
+        for token in request.logit_bias or {}:
+            if int(token) >= n_vocab:
+                raise InvalidRequestError(
+                    f"logit_bias names token {token}, but the vocabulary has {n_vocab} tokens.",
+                    param="logit_bias",
+                )
+        template = self.engine.template
+        assert template is not None
+        try:
+            text = template.render([_message_dict(m) for m in request.messages])
+        except TemplateRenderError as exc:
+            raise InvalidRequestError(str(exc), param="messages") from exc
+        prompt = self.engine.tokenize_prompt(text)
+        n_ctx = self.engine.n_ctx
+        requested = request.max_completion_tokens or request.max_tokens
+        if len(prompt) + (requested or 1) > n_ctx:
+            asked = f" plus {requested} requested completion tokens" if requested else ""
+            raise ContextLengthExceededError(
+                f"This model's context is {n_ctx} tokens, but the prompt has {len(prompt)} "
+                f"tokens{asked} ({len(prompt) + (requested or 1)} in all).",
+                param="max_tokens" if requested else "messages",
+            )
+        return GenerationRequest(
+            prompt=prompt,
+            sampling=sampling_params(request),
+            max_tokens=requested or (n_ctx - len(prompt)),
+            stop=request.stop_list,
+        )
+
+    async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
+        return self._deltas(self.build(request))
+
+    async def _deltas(self, generation: GenerationRequest) -> AsyncIterator[Delta]:
+        try:
+            async for event in self.engine.generate(generation):
+                if event.text:
+                    yield Delta(content=event.text)
+                if event.finish_reason is not None:
+                    yield Delta(finish_reason=event.finish_reason)
+                    yield Delta(
+                        usage=TokenUsage(
+                            prompt_tokens=event.prompt_tokens,
+                            completion_tokens=event.completion_tokens,
+                            cached_tokens=event.cached_tokens,
+                        )
+                    )
+        except Exception as exc:
+            raise EngineError("The local engine failed while generating.") from exc

@@ -1,0 +1,199 @@
+"""A thin, typed wrapper over the llama.cpp C API as exposed by llama-cpp-python.
+
+Only this module touches ``llama_cpp`` pointers and ctypes structures. It keeps
+the C objects alive for as long as their Python owners, and frees them in
+``close()``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp as C
+
+logger = logging.getLogger(__name__)
+
+
+def _drop_llama_log(level: int, text: bytes | None, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp logs every tensor at load time; Kathan reports progress itself.
+    return None
+
+
+# A constant C function pointer: llama.cpp holds it for the life of the process.
+_LOG_CALLBACK = C.llama_log_callback(_drop_llama_log)
+
+
+class LlamaLoadError(Exception):
+    """The GGUF file could not be loaded or a context could not be created."""
+
+
+class DecodeError(Exception):
+    """``llama_decode`` failed; ``code`` is its return value."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"llama_decode returned {code}")
+        self.code = code
+
+
+def init_backend() -> None:
+    """Initialise llama.cpp once per process and silence its logging."""
+    C.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p())
+    C.llama_backend_init()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    n_vocab: int
+    n_ctx_train: int
+    bos_token: int
+    eos_token: int
+    add_bos: bool
+    chat_template: str | None
+    name: str | None
+
+
+class LlamaModel:
+    """A loaded GGUF model and its vocabulary.
+
+    Token pieces are decoded once at load time into a table, so turning a
+    sampled token into bytes costs a list lookup on the hot path.
+    """
+
+    def __init__(self, path: Path, *, progress: Callable[[float], None] | None = None) -> None:
+        params = C.llama_model_default_params()
+        params.n_gpu_layers = 0
+        if progress is not None:
+            report = progress
+
+            def _on_progress(fraction: float, user_data: ctypes.c_void_p) -> bool:
+                report(fraction)
+                return True
+
+            # Kept on the instance so the pointer outlives the load call.
+            self._progress_cb = C.llama_progress_callback(_on_progress)
+            params.progress_callback = self._progress_cb
+        model = C.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise LlamaLoadError(f"could not load GGUF model from {path}")
+        self.ptr = model
+        vocab = C.llama_model_get_vocab(model)
+        if not vocab:
+            C.llama_model_free(model)
+            raise LlamaLoadError(f"{path} has no vocabulary")
+        self.vocab = vocab
+        n_vocab = C.llama_vocab_n_tokens(vocab)
+        template = C.llama_model_chat_template(model, None)
+        self.info = ModelInfo(
+            n_vocab=n_vocab,
+            n_ctx_train=C.llama_model_n_ctx_train(model),
+            bos_token=C.llama_vocab_bos(vocab),
+            eos_token=C.llama_vocab_eos(vocab),
+            add_bos=bool(C.llama_vocab_get_add_bos(vocab)),
+            chat_template=template.decode("utf-8") if template else None,
+            name=self.meta("general.name"),
+        )
+        self.pieces: list[bytes] = [self._piece(t) for t in range(n_vocab)]
+        self.eog: frozenset[int] = frozenset(
+            t for t in range(n_vocab) if C.llama_vocab_is_eog(vocab, t)
+        )
+
+    def meta(self, key: str) -> str | None:
+        """A GGUF metadata value as a string, or None when the key is absent."""
+        size = 256
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = C.llama_model_meta_val_str(self.ptr, key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            size = n + 1
+
+    def token_text(self, token: int) -> str:
+        """The token rendered with special tokens shown (for BOS/EOS strings)."""
+        buf = ctypes.create_string_buffer(256)
+        n = C.llama_token_to_piece(self.vocab, token, buf, 256, 0, True)
+        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+
+    def _piece(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = C.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = C.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+        return buf.raw[:n]
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buf = (C.llama_token * capacity)()
+        n = C.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_special, parse_special)
+        if n < 0:
+            capacity = -n
+            buf = (C.llama_token * capacity)()
+            n = C.llama_tokenize(
+                self.vocab, data, len(data), buf, capacity, add_special, parse_special
+            )
+        return list(buf[:n])
+
+    def close(self) -> None:
+        if self.ptr:
+            C.llama_model_free(self.ptr)
+            self.ptr = None
+
+
+class LlamaContext:
+    """One llama.cpp context (KV cache) over a model, with a reusable batch."""
+
+    def __init__(
+        self, model: LlamaModel, *, n_ctx: int, n_batch: int, n_threads: int, n_seq_max: int = 1
+    ) -> None:
+        params = C.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq_max
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.no_perf = True
+        ctx = C.llama_init_from_model(model.ptr, params)
+        if not ctx:
+            raise LlamaLoadError("could not create a llama.cpp context")
+        self.ptr = ctx
+        self.model = model
+        self.n_ctx = C.llama_n_ctx(ctx)
+        self.n_batch = n_batch
+        self.memory = C.llama_get_memory(ctx)
+        self._batch = C.llama_batch_init(n_batch, 0, n_seq_max)
+
+    def decode(self, tokens: list[int], start_pos: int, seq_id: int = 0) -> None:
+        """Decode ``tokens`` at positions ``start_pos...``; logits only for the last one."""
+        batch = self._batch
+        n = len(tokens)
+        if n > self.n_batch:
+            raise ValueError(f"{n} tokens exceed the batch size {self.n_batch}")
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = start_pos + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq_id
+            batch.logits[i] = 0
+        batch.logits[n - 1] = 1
+        batch.n_tokens = n
+        rc = C.llama_decode(self.ptr, batch)
+        if rc != 0:
+            raise DecodeError(rc)
+
+    def remove(self, seq_id: int, start: int = 0, end: int = -1) -> None:
+        """Drop a sequence's KV cells in positions [start, end)."""
+        C.llama_memory_seq_rm(self.memory, seq_id, start, end)
+
+    def close(self) -> None:
+        if self.ptr:
+            C.llama_batch_free(self._batch)
+            C.llama_free(self.ptr)
+            self.ptr = None

@@ -1,0 +1,60 @@
+"""Incremental stop-string matching over streamed text.
+
+A stop string may arrive split across several tokens. The matcher holds back
+any tail of the text that could still grow into a stop string, so no part of
+a stop string is ever emitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class StopMatcher:
+    """Feed text as it is generated; get back what is safe to emit.
+
+    >>> m = StopMatcher(["END"])
+    >>> m.feed("hello E")
+    ('hello ', False)
+    >>> m.feed("ND more")
+    ('', True)
+    """
+
+    __slots__ = ("_stops", "_held", "_longest")
+
+    def __init__(self, stops: Iterable[str]) -> None:
+        self._stops = tuple(s for s in stops if s)
+        self._held = ""
+        self._longest = max((len(s) for s in self._stops), default=0)
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Return ``(safe_text, stopped)``. After ``stopped``, discard the matcher."""
+        if not self._stops:
+            return text, False
+        buf = self._held + text
+        cut = -1
+        for stop in self._stops:
+            at = buf.find(stop)
+            if at != -1 and (cut == -1 or at < cut):
+                cut = at
+        if cut != -1:
+            self._held = ""
+            return buf[:cut], True
+        keep = self._partial_tail(buf)
+        self._held = buf[len(buf) - keep :] if keep else ""
+        return buf[: len(buf) - keep], False
+
+    def flush(self) -> str:
+        """The held-back text, once generation ends without a stop."""
+        held, self._held = self._held, ""
+        return held
+
+    def _partial_tail(self, buf: str) -> int:
+        """Length of the longest suffix of ``buf`` that is a proper prefix of a stop."""
+        best = 0
+        for k in range(min(self._longest - 1, len(buf)), 0, -1):
+            tail = buf[-k:]
+            if any(stop.startswith(tail) for stop in self._stops):
+                best = k
+                break
+        return best

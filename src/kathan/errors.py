@@ -1,0 +1,131 @@
+"""The one exception hierarchy. Raised anywhere, rendered once in ``kathan.api.errors``.
+
+Every error renders with both shapes clients expect: OpenAI's ``error`` object
+and the seeds' ``detail`` (a string, or for validation errors a list of
+``{loc, msg, type}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KathanError(Exception):
+    """Base of every error Kathan reports to a client."""
+
+    status_code: int = 500
+    error_type: str = "server_error"
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.headers: dict[str, str] = dict(headers or {})
+
+    @property
+    def detail(self) -> Any:
+        """The seeds' ``detail`` value."""
+        return self.message
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "detail": self.detail,
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            },
+        }
+
+
+class InvalidRequestError(KathanError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class UnsupportedParameterError(InvalidRequestError):
+    """A parameter Kathan accepts on the wire but cannot honour for this model (yet)."""
+
+    default_code = "unsupported_parameter"
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    default_code = "context_length_exceeded"
+
+
+class AuthenticationError(KathanError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+    def __init__(self, message: str = "Invalid API key") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotFoundError(KathanError):
+    status_code = 404
+    error_type = "not_found_error"
+
+
+class ModelNotFoundError(NotFoundError):
+    default_code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model '{model}' does not exist", param="model")
+
+
+class PayloadTooLargeError(KathanError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class RequestValidationFailed(KathanError):
+    """422: the body does not match the request schema."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+    default_code = "validation_error"
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        first = errors[0] if errors else {"loc": [], "msg": "Invalid request"}
+        where = ".".join(str(part) for part in first.get("loc", []) if part != "body")
+        message = f"{where}: {first['msg']}" if where else str(first["msg"])
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more)"
+        super().__init__(message, param=where or None)
+
+    @property
+    def detail(self) -> Any:
+        return self.errors
+
+
+class ServiceUnavailableError(KathanError):
+    status_code = 503
+    error_type = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
+class ModelNotReadyError(ServiceUnavailableError):
+    default_code = "model_not_ready"
+
+
+class EngineError(KathanError):
+    """The inference engine failed while serving a request."""
+
+    error_type = "server_error"
+    default_code = "engine_error"

@@ -1,0 +1,1 @@
+"""Pydantic wire models: what goes over HTTP. Imports nothing internal."""

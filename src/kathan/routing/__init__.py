@@ -1,0 +1,1 @@
+"""Which backend serves which model name."""

@@ -1,0 +1,50 @@
+"""The model registry: ids and aliases mapped to the backend that serves them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kathan.backends.base import Backend
+from kathan.errors import ModelNotFoundError
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    id: str
+    owned_by: str
+    created: int
+    backend: Backend
+    aliases: tuple[str, ...] = field(default=())
+
+
+class ModelRegistry:
+    """Resolves a requested model name (id or alias) to its entry.
+
+    >>> registry.resolve("default").id
+    'smollm2-135m-instruct'
+    """
+
+    def __init__(self, entries: list[ModelEntry]) -> None:
+        self._entries = list(entries)
+        self._by_name: dict[str, ModelEntry] = {}
+        for entry in entries:
+            for name in (entry.id, *entry.aliases):
+                if name in self._by_name:
+                    raise ValueError(f"model name {name!r} is configured twice")
+                self._by_name[name] = entry
+
+    def resolve(self, name: str) -> ModelEntry:
+        entry = self._by_name.get(name)
+        if entry is None:
+            raise ModelNotFoundError(name)
+        return entry
+
+    def names(self) -> list[tuple[str, ModelEntry]]:
+        """Every listed name (ids first, then aliases) with its entry."""
+        ids = [(e.id, e) for e in self._entries]
+        aliases = [(a, e) for e in self._entries for a in e.aliases]
+        return ids + aliases
+
+    @property
+    def entries(self) -> list[ModelEntry]:
+        return list(self._entries)

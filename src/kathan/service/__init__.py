@@ -1,0 +1,1 @@
+"""Orchestration of one chat request, between the HTTP layer and the backends."""

@@ -1,0 +1,96 @@
+"""``ChatService``: one chat request from resolved model to chunks or a completion."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from kathan.backends.base import Delta
+from kathan.protocol.chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChoiceDelta,
+    ChunkChoice,
+    Usage,
+)
+from kathan.routing.registry import ModelRegistry
+from kathan.service.accumulate import accumulate
+
+
+def _usage(delta: Delta) -> Usage:
+    assert delta.usage is not None
+    u = delta.usage
+    return Usage(
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        total_tokens=u.prompt_tokens + u.completion_tokens,
+        prompt_tokens_details={"cached_tokens": u.cached_tokens},
+    )
+
+
+class ChatService:
+    """Turns a request into the one stream of chunks, or its accumulation.
+
+    >>> chunks = await service.stream(request)   # raises KathanError before any output
+    >>> completion = await service.complete(request)
+    """
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    async def stream(
+        self, request: ChatCompletionRequest, *, include_usage: bool | None = None
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """Validate, open the backend's deltas and return the chunk stream.
+
+        Raises ``KathanError`` before any chunk exists. ``include_usage`` defaults
+        to the request's ``stream_options.include_usage``.
+        """
+        entry = self.registry.resolve(request.model)
+        deltas = await entry.backend.open(request)
+        if include_usage is None:
+            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return self._chunks(entry.id, deltas, include_usage)
+
+    async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
+        return await accumulate(await self.stream(request, include_usage=True))
+
+    async def _chunks(
+        self, model: str, deltas: AsyncIterator[Delta], include_usage: bool
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+
+        def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+            return ChatCompletionChunk.model_construct(
+                id=chunk_id,
+                object="chat.completion.chunk",
+                created=created,
+                model=model,
+                choices=choices,
+                usage=usage,
+                system_fingerprint=None,
+            )
+
+        def choice(delta: ChoiceDelta, finish: str | None = None) -> ChunkChoice:
+            return ChunkChoice.model_construct(
+                index=0, delta=delta, finish_reason=finish, logprobs=None
+            )
+
+        yield chunk([choice(ChoiceDelta.model_construct(role="assistant", content=""))])
+        try:
+            async for delta in deltas:
+                if delta.content:
+                    yield chunk([choice(ChoiceDelta.model_construct(role=None, content=delta.content))])
+                elif delta.finish_reason is not None:
+                    yield chunk(
+                        [choice(ChoiceDelta.model_construct(role=None, content=None), delta.finish_reason)]
+                    )
+                elif delta.usage is not None and include_usage:
+                    yield chunk([], _usage(delta))
+        finally:
+            aclose = getattr(deltas, "aclose", None)
+            if aclose is not None:
+                await aclose()

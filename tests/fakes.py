@@ -1,0 +1,48 @@
+"""Fakes at the seams, for testing logic without a model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from kathan.backends.base import Delta, TokenUsage
+from kathan.errors import KathanError, ModelNotReadyError
+from kathan.protocol.chat import ChatCompletionRequest
+
+
+class FakeBackend:
+    """Replays scripted deltas; can be not-ready or fail mid-stream."""
+
+    def __init__(
+        self,
+        pieces: Sequence[str] = ("Hello", "!"),
+        *,
+        ready: bool = True,
+        fail_after: int | None = None,
+        error: KathanError | None = None,
+    ) -> None:
+        self.pieces = list(pieces)
+        self._ready = ready
+        self.fail_after = fail_after
+        self.error = error
+        self.requests: list[ChatCompletionRequest] = []
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
+        if not self._ready:
+            raise ModelNotReadyError("loading", retry_after=3)
+        if self.error is not None and self.fail_after is None:
+            raise self.error
+        self.requests.append(request)
+        return self._deltas()
+
+    async def _deltas(self) -> AsyncIterator[Delta]:
+        for i, piece in enumerate(self.pieces):
+            if self.fail_after is not None and i == self.fail_after:
+                assert self.error is not None
+                raise self.error
+            yield Delta(content=piece)
+        yield Delta(finish_reason="stop")
+        yield Delta(usage=TokenUsage(prompt_tokens=4, completion_tokens=len(self.pieces)))

@@ -1,0 +1,207 @@
+"""The HTTP layer against a fake backend: shapes of responses and errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kathan.app import create_app
+from kathan.errors import ContextLengthExceededError
+from kathan.routing.registry import ModelEntry, ModelRegistry
+from kathan.settings import Settings
+from tests.fakes import FakeBackend
+
+KEY = "sk-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+BODY = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def make_client(backend: FakeBackend, **settings: object) -> TestClient:
+    registry = ModelRegistry(
+        [ModelEntry(id="fake", owned_by="tests", created=123, backend=backend, aliases=("alias",))]
+    )
+    app = create_app(Settings(api_keys=[KEY], **settings), registry=registry)  # type: ignore[arg-type]
+    return TestClient(app)
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with make_client(FakeBackend()) as c:
+        yield c
+
+
+def sse_events(text: str) -> list[tuple[str | None, str]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        event = None
+        data = []
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data.append(line[6:])
+        events.append((event, "\n".join(data)))
+    return events
+
+
+def test_completion_shape(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", json=BODY, headers=AUTH)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["object"] == "chat.completion"
+    assert body["id"].startswith("chatcmpl-")
+    assert body["model"] == "fake"
+    assert body["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": "Hello!"},
+         "finish_reason": "stop", "logprobs": None}
+    ]
+    assert body["usage"]["prompt_tokens"] == 4
+    assert body["usage"]["completion_tokens"] == 2
+    assert body["usage"]["total_tokens"] == 6
+
+
+def test_alias_reports_the_canonical_model(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", json={**BODY, "model": "alias"}, headers=AUTH)
+    assert r.json()["model"] == "fake"
+
+
+def test_stream_shape(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", json={**BODY, "stream": True,
+                    "stream_options": {"include_usage": True}}, headers=AUTH)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(r.text)
+    assert events[-1] == (None, "[DONE]")
+    chunks = [json.loads(data) for _, data in events[:-1]]
+    for c in chunks:
+        assert c["object"] == "chat.completion.chunk"
+        assert {"id", "created", "model"} <= c.keys()
+        assert c["id"] == chunks[0]["id"]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert [c["choices"][0]["delta"].get("content") for c in chunks[1:3]] == ["Hello", "!"]
+    assert chunks[3]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[3]["choices"][0]["delta"] == {}
+    assert chunks[4]["choices"] == []
+    assert chunks[4]["usage"]["total_tokens"] == 6
+    assert len(chunks) == 5
+
+
+def test_stream_without_include_usage_has_no_usage_chunk(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", json={**BODY, "stream": True}, headers=AUTH)
+    chunks = [json.loads(d) for _, d in sse_events(r.text)[:-1]]
+    assert all(c["choices"] for c in chunks)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}])
+def test_bad_key_is_401(client: TestClient, headers: dict[str, str]) -> None:
+    r = client.post("/v1/chat/completions", json=BODY, headers=headers)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+    body = r.json()
+    assert body["detail"] == "Invalid API key"
+    assert body["error"]["type"] == "authentication_error"
+    assert body["error"]["code"] == "invalid_api_key"
+
+
+def test_models_need_a_key(client: TestClient) -> None:
+    assert client.get("/v1/models").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("patch", "loc"),
+    [
+        ({"temperature": 3}, ["body", "temperature"]),
+        ({"top_p": -0.1}, ["body", "top_p"]),
+        ({"stop": ["a", "b", "c", "d", "e"]}, ["body", "stop"]),
+        ({"messages": []}, ["body", "messages"]),
+        ({"messages": [{"role": "robot", "content": "x"}]}, ["body", "messages", 0, "role"]),
+        ({"presence_penalty": 2.5}, ["body", "presence_penalty"]),
+        ({"nonsense": 1}, ["body", "nonsense"]),
+    ],
+)
+def test_validation_errors_are_422_with_detail_array(
+    client: TestClient, patch: dict[str, object], loc: list[object]
+) -> None:
+    r = client.post("/v1/chat/completions", json={**BODY, **patch}, headers=AUTH)
+    assert r.status_code == 422
+    body = r.json()
+    assert isinstance(body["detail"], list) and body["detail"]
+    assert all({"loc", "msg", "type"} <= set(d) for d in body["detail"])
+    assert any(d["loc"][: len(loc)] == loc for d in body["detail"]), body["detail"]
+    assert body["error"]["type"] == "invalid_request_error"
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", content=b"{not json", headers={
+        **AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_unknown_model_is_404(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", json={**BODY, "model": "nope"}, headers=AUTH)
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "model_not_found"
+    assert r.json()["error"]["param"] == "model"
+    assert client.get("/v1/models/nope", headers=AUTH).status_code == 404
+
+
+def test_body_over_limit_is_413() -> None:
+    with make_client(FakeBackend(), max_body_bytes=2048) as c:
+        big = {**BODY, "messages": [{"role": "user", "content": "x" * 4096}]}
+        r = c.post("/v1/chat/completions", json=big, headers=AUTH)
+        assert r.status_code == 413
+        assert r.json()["error"]["code"] == "request_too_large"
+        # A body without Content-Length is counted as it arrives.
+        r = c.post("/v1/chat/completions", content=iter([b"{" + b" " * 3000 + b"}"]),
+                   headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 413
+
+
+def test_not_ready_is_503_with_retry_after() -> None:
+    with make_client(FakeBackend(ready=False)) as c:
+        r = c.post("/v1/chat/completions", json=BODY, headers=AUTH)
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "3"
+        ready = c.get("/ready")
+        assert ready.status_code == 503
+        assert "retry-after" in ready.headers
+        assert c.get("/health").json() == {"status": "ok"}
+
+
+def test_error_before_output_keeps_its_status_when_streaming() -> None:
+    backend = FakeBackend(error=ContextLengthExceededError("ctx 10 < 20"))
+    with make_client(backend) as c:
+        r = c.post("/v1/chat/completions", json={**BODY, "stream": True}, headers=AUTH)
+        assert r.status_code == 400
+        assert r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_error_after_headers_is_an_sse_error_event() -> None:
+    backend = FakeBackend(fail_after=1, error=ContextLengthExceededError("boom"))
+    with make_client(backend) as c:
+        r = c.post("/v1/chat/completions", json={**BODY, "stream": True}, headers=AUTH)
+        assert r.status_code == 200
+        events = sse_events(r.text)
+        assert events[-2][0] == "error"
+        assert json.loads(events[-2][1])["error"]["message"] == "boom"
+        assert events[-1] == (None, "[DONE]")
+
+
+def test_model_listing(client: TestClient) -> None:
+    for path in ("/v1/models", "/v1/chat/models"):
+        body = client.get(path, headers=AUTH).json()
+        assert body["object"] == "list"
+        assert [m["id"] for m in body["data"]] == ["fake", "alias"]
+        assert body["data"][0] == {"id": "fake", "object": "model", "created": 123,
+                                   "owned_by": "tests"}
+    assert client.get("/v1/models/alias", headers=AUTH).json()["id"] == "alias"
+
+
+def test_unknown_route_is_404_in_kathan_shape(client: TestClient) -> None:
+    r = client.get("/v2/nothing")
+    assert r.status_code == 404
+    assert r.json()["error"]["type"] == "not_found_error"
