@@ -32,7 +32,7 @@ $(VENV)/.kathan-bench: $(STAMP)
 	touch $@
 
 bench: $(VENV)/.kathan-bench
-	$(BIN)/python bench/single_stream.py $(ARGS)
+	$(BIN)/python -m bench.single_stream $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

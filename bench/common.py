@@ -1,0 +1,150 @@
+"""Shared helpers for the benchmarks: start servers, time one streamed request."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+KEY = "sk-bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def model_path() -> Path:
+    from kathan.app import embedded_model_path
+
+    return embedded_model_path()
+
+
+def eos_token() -> int:
+    from kathan.engine.llama import LlamaModel, init_backend
+
+    init_backend()
+    model = LlamaModel(model_path())
+    token = model.info.eos_token
+    model.close()
+    return token
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    model: str
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], probe: str) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            r = httpx.get(url + probe, headers={"Authorization": f"Bearer {KEY}"}, timeout=2)
+            if r.status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+def start_kathan(n_ctx: int, threads: int, extra_config: str = "") -> Server:
+    port = free_port()
+    config = Path(tempfile.mkdtemp()) / "kathan.yaml"
+    config.write_text(f"local:\n  n_ctx: {n_ctx}\n  n_threads: {threads}\n{extra_config}")
+    env = {**os.environ, "KATHAN_API_KEYS": KEY, "KATHAN_LOG_LEVEL": "warning"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kathan", "serve", "--port", str(port), "--config", str(config)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(url, process, "/ready")
+    return Server("kathan", url, process, "smollm2-135m-instruct")
+
+
+def start_llama_cpp_server(n_ctx: int, threads: int) -> Server:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path()),
+         "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+         "--port", str(port), "--host", "127.0.0.1", "--api_key", KEY,
+         "--model_alias", "smollm2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(url, process, "/v1/models")
+    return Server("llama-cpp-python", url, process, "smollm2")
+
+
+@dataclass
+class StreamTiming:
+    ttft: float
+    tokens: int
+    decode_seconds: float
+    error: str | None = None
+
+    @property
+    def decode_tps(self) -> float:
+        return (self.tokens - 1) / self.decode_seconds if self.decode_seconds > 0 else 0.0
+
+
+def timed_stream(client: httpx.Client, server: Server, body: dict[str, object]) -> StreamTiming:
+    """One streamed request; TTFT is send to first content, decode rate after that."""
+    start = time.perf_counter()
+    first = last = 0.0
+    tokens = 0
+    try:
+        with client.stream("POST", f"{server.url}/v1/chat/completions",
+                           json={**body, "model": server.model, "stream": True},
+                           headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as r:
+            if r.status_code != 200:
+                r.read()
+                return StreamTiming(0, 0, 0, f"HTTP {r.status_code}")
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                choices = chunk.get("choices") or []
+                if choices and choices[0].get("delta", {}).get("content"):
+                    now = time.perf_counter()
+                    tokens += 1
+                    if tokens == 1:
+                        first = now
+                    last = now
+    except httpx.HTTPError as exc:
+        return StreamTiming(0, 0, 0, type(exc).__name__)
+    return StreamTiming(first - start, tokens, last - first)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
