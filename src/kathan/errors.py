@@ -124,8 +124,11 @@ class ModelNotReadyError(ServiceUnavailableError):
     default_code = "model_not_ready"
 
 
-class EngineError(KathanError):
-    """The inference engine failed while serving a request."""
+class EngineError(ServiceUnavailableError):
+    """The inference engine failed while serving a request; the log has the cause."""
 
     error_type = "server_error"
     default_code = "engine_error"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, retry_after=retry_after)

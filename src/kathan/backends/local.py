@@ -17,7 +17,13 @@ from kathan.errors import (
     ModelNotReadyError,
     UnsupportedParameterError,
 )
-from kathan.protocol.chat import ChatCompletionRequest, ChatMessage, TextPart
+from kathan.protocol.chat import (
+    AssistantMessage,
+    ChatCompletionRequest,
+    ChatMessage,
+    TextPart,
+    ToolMessage,
+)
 
 # Roles the chat template does not know by these names.
 _ROLE_ALIASES = {"developer": "system"}
@@ -50,7 +56,7 @@ def _unsupported(request: ChatCompletionRequest) -> tuple[str, str] | None:
         ),
     ]
     for i, message in enumerate(request.messages):
-        if message.tool_calls or message.function_call:
+        if isinstance(message, AssistantMessage) and (message.tool_calls or message.function_call):
             field = "tool_calls" if message.tool_calls else "function_call"
             checks.append((True, f"messages[{i}].{field}", "tool-call history"))
         if isinstance(message.content, list) and any(
@@ -71,9 +77,10 @@ def _message_dict(message: ChatMessage) -> dict[str, Any]:
         "role": _ROLE_ALIASES.get(message.role, message.role),
         "content": content or "",
     }
-    if message.name is not None:
-        out["name"] = message.name
-    if message.tool_call_id is not None:
+    name = getattr(message, "name", None)
+    if name is not None:
+        out["name"] = name
+    if isinstance(message, ToolMessage):
         out["tool_call_id"] = message.tool_call_id
     return out
 

@@ -54,6 +54,7 @@ class Sampler:
             add(
                 chain,
                 C.llama_sampler_init_penalties(
+                    n_vocab,
                     params.penalty_last_n,
                     params.repetition_penalty,
                     params.frequency_penalty,

@@ -16,13 +16,8 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
-    field_validator,
     model_serializer,
-    model_validator,
 )
-
-Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
-
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -57,26 +52,47 @@ class ToolCall(_Wire):
     function: FunctionCall
 
 
-class ChatMessage(_Wire):
-    role: Role
-    content: str | list[ContentPart] | None = None
+class SystemMessage(_Wire):
+    role: Literal["system", "developer"]
+    content: str | list[TextPart]
+    name: str | None = Field(None, description="An optional name for the participant.")
+
+
+class UserMessage(_Wire):
+    role: Literal["user"]
+    content: str | list[ContentPart]
+    name: str | None = Field(None, description="An optional name for the participant.")
+
+
+class AssistantMessage(_Wire):
+    role: Literal["assistant"]
+    content: str | list[TextPart] | None = None
     name: str | None = Field(None, description="An optional name for the participant.")
     tool_calls: list[ToolCall] | None = Field(None, description="Calls made by the assistant.")
-    tool_call_id: str | None = Field(None, description="The call a tool message answers.")
     function_call: FunctionCall | None = Field(None, description="Legacy single function call.")
     refusal: str | None = Field(None, description="An assistant refusal, echoed back.")
 
-    @model_validator(mode="after")
-    def _check_role_fields(self) -> ChatMessage:
-        if self.role == "tool" and not self.tool_call_id:
-            raise ValueError("a tool message needs tool_call_id")
-        if self.role == "function" and not self.name:
-            raise ValueError("a function message needs name")
-        if self.role != "assistant" and (self.tool_calls or self.function_call):
-            raise ValueError("only assistant messages carry tool_calls or function_call")
-        if self.content is None and self.role != "assistant":
-            raise ValueError(f"a {self.role} message needs content")
-        return self
+
+class ToolMessage(_Wire):
+    role: Literal["tool"]
+    content: str | list[TextPart]
+    tool_call_id: str = Field(description="The call this message answers.")
+
+
+class FunctionMessage(_Wire):
+    role: Literal["function"]
+    content: str | None
+    name: str = Field(description="The function whose result this is.")
+
+
+ChatMessage = Annotated[
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage,
+    Field(discriminator="role"),
+]
+
+StopString = Annotated[str, Field(min_length=1)]
+TokenId = Annotated[str, Field(pattern=r"^[0-9]{1,9}$")]
+Bias = Annotated[float, Field(ge=-100, le=100)]
 
 
 class FunctionDefinition(_Wire):
@@ -142,10 +158,12 @@ class ChatCompletionRequest(_Wire):
     top_p: float | None = Field(None, ge=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = Field(None, description="Up to 4 stop sequences.")
+    stop: StopString | Annotated[list[StopString], Field(max_length=4)] | None = Field(
+        None, description="Up to 4 stop sequences."
+    )
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = Field(
+    logit_bias: dict[TokenId, Bias] | None = Field(
         None, description="Token id (as a string) to a bias from -100 to 100."
     )
     logprobs: bool | None = None
@@ -173,28 +191,6 @@ class ChatCompletionRequest(_Wire):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
-
-    @field_validator("stop")
-    @classmethod
-    def _check_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list):
-            if len(value) > 4:
-                raise ValueError("at most 4 stop sequences")
-            if any(not s for s in value):
-                raise ValueError("stop sequences must not be empty")
-        elif value == "":
-            raise ValueError("stop sequences must not be empty")
-        return value
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _check_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        for token, bias in (value or {}).items():
-            if not token.isdigit():
-                raise ValueError(f"logit_bias keys are token ids; got {token!r}")
-            if not -100 <= bias <= 100:
-                raise ValueError(f"logit_bias values lie in [-100, 100]; got {bias}")
-        return value
 
     @property
     def stop_list(self) -> tuple[str, ...]:
