@@ -84,18 +84,22 @@ def start_kathan(n_ctx: int, threads: int, extra_config: str = "") -> Server:
     return Server("kathan", url, process, "smollm2-135m-instruct")
 
 
-def start_llama_cpp_server(n_ctx: int, threads: int) -> Server:
+def start_llama_cpp_server(n_ctx: int, threads: int | None) -> Server:
+    """llama-cpp-python's own server; ``threads=None`` keeps its defaults (half the cores)."""
     port = free_port()
+    thread_args = [] if threads is None else [
+        "--n_threads", str(threads), "--n_threads_batch", str(threads)]
     process = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path()),
-         "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+         "--n_ctx", str(n_ctx), *thread_args,
          "--port", str(port), "--host", "127.0.0.1", "--api_key", KEY,
          "--model_alias", "smollm2"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     _wait_ready(url, process, "/v1/models")
-    return Server("llama-cpp-python", url, process, "smollm2")
+    name = "llama-cpp-python" if threads is not None else "llama-cpp-python (its defaults)"
+    return Server(name, url, process, "smollm2")
 
 
 @dataclass
