@@ -92,7 +92,14 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
             path = model_path(local)
             engine = LocalEngine(
                 EngineConfig(
-                    gguf=path, n_ctx=local.n_ctx, n_batch=local.n_batch, n_threads=local.n_threads
+                    gguf=path,
+                    n_ctx=local.n_ctx,
+                    n_batch=local.n_batch,
+                    n_threads=local.n_threads,
+                    n_slots=local.max_running,
+                    max_queued=local.max_queued,
+                    queue_timeout=local.queue_timeout,
+                    prefill_chunk=local.prefill_chunk,
                 )
             )
             backend = LocalBackend(engine, retry_after=settings.retry_after_seconds)

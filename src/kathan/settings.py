@@ -45,6 +45,21 @@ class LocalModelSettings(BaseModel):
     n_threads: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for decoding."
     )
+    max_running: int = Field(
+        16, ge=1, le=256, description="Sequences decoded together (llama.cpp n_seq_max slots)."
+    )
+    max_queued: int = Field(
+        64, ge=0, description="Requests waiting for a slot; beyond this, 503 with Retry-After."
+    )
+    queue_timeout: float = Field(
+        30.0, gt=0, description="Seconds a request may wait for a slot before a 503."
+    )
+    prefill_chunk: int = Field(
+        64,
+        ge=1,
+        description="Most prompt tokens computed per step while other sequences decode, "
+        "so a long new prompt does not stall running streams.",
+    )
 
 
 class Settings(BaseSettings):

@@ -206,8 +206,6 @@ def test_context_overflow_is_400_with_both_numbers(client: OpenAI) -> None:
     [
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"n": 2}, "n"),
-        ({"logprobs": True}, "logprobs"),
         ({"extra_body": {"finetune": True}}, "finetune"),
         ({"extra_body": {"language": "hi"}}, "language"),
         ({"reasoning_effort": "low"}, "reasoning_effort"),

@@ -19,9 +19,7 @@ def test_plain_request_is_supported() -> None:
 @pytest.mark.parametrize(
     ("kw", "field"),
     [
-        ({"n": 2}, "n"),
-        ({"logprobs": True}, "logprobs"),
-        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"parallel_tool_calls": True}, "parallel_tool_calls"),
         ({"finetune": True}, "finetune"),
         ({"gender": "female"}, "gender"),
         ({"accent": "british"}, "accent"),

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from kathan.protocol.chat import ChatCompletionRequest
+from kathan.protocol.chat import ChatCompletionRequest, TokenLogprob
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,7 @@ class Delta:
     content: str | None = None
     finish_reason: str | None = None
     usage: TokenUsage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 class Backend(Protocol):

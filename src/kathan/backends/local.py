@@ -9,12 +9,20 @@ from kathan.backends.base import Delta, TokenUsage
 from kathan.engine.engine import LocalEngine
 from kathan.engine.sampling import SamplingParams
 from kathan.engine.template import TemplateRenderError
-from kathan.engine.types import GenerationRequest
+from kathan.engine.types import (
+    EngineOverloaded,
+    GenerationEvent,
+    GenerationRequest,
+    RequestTooLarge,
+)
+from kathan.engine.types import TokenLogprob as EngineLogprob
 from kathan.errors import (
     ContextLengthExceededError,
     EngineError,
     InvalidRequestError,
+    KathanError,
     ModelNotReadyError,
+    ServiceUnavailableError,
     UnsupportedParameterError,
 )
 from kathan.protocol.chat import (
@@ -22,7 +30,9 @@ from kathan.protocol.chat import (
     ChatCompletionRequest,
     ChatMessage,
     TextPart,
+    TokenLogprob,
     ToolMessage,
+    TopLogprob,
 )
 
 # Roles the chat template does not know by these names.
@@ -42,9 +52,6 @@ def _unsupported(request: ChatCompletionRequest) -> tuple[str, str] | None:
             "response_format",
             "structured output (json_object, json_schema)",
         ),
-        ((request.n or 1) > 1, "n", "more than one choice"),
-        (bool(request.logprobs), "logprobs", "log probabilities"),
-        (request.top_logprobs is not None, "top_logprobs", "log probabilities"),
         (bool(request.finetune), "finetune", "voice-agent mode"),
         (request.language is not None, "language", "voice-agent mode"),
         (request.gender is not None, "gender", "voice-agent mode"),
@@ -147,29 +154,84 @@ class LocalBackend:
                 f"tokens{asked} ({len(prompt) + (requested or 1)} in all).",
                 param="max_tokens" if requested else "messages",
             )
+        if request.top_logprobs is not None and not request.logprobs:
+            raise InvalidRequestError(
+                "'top_logprobs' needs 'logprobs': true.", param="top_logprobs"
+            )
+        n = request.n or 1
+        slots = self.engine.config.n_slots
+        if n > slots:
+            raise InvalidRequestError(
+                f"'n' is {n}, but this model runs at most {slots} sequences at once.", param="n"
+            )
+        max_tokens = requested or (n_ctx - len(prompt))
+        if n > 1 and n * (len(prompt) + max_tokens) > n_ctx:
+            raise ContextLengthExceededError(
+                f"This model's context is {n_ctx} tokens, but {n} choices of {len(prompt)} "
+                f"prompt tokens plus {max_tokens} completion tokens need "
+                f"{n * (len(prompt) + max_tokens)}. Lower 'n' or 'max_tokens'.",
+                param="n",
+            )
         return GenerationRequest(
             prompt=prompt,
             sampling=sampling_params(request),
-            max_tokens=requested or (n_ctx - len(prompt)),
+            max_tokens=max_tokens,
             stop=request.stop_list,
+            n=n,
+            logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         )
 
     async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
-        return self._deltas(self.build(request))
-
-    async def _deltas(self, generation: GenerationRequest) -> AsyncIterator[Delta]:
+        events = self.engine.generate(self.build(request))
         try:
-            async for event in self.engine.generate(generation):
-                if event.text:
-                    yield Delta(content=event.text)
+            # Wait for admission and the first token, so that overload and queue
+            # timeouts are still answered with a status code, not mid-stream.
+            first = await anext(events)
+        except EngineOverloaded as exc:
+            await events.aclose()
+            raise ServiceUnavailableError(
+                f"The local engine is at capacity: {exc}. Retry shortly.",
+                retry_after=self._retry_after,
+                code="engine_overloaded",
+            ) from exc
+        except RequestTooLarge as exc:
+            await events.aclose()
+            raise ContextLengthExceededError(f"The request does not fit: {exc}.") from exc
+        except StopAsyncIteration:  # pragma: no cover - an engine always sends a first event
+            raise EngineError("The local engine ended the request without output.") from None
+        return self._deltas(first, events, request.n or 1)
+
+    async def _deltas(
+        self, first: GenerationEvent, events: AsyncIterator[GenerationEvent], n: int
+    ) -> AsyncIterator[Delta]:
+        prompt = cached = completion = 0
+        try:
+            event: GenerationEvent | None = first
+            while event is not None:
+                logprobs = tuple(_logprob(lp) for lp in event.logprobs)
+                if event.text or logprobs:
+                    yield Delta(index=event.index, content=event.text, logprobs=logprobs)
                 if event.finish_reason is not None:
-                    yield Delta(finish_reason=event.finish_reason)
-                    yield Delta(
-                        usage=TokenUsage(
-                            prompt_tokens=event.prompt_tokens,
-                            completion_tokens=event.completion_tokens,
-                            cached_tokens=event.cached_tokens,
-                        )
-                    )
+                    yield Delta(index=event.index, finish_reason=event.finish_reason)
+                    prompt = event.prompt_tokens
+                    cached = max(cached, event.cached_tokens)
+                    completion += event.completion_tokens
+                event = await anext(events, None)
+        except KathanError:
+            raise
         except Exception as exc:
             raise EngineError("The local engine failed while generating.") from exc
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+        yield Delta(usage=TokenUsage(prompt, completion, cached))
+
+
+def _logprob(entry: EngineLogprob) -> TokenLogprob:
+    return TokenLogprob(
+        token=entry.token,
+        logprob=entry.logprob,
+        bytes=list(entry.bytes),
+        top_logprobs=[
+            TopLogprob(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in entry.top
+        ],
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kathan.engine.llama import LlamaContext, LlamaModel, init_backend
 from kathan.engine.runner import Job, Runner
+from kathan.engine.scheduler import Scheduler, SchedulerConfig
 from kathan.engine.template import CHATML_TEMPLATE, ChatTemplate
 from kathan.engine.types import EngineStats, GenerationEvent, GenerationRequest
 
@@ -19,15 +20,19 @@ class EngineConfig:
     n_ctx: int
     n_batch: int
     n_threads: int
+    n_slots: int = 16
+    max_queued: int = 64
+    queue_timeout: float = 30.0
+    prefill_chunk: int = 64
 
 
 class LocalEngine:
-    """Loads a GGUF model and generates text for many callers, one sequence at a time.
+    """Loads a GGUF model and generates for many callers at once (continuous batching).
 
     >>> engine = LocalEngine(config)
     >>> await asyncio.to_thread(engine.load)
     >>> async for event in engine.generate(request):
-    ...     print(event.text, end="")
+    ...     print(event.index, event.text, end="")
     """
 
     def __init__(self, config: EngineConfig) -> None:
@@ -56,13 +61,14 @@ class LocalEngine:
     def load(self, progress: Callable[[float], None] | None = None) -> None:
         """Load the model and start the runner thread. Blocking: call it off the event loop."""
         init_backend()
-        model = LlamaModel(self.config.gguf, progress=progress)
-        n_ctx = min(self.config.n_ctx, model.info.n_ctx_train or self.config.n_ctx)
+        config = self.config
+        model = LlamaModel(config.gguf, progress=progress)
         ctx = LlamaContext(
             model,
-            n_ctx=n_ctx,
-            n_batch=min(self.config.n_batch, n_ctx),
-            n_threads=self.config.n_threads,
+            n_ctx=config.n_ctx,
+            n_batch=min(config.n_batch, config.n_ctx),
+            n_threads=config.n_threads,
+            n_seq_max=config.n_slots,
         )
         source = model.info.chat_template or CHATML_TEMPLATE
         self.template = ChatTemplate(
@@ -70,8 +76,17 @@ class LocalEngine:
             bos_token=model.token_text(model.info.bos_token) if model.info.bos_token >= 0 else "",
             eos_token=model.token_text(model.info.eos_token) if model.info.eos_token >= 0 else "",
         )
+        scheduler = Scheduler(
+            SchedulerConfig(
+                n_slots=config.n_slots,
+                n_ctx=ctx.n_ctx,
+                max_batch_tokens=ctx.n_batch,
+                prefill_chunk=min(config.prefill_chunk, ctx.n_batch),
+                max_queued=config.max_queued,
+            )
+        )
+        runner = Runner(model, ctx, scheduler, queue_timeout=config.queue_timeout)
         self._model, self._ctx = model, ctx
-        runner = Runner(model, ctx)
         runner.start()
         self._runner = runner
 
@@ -83,27 +98,35 @@ class LocalEngine:
         return model.tokenize(text, add_special=add_bos, parse_special=True)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        """Yield text as it is generated. Closing the iterator early aborts the sequence."""
-        if self._runner is None:
+        """Yield text for every choice as it is generated.
+
+        Raises ``EngineOverloaded`` or ``RequestTooLarge`` before the first
+        event. Closing the iterator early aborts the request within one step.
+        """
+        runner = self._runner
+        if runner is None:
             raise RuntimeError("the engine is not loaded")
         job = Job(request, asyncio.get_running_loop())
-        self._runner.submit(job)
+        runner.submit(job)
+        remaining = request.n
         try:
-            while True:
+            while remaining:
                 item = await job.events.get()
                 if isinstance(item, BaseException):
                     raise item
-                yield item
                 if item.finish_reason is not None:
-                    return
+                    remaining -= 1
+                yield item
         finally:
-            job.cancelled.set()
+            if remaining:
+                runner.cancel(job)
 
     def stats(self) -> EngineStats:
-        if self._runner is None or self._ctx is None:
-            return EngineStats(queued=0, running=0, kv_cells_used=0, n_ctx=0)
-        queued, running, cells = self._runner.counts
-        return EngineStats(queued=queued, running=running, kv_cells_used=cells, n_ctx=self._ctx.n_ctx)
+        runner, ctx = self._runner, self._ctx
+        if runner is None or ctx is None:
+            return EngineStats(0, 0, 0, 0, self.config.n_slots)
+        queued, running, cells = runner.counts()
+        return EngineStats(queued, running, cells, ctx.n_ctx, self.config.n_slots)
 
     def close(self) -> None:
         if self._runner is not None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import llama_cpp as C
+import numpy as np
+import numpy.typing as npt
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +28,19 @@ def _drop_llama_log(level: int, text: bytes | None, user_data: ctypes.c_void_p) 
 
 # A constant C function pointer: llama.cpp holds it for the life of the process.
 _LOG_CALLBACK = C.llama_log_callback(_drop_llama_log)
+
+
+class BatchItem(Protocol):
+    """One sequence's share of a batch (the scheduler's ``Step`` has this shape)."""
+
+    @property
+    def slot(self) -> int: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def tokens(self) -> tuple[int, ...]: ...
+    @property
+    def sample(self) -> bool: ...
 
 
 class LlamaLoadError(Exception):
@@ -157,6 +173,8 @@ class LlamaContext:
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         params.n_seq_max = n_seq_max
+        # One pool of cells for all sequences: any of them may use the whole context.
+        params.kv_unified = True
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
         params.no_perf = True
@@ -187,6 +205,48 @@ class LlamaContext:
         rc = C.llama_decode(self.ptr, batch)
         if rc != 0:
             raise DecodeError(rc)
+
+    def decode_steps(self, steps: Sequence[BatchItem]) -> list[int]:
+        """Decode several sequences' tokens in one ``llama_decode``.
+
+        Returns, per item, the batch index whose logits can be sampled (its
+        last token) or -1 when the item asked for no logits.
+        """
+        batch = self._batch
+        i = 0
+        outputs: list[int] = []
+        for item in steps:
+            slot = item.slot
+            pos = item.start
+            for token in item.tokens:
+                batch.token[i] = token
+                batch.pos[i] = pos
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = slot
+                batch.logits[i] = 0
+                pos += 1
+                i += 1
+            if item.sample:
+                batch.logits[i - 1] = 1
+                outputs.append(i - 1)
+            else:
+                outputs.append(-1)
+        if i > self.n_batch:
+            raise ValueError(f"{i} tokens exceed the batch size {self.n_batch}")
+        batch.n_tokens = i
+        rc = C.llama_decode(self.ptr, batch)
+        if rc != 0:
+            raise DecodeError(rc)
+        return outputs
+
+    def copy(self, src: int, dst: int) -> None:
+        """Share all of sequence ``src``'s KV cells with sequence ``dst``."""
+        C.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
+
+    def logits(self, index: int) -> npt.NDArray[np.float32]:
+        """A view of batch output ``index``'s logits, valid until the next decode."""
+        ptr = C.llama_get_logits_ith(self.ptr, index)
+        return np.ctypeslib.as_array(ptr, shape=(self.model.info.n_vocab,))
 
     def remove(self, seq_id: int, start: int = 0, end: int = -1) -> None:
         """Drop a sequence's KV cells in positions [start, end)."""

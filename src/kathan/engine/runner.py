@@ -1,27 +1,37 @@
-"""The runner: executes generation on its own thread and hands text to asyncio.
+"""The runner: executes the scheduler's plans on its own thread.
 
-llama.cpp calls made through ctypes release the GIL, so the event loop keeps
-serving HTTP while a token is being decoded. Each job's events are delivered
-with ``loop.call_soon_threadsafe`` into that job's ``asyncio.Queue``.
+Each step is one ``llama_decode`` holding the next token of every running
+sequence plus a bounded chunk of prefill. ctypes releases the GIL during the
+decode, so the event loop keeps serving HTTP. Text reaches each request's
+``asyncio.Queue`` through ``loop.call_soon_threadsafe``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import itertools
 import logging
-import queue
 import threading
+import time
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from kathan.engine.llama import LlamaContext, LlamaModel
 from kathan.engine.sampling import Sampler
+from kathan.engine.scheduler import Plan, PromptTooLong, QueueFull, Scheduler, SeqId
 from kathan.engine.stops import StopMatcher
-from kathan.engine.types import GenerationEvent, GenerationRequest
+from kathan.engine.types import (
+    EngineOverloaded,
+    GenerationEvent,
+    GenerationRequest,
+    RequestTooLarge,
+    TokenLogprob,
+    TopLogprob,
+)
 
 logger = logging.getLogger(__name__)
-
-_SEQ = 0
 
 
 @dataclass(eq=False)
@@ -30,6 +40,7 @@ class Job:
 
     request: GenerationRequest
     loop: asyncio.AbstractEventLoop
+    id: int = 0
     events: asyncio.Queue[GenerationEvent | BaseException] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -37,131 +48,247 @@ class Job:
         self.loop.call_soon_threadsafe(self.events.put_nowait, item)
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+@dataclass(eq=False)
+class _Choice:
+    """Per-sequence state the runner keeps beside the scheduler's bookkeeping."""
+
+    job: Job
+    index: int
+    sampler: Sampler
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
+    )
+    stops: StopMatcher = field(default_factory=lambda: StopMatcher(()))
+    generated: int = 0
 
 
 class Runner:
-    """Serves jobs one after another on a dedicated thread.
+    """Owns the scheduler and the llama.cpp context; one thread drives both."""
 
-    The KV cache keeps the tokens of the last sequence; a new prompt that
-    shares a prefix with them reuses those cells instead of recomputing them.
-    """
-
-    def __init__(self, model: LlamaModel, ctx: LlamaContext) -> None:
+    def __init__(
+        self, model: LlamaModel, ctx: LlamaContext, scheduler: Scheduler, *, queue_timeout: float
+    ) -> None:
         self._model = model
         self._ctx = ctx
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._cached: list[int] = []
-        self._running = 0
-        self._queued = 0
-        self._lock = threading.Lock()
+        self._scheduler = scheduler
+        self._queue_timeout = queue_timeout
+        self._jobs: dict[int, Job] = {}
+        self._choices: dict[SeqId, _Choice] = {}
+        self._ids = itertools.count(1)
+        self._cv = threading.Condition()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="kathan-runner", daemon=True)
+        self.steps = 0
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, job: Job) -> None:
-        with self._lock:
-            self._queued += 1
-        self._jobs.put(job)
-
     def stop(self) -> None:
-        self._jobs.put(None)
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
         self._thread.join()
 
-    @property
+    def submit(self, job: Job) -> None:
+        """Queue a job, or raise ``EngineOverloaded`` / ``RequestTooLarge`` at once."""
+        request = job.request
+        with self._cv:
+            job.id = next(self._ids)
+            try:
+                self._scheduler.add(
+                    job.id, request.prompt, max_tokens=request.max_tokens,
+                    now=time.monotonic(), n=request.n,
+                )
+            except QueueFull as exc:
+                raise EngineOverloaded(str(exc)) from exc
+            except PromptTooLong as exc:
+                raise RequestTooLarge(str(exc)) from exc
+            self._jobs[job.id] = job
+            self._cv.notify()
+
+    def cancel(self, job: Job) -> None:
+        """Stop a job's sequences at the next step (called when its client leaves)."""
+        job.cancelled.set()
+        with self._cv:
+            self._cv.notify()
+
     def counts(self) -> tuple[int, int, int]:
-        """(queued, running, KV cells in use)."""
-        with self._lock:
-            return self._queued, self._running, len(self._cached)
+        """(queued requests, running sequences, KV cells in use)."""
+        with self._cv:
+            s = self._scheduler
+            return s.queued, len(s.running), s.kv_cells_used
+
+    # -- the thread ---------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            with self._lock:
-                self._queued -= 1
-                self._running = 1
-            try:
-                if not job.cancelled.is_set():
-                    self._serve(job)
-            except Exception as exc:  # delivered to the request, never lost
-                logger.exception("generation failed")
-                self._ctx.remove(_SEQ)
-                self._cached = []
-                job.deliver(exc)
-            finally:
-                with self._lock:
-                    self._running = 0
-
-    def _prefill(self, job: Job) -> int:
-        """Bring the KV cache to hold the prompt; return how many tokens were reused."""
-        prompt = job.request.prompt
-        ctx = self._ctx
-        # At least the last prompt token is decoded again: its logits start generation.
-        reuse = min(common_prefix(self._cached, prompt), len(prompt) - 1)
-        ctx.remove(_SEQ, reuse, -1)
-        del self._cached[reuse:]
-        pos = reuse
-        while pos < len(prompt):
-            if job.cancelled.is_set():
-                break
-            chunk = prompt[pos : pos + ctx.n_batch]
-            ctx.decode(chunk, pos, _SEQ)
-            self._cached.extend(chunk)
-            pos += len(chunk)
-        return reuse
-
-    def _serve(self, job: Job) -> None:
-        request = job.request
-        ctx = self._ctx
-        model = self._model
-        cached = self._prefill(job)
-        prompt_tokens = len(request.prompt)
-        sampler = Sampler(request.sampling, model.info.n_vocab)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopMatcher(request.stop)
-        pieces = model.pieces
-        eog = model.eog
-        n = 0
-        try:
-            while not job.cancelled.is_set():
-                token = sampler.sample(ctx)
-                n += 1
-                finish: str | None = None
-                if token in eog:
-                    text, finish = decoder.decode(b"", final=True), "stop"
-                else:
-                    text = decoder.decode(pieces[token])
-                text, stopped = stops.feed(text)
-                if stopped:
-                    finish = "stop"
-                elif finish is None and (
-                    n >= request.max_tokens or len(self._cached) >= ctx.n_ctx
-                ):
-                    finish = "length"
-                if finish is not None:
-                    if not stopped:
-                        text += stops.feed(decoder.decode(b"", final=True))[0] + stops.flush()
-                    job.deliver(
-                        GenerationEvent(
-                            text,
-                            finish,
-                            completion_tokens=n,
-                            prompt_tokens=prompt_tokens,
-                            cached_tokens=cached,
-                        )
-                    )
+            with self._cv:
+                while not self._stopping and not self._jobs:
+                    self._cv.wait()
+                if self._stopping:
                     return
-                if text:
-                    job.deliver(GenerationEvent(text, completion_tokens=n))
-                ctx.decode([token], len(self._cached), _SEQ)
-                self._cached.append(token)
-        finally:
-            sampler.close()
+                self._reap()
+                plan = self._scheduler.schedule()
+                self._open_choices(plan)
+            if plan.empty:
+                # Work is queued but cannot be admitted yet: wait for a change.
+                with self._cv:
+                    self._cv.wait(timeout=0.05)
+                continue
+            try:
+                sampled, finished = self._execute(plan)
+            except Exception as exc:
+                logger.exception("engine step failed")
+                self._fail_all(exc)
+                continue
+            with self._cv:
+                self._scheduler.update(sampled, plan)
+                self._release(finished)
+            self.steps += 1
+
+    def _reap(self) -> None:
+        """Drop cancelled jobs and jobs that waited too long in the queue. Holds the lock."""
+        for job in [j for j in self._jobs.values() if j.cancelled.is_set()]:
+            self._scheduler.abort(job.id)
+            self._forget(job)
+        for rid in self._scheduler.expire(time.monotonic(), self._queue_timeout):
+            job = self._jobs.get(rid)
+            if job is not None:
+                job.deliver(EngineOverloaded(
+                    f"the request waited {self._queue_timeout:g}s in the queue without a free slot"
+                ))
+                self._forget(job)
+
+    def _forget(self, job: Job) -> None:
+        self._jobs.pop(job.id, None)
+        for index in range(job.request.n):
+            choice = self._choices.pop((job.id, index), None)
+            if choice is not None:
+                choice.sampler.close()
+
+    def _open_choices(self, plan: Plan) -> None:
+        for seq_id in plan.admitted:
+            if seq_id in self._choices:
+                continue  # re-admitted after preemption: its state lives on
+            job = self._jobs[seq_id[0]]
+            request = job.request
+            sampling = request.sampling
+            if sampling.seed is not None and seq_id[1]:
+                # Each choice gets its own seed, derived from the request's.
+                sampling = sampling.with_seed(sampling.seed + seq_id[1])
+            self._choices[seq_id] = _Choice(
+                job, seq_id[1], Sampler(sampling, self._model.info.n_vocab),
+                stops=StopMatcher(request.stop),
+            )
+
+    def _execute(self, plan: Plan) -> tuple[dict[SeqId, int], list[SeqId]]:
+        ctx = self._ctx
+        for slot, keep in plan.trims:
+            ctx.remove(slot, keep, -1)
+        outputs = ctx.decode_steps(plan.steps) if plan.steps else []
+        sampled: dict[SeqId, int] = {}
+        finished: list[SeqId] = []
+        index_of: dict[SeqId, int] = {}
+        for step, out in zip(plan.steps, outputs, strict=True):
+            if out < 0:
+                continue
+            index_of[step.seq] = out
+            if self._sample(step.seq, out, sampled):
+                finished.append(step.seq)
+        for fork in plan.forks:
+            ctx.copy(fork.parent_slot, fork.child_slot)
+            if self._sample(fork.child, index_of[fork.parent], sampled):
+                finished.append(fork.child)
+        return sampled, finished
+
+    def _sample(self, seq_id: SeqId, out: int, sampled: dict[SeqId, int]) -> bool:
+        """Sample one token for a sequence; deliver its text; return True when it ended."""
+        choice = self._choices.get(seq_id)
+        if choice is None:
+            return False
+        job = choice.job
+        if job.cancelled.is_set():
+            return True
+        request = job.request
+        token = choice.sampler.sample(self._ctx, out)
+        sampled[seq_id] = token
+        choice.generated += 1
+        logprobs = self._logprobs(out, token, request.logprobs)
+        finish: str | None = None
+        if token in self._model.eog:
+            text, finish = choice.decoder.decode(b"", final=True), "stop"
+        else:
+            text = choice.decoder.decode(self._model.pieces[token])
+        text, stopped = choice.stops.feed(text)
+        if stopped:
+            finish = "stop"
+        elif finish is None and choice.generated >= request.max_tokens:
+            finish = "length"
+        if finish is not None and not stopped:
+            tail, stopped = choice.stops.feed(choice.decoder.decode(b"", final=True))
+            text += tail if stopped else tail + choice.stops.flush()
+        if finish is None:
+            if text or logprobs:
+                job.deliver(GenerationEvent(text, choice.index, logprobs=logprobs))
+            return False
+        seq = self._scheduler.seq(seq_id)
+        job.deliver(
+            GenerationEvent(
+                text,
+                choice.index,
+                finish,
+                completion_tokens=choice.generated,
+                prompt_tokens=len(request.prompt),
+                cached_tokens=seq.cached if seq is not None else 0,
+                logprobs=logprobs,
+            )
+        )
+        return True
+
+    def _logprobs(self, out: int, token: int, top: int | None) -> tuple[TokenLogprob, ...]:
+        if top is None:
+            return ()
+        logits = self._ctx.logits(out).astype(np.float64)
+        peak = logits.max()
+        logsumexp = peak + np.log(np.exp(logits - peak).sum())
+        pieces = self._model.pieces
+
+        def entry(t: int) -> TopLogprob:
+            raw = pieces[t]
+            return TopLogprob(raw.decode("utf-8", errors="replace"), raw,
+                              float(logits[t] - logsumexp))
+
+        alternatives: tuple[TopLogprob, ...] = ()
+        if top > 0:
+            best = np.argpartition(-logits, top)[:top]
+            best = best[np.argsort(-logits[best])]
+            alternatives = tuple(entry(int(t)) for t in best)
+        chosen = entry(token)
+        return (TokenLogprob(chosen.token, chosen.bytes, chosen.logprob, alternatives),)
+
+    def _release(self, finished: list[SeqId]) -> None:
+        """Hand finished sequences back to the scheduler; forget completed jobs. Holds the lock."""
+        self._scheduler.finish(finished)
+        for seq_id in finished:
+            choice = self._choices.pop(seq_id, None)
+            if choice is not None:
+                choice.sampler.close()
+        for rid in {sid[0] for sid in finished}:
+            job = self._jobs.get(rid)
+            if job is None:
+                continue
+            if all((rid, i) not in self._choices for i in range(job.request.n)) and not any(
+                s.id[0] == rid for g in self._scheduler.waiting for s in g
+            ):
+                self._jobs.pop(rid, None)
+
+    def _fail_all(self, exc: Exception) -> None:
+        """A decode failed: end every request in flight and start from an empty cache."""
+        with self._cv:
+            for job in list(self._jobs.values()):
+                job.deliver(exc)
+                self._scheduler.abort(job.id)
+                self._forget(job)
+            for slot in self._scheduler.slots:
+                slot.cache = []
+                self._ctx.remove(slot.id)

@@ -8,7 +8,7 @@ otherwise a seeded random draw).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import llama_cpp as C
 
@@ -31,6 +31,9 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)
     seed: int | None = None
     penalty_last_n: int = 1024
+
+    def with_seed(self, seed: int) -> SamplingParams:
+        return replace(self, seed=seed)
 
 
 class Sampler:

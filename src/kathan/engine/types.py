@@ -9,23 +9,46 @@ from kathan.engine.sampling import SamplingParams
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """One sequence to generate: a tokenized prompt and how to continue it."""
+    """A tokenized prompt and how to continue it, ``n`` times.
+
+    ``logprobs``: None for none, else how many alternatives to report per
+    token (0 reports only the chosen token's log probability).
+    """
 
     prompt: list[int]
     sampling: SamplingParams
     max_tokens: int
     stop: tuple[str, ...] = ()
+    n: int = 1
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token: str
+    bytes: bytes
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    bytes: bytes
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationEvent:
-    """New text for one sequence. The last event of a sequence has ``finish_reason``."""
+    """New text for choice ``index``. Its last event has ``finish_reason``."""
 
     text: str
+    index: int = 0
     finish_reason: str | None = None
     completion_tokens: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,3 +57,12 @@ class EngineStats:
     running: int
     kv_cells_used: int
     n_ctx: int
+    n_slots: int
+
+
+class EngineOverloaded(Exception):
+    """The engine cannot take the request now (queue full or queue timeout)."""
+
+
+class RequestTooLarge(Exception):
+    """The request can never fit in the engine's KV cache."""

@@ -12,7 +12,9 @@ from kathan.protocol.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
+    ChoiceLogprobs,
     ResponseMessage,
+    TokenLogprob,
     Usage,
 )
 
@@ -31,6 +33,7 @@ class Accumulator:
         self._first: ChatCompletionChunk | None = None
         self._content: dict[int, list[str]] = {}
         self._finish: dict[int, str | None] = {}
+        self._logprobs: dict[int, list[TokenLogprob]] = {}
         self._usage: Usage | None = None
 
     def add(self, chunk: ChatCompletionChunk) -> None:
@@ -43,6 +46,8 @@ class Accumulator:
                 parts.append(choice.delta.content)
             if choice.finish_reason is not None:
                 self._finish[choice.index] = choice.finish_reason
+            if choice.logprobs is not None and choice.logprobs.content:
+                self._logprobs.setdefault(choice.index, []).extend(choice.logprobs.content)
         if chunk.usage is not None:
             self._usage = chunk.usage
 
@@ -60,6 +65,11 @@ class Accumulator:
                     index=index,
                     message=ResponseMessage(content="".join(parts)),
                     finish_reason=self._finish[index],
+                    logprobs=(
+                        ChoiceLogprobs(content=self._logprobs[index])
+                        if index in self._logprobs
+                        else None
+                    ),
                 )
                 for index, parts in sorted(self._content.items())
             ],

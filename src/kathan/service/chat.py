@@ -12,6 +12,7 @@ from kathan.protocol.chat import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChoiceDelta,
+    ChoiceLogprobs,
     ChunkChoice,
     Usage,
 )
@@ -52,13 +53,13 @@ class ChatService:
         deltas = await entry.backend.open(request)
         if include_usage is None:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return self._chunks(entry.id, deltas, include_usage)
+        return self._chunks(entry.id, deltas, include_usage, request.n or 1)
 
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
         return await accumulate(await self.stream(request, include_usage=True))
 
     async def _chunks(
-        self, model: str, deltas: AsyncIterator[Delta], include_usage: bool
+        self, model: str, deltas: AsyncIterator[Delta], include_usage: bool, n: int
     ) -> AsyncIterator[ChatCompletionChunk]:
         chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -74,20 +75,32 @@ class ChatService:
                 system_fingerprint=None,
             )
 
-        def choice(delta: ChoiceDelta, finish: str | None = None) -> ChunkChoice:
+        def choice(
+            index: int,
+            delta: ChoiceDelta,
+            finish: str | None = None,
+            logprobs: ChoiceLogprobs | None = None,
+        ) -> ChunkChoice:
             return ChunkChoice.model_construct(
-                index=0, delta=delta, finish_reason=finish, logprobs=None
+                index=index, delta=delta, finish_reason=finish, logprobs=logprobs
             )
 
-        yield chunk([choice(ChoiceDelta.model_construct(role="assistant", content=""))])
+        yield chunk(
+            [choice(i, ChoiceDelta.model_construct(role="assistant", content="")) for i in range(n)]
+        )
         try:
             async for delta in deltas:
-                if delta.content:
-                    yield chunk([choice(ChoiceDelta.model_construct(role=None, content=delta.content))])
-                elif delta.finish_reason is not None:
-                    yield chunk(
-                        [choice(ChoiceDelta.model_construct(role=None, content=None), delta.finish_reason)]
+                if delta.content or delta.logprobs:
+                    logprobs = (
+                        ChoiceLogprobs.model_construct(content=list(delta.logprobs), refusal=None)
+                        if delta.logprobs
+                        else None
                     )
+                    content = ChoiceDelta.model_construct(role=None, content=delta.content)
+                    yield chunk([choice(delta.index, content, logprobs=logprobs)])
+                elif delta.finish_reason is not None:
+                    empty = ChoiceDelta.model_construct(role=None, content=None)
+                    yield chunk([choice(delta.index, empty, delta.finish_reason)])
                 elif delta.usage is not None and include_usage:
                     yield chunk([], _usage(delta))
         finally:

@@ -1,0 +1,366 @@
+"""The scheduler: a pure, synchronous state machine for continuous batching.
+
+It decides; the runner executes. Nothing here touches llama.cpp or threads,
+so every policy (admission order, slot and KV limits, prefill chunking,
+preemption, finishing, aborting) is tested without a model.
+
+One step of the runner is::
+
+    plan = scheduler.schedule()      # what to put in the next llama_decode
+    ...decode, sample...
+    scheduler.update({seq_id: token})  # tokens sampled this step
+    scheduler.finish([seq_id, ...])    # sequences that ended (EOS, stop, length, cancel)
+
+Slots are llama.cpp sequence ids. A slot keeps its tokens' KV cells after its
+sequence finishes, so a later prompt that shares a prefix (a system prompt,
+the earlier turns of a chat) reuses them. Idle caches are evicted, least
+recently used first, when their cells are needed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+
+SeqId = tuple[int, int]
+"""(request id, choice index)."""
+
+
+class QueueFull(Exception):
+    """The admission queue is at its limit."""
+
+
+class PromptTooLong(Exception):
+    """The request can never fit in the KV cache."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    n_slots: int
+    n_ctx: int
+    max_batch_tokens: int
+    prefill_chunk: int
+    max_queued: int
+
+
+class State(enum.Enum):
+    WAITING = "waiting"
+    PREFILL = "prefill"
+    FORK_WAIT = "fork_wait"
+    DECODE = "decode"
+
+
+@dataclass(eq=False)
+class Seq:
+    id: SeqId
+    tokens: list[int]
+    max_tokens: int
+    arrival: float
+    state: State = State.WAITING
+    slot: int = -1
+    computed: int = 0
+    pending: int | None = None
+    generated: int = 0
+    resume: bool = False
+    cached: int = 0
+    parent: Seq | None = None
+
+    @property
+    def cells(self) -> int:
+        return self.computed
+
+
+@dataclass(eq=False)
+class Slot:
+    id: int
+    cache: list[int] = field(default_factory=list)
+    owner: Seq | None = None
+    last_used: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Tokens of one sequence in this batch; ``sample``: read logits after the last one."""
+
+    seq: SeqId
+    slot: int
+    start: int
+    tokens: tuple[int, ...]
+    sample: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Fork:
+    """After the decode, copy ``parent``'s KV to ``child`` and sample it from the same logits."""
+
+    parent: SeqId
+    child: SeqId
+    parent_slot: int
+    child_slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    trims: tuple[tuple[int, int], ...] = ()
+    steps: tuple[Step, ...] = ()
+    forks: tuple[Fork, ...] = ()
+    admitted: tuple[SeqId, ...] = ()
+    preempted: tuple[SeqId, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps and not self.trims
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Scheduler:
+    """Admission, batching and KV bookkeeping for one llama.cpp context.
+
+    >>> s = Scheduler(SchedulerConfig(n_slots=2, n_ctx=64, max_batch_tokens=16,
+    ...                               prefill_chunk=8, max_queued=4))
+    >>> s.add(1, [1, 2, 3], max_tokens=4, now=0.0)
+    >>> [step.tokens for step in s.schedule().steps]
+    [(1, 2, 3)]
+    """
+
+    def __init__(self, config: SchedulerConfig) -> None:
+        self.config = config
+        self.slots = [Slot(i) for i in range(config.n_slots)]
+        self.waiting: deque[list[Seq]] = deque()
+        self.running: dict[SeqId, Seq] = {}
+        self._clock = 0
+
+    # -- queries ----------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def kv_cells_used(self) -> int:
+        return sum(
+            slot.owner.cells if slot.owner is not None else len(slot.cache)
+            for slot in self.slots
+        )
+
+    def seq(self, seq_id: SeqId) -> Seq | None:
+        found = self.running.get(seq_id)
+        if found is not None:
+            return found
+        for group in self.waiting:
+            for s in group:
+                if s.id == seq_id:
+                    return s
+        return None
+
+    # -- transitions ------------------------------------------------------------
+
+    def add(self, request_id: int, prompt: list[int], *, max_tokens: int, now: float,
+            n: int = 1) -> None:
+        """Queue a request of ``n`` choices that share ``prompt``."""
+        if not prompt:
+            raise ValueError("empty prompt")
+        if n > self.config.n_slots:
+            raise PromptTooLong(f"n={n} exceeds the {self.config.n_slots} sequence slots")
+        if self._need(len(prompt), n, max_tokens) > self.config.n_ctx:
+            raise PromptTooLong(
+                f"{len(prompt)} prompt tokens and {max_tokens} completion tokens per choice "
+                f"for {n} choices do not fit in {self.config.n_ctx} KV cells"
+            )
+        if len(self.waiting) >= self.config.max_queued:
+            raise QueueFull(f"{len(self.waiting)} requests are already queued")
+        group = [Seq((request_id, i), list(prompt), max_tokens, now) for i in range(n)]
+        for child in group[1:]:
+            child.parent = group[0]
+        self.waiting.append(group)
+
+    def expire(self, now: float, timeout: float) -> list[int]:
+        """Drop queued requests that waited longer than ``timeout``; return their ids."""
+        # A preempted request has already produced output; it is never dropped here.
+        expired = [
+            g[0].id[0]
+            for g in self.waiting
+            if now - g[0].arrival > timeout and not any(s.generated for s in g)
+        ]
+        if expired:
+            gone = set(expired)
+            self.waiting = deque(g for g in self.waiting if g[0].id[0] not in gone)
+        return expired
+
+    def abort(self, request_id: int) -> list[SeqId]:
+        """Forget a request wherever it is; return the running seqs that were released."""
+        self.waiting = deque(g for g in self.waiting if g[0].id[0] != request_id)
+        ids = [sid for sid in self.running if sid[0] == request_id]
+        self.finish(ids)
+        return ids
+
+    def schedule(self) -> Plan:
+        trims: list[tuple[int, int]] = []
+        preempted: list[SeqId] = []
+        self._clock += 1
+        # Running sequences grow by one cell per decode; make room first.
+        decoding = [s for s in self.running.values() if s.state is State.DECODE]
+        while decoding and self._free_cells() < len(decoding):
+            if not self._evict_idle(trims):
+                victim = max(self.running.values(), key=lambda s: (s.arrival, s.id))
+                self._preempt(victim, trims)
+                preempted.append(victim.id)
+                decoding = [s for s in self.running.values() if s.state is State.DECODE]
+        admitted = self._admit(trims)
+        steps: list[Step] = []
+        for s in decoding:
+            assert s.pending is not None
+            steps.append(Step(s.id, s.slot, s.computed, (s.pending,), True))
+        budget = self.config.max_batch_tokens - len(steps)
+        if steps:
+            budget = min(budget, self.config.prefill_chunk)
+        budget = min(budget, self._free_cells() - len(steps))
+        forks: list[Fork] = []
+        prefilling = sorted(
+            (s for s in self.running.values() if s.state is State.PREFILL),
+            key=lambda s: (s.arrival, s.id),
+        )
+        for s in prefilling:
+            if budget <= 0:
+                break
+            take = min(budget, len(s.tokens) - s.computed)
+            chunk = tuple(s.tokens[s.computed : s.computed + take])
+            done = s.computed + take == len(s.tokens)
+            steps.append(Step(s.id, s.slot, s.computed, chunk, done and not s.resume))
+            budget -= take
+            if done and not s.resume:
+                for child in self.running.values():
+                    if child.parent is s and child.state is State.FORK_WAIT:
+                        forks.append(Fork(s.id, child.id, s.slot, child.slot))
+        return Plan(tuple(trims), tuple(steps), tuple(forks), tuple(admitted), tuple(preempted))
+
+    def update(self, sampled: dict[SeqId, int], plan: Plan) -> None:
+        """Record what the plan computed and the tokens sampled from it."""
+        for step in plan.steps:
+            s = self.running.get(step.seq)
+            if s is None:
+                continue
+            if s.state is State.DECODE:
+                s.tokens.append(step.tokens[0])
+                s.computed += 1
+                s.pending = None
+            else:
+                s.computed += len(step.tokens)
+                if s.computed == len(s.tokens):
+                    s.state = State.DECODE
+                    s.resume = False
+        for fork in plan.forks:
+            child = self.running.get(fork.child)
+            parent = self.running.get(fork.parent)
+            if child is None:
+                continue
+            child.tokens = list(parent.tokens if parent is not None else child.tokens)
+            child.computed = len(child.tokens)
+            child.state = State.DECODE
+        for seq_id, token in sampled.items():
+            s = self.running.get(seq_id)
+            if s is not None:
+                s.pending = token
+                s.generated += 1
+
+    def finish(self, ids: list[SeqId]) -> None:
+        """Release finished sequences; their slots keep the KV as a prefix cache."""
+        for seq_id in ids:
+            s = self.running.pop(seq_id, None)
+            if s is None:
+                continue
+            slot = self.slots[s.slot]
+            slot.owner = None
+            slot.cache = s.tokens[: s.computed]
+            slot.last_used = self._clock
+
+    # -- internals --------------------------------------------------------------
+
+    def _need(self, prompt_len: int, n: int, max_tokens: int) -> int:
+        return n * (prompt_len + max_tokens)
+
+    def _free_cells(self) -> int:
+        return self.config.n_ctx - self.kv_cells_used
+
+    def _evict_idle(self, trims: list[tuple[int, int]]) -> bool:
+        idle = [s for s in self.slots if s.owner is None and s.cache]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda s: s.last_used)
+        victim.cache = []
+        trims.append((victim.id, 0))
+        return True
+
+    def _preempt(self, seq: Seq, trims: list[tuple[int, int]]) -> None:
+        """Drop a running sequence's KV and queue it first to be recomputed later."""
+        group = sorted(
+            (s for s in self.running.values() if s.id[0] == seq.id[0]), key=lambda s: s.id
+        )
+        started = any(s.generated for s in group)
+        for s in group:
+            del self.running[s.id]
+            slot = self.slots[s.slot]
+            slot.owner = None
+            slot.cache = []
+            trims.append((slot.id, 0))
+            s.slot = -1
+            s.computed = 0
+            if started:
+                s.parent = None  # each choice recomputes its own tokens
+            s.state = State.WAITING
+            s.resume = s.pending is not None
+        self.waiting.appendleft(group)
+
+    def _admit(self, trims: list[tuple[int, int]]) -> list[SeqId]:
+        admitted: list[SeqId] = []
+        while self.waiting:
+            group = self.waiting[0]
+            free = [slot for slot in self.slots if slot.owner is None]
+            if len(free) < len(group):
+                break
+            head = group[0]
+            # The slot whose cache shares the longest prefix, else the least recently used.
+            best = max(
+                free, key=lambda sl: (common_prefix(sl.cache, head.tokens), -sl.last_used)
+            )
+            reuse = min(common_prefix(best.cache, head.tokens), len(head.tokens) - 1)
+            others = [sl for sl in sorted(free, key=lambda sl: sl.last_used) if sl is not best]
+            chosen = [best, *others[: len(group) - 1]]
+            # Cells this admission needs now: the rest of the prompt, plus copies for forks.
+            needed = sum(len(s.tokens) for s in group) - reuse
+            reclaimable = sum(len(sl.cache) for sl in chosen) - reuse
+            while self._free_cells() + reclaimable < needed + len(group):
+                if not self._evict_other_idle(chosen, trims):
+                    return admitted
+            self.waiting.popleft()
+            for s, slot in zip(group, chosen, strict=True):
+                keep = reuse if slot is best else 0
+                if len(slot.cache) != keep:
+                    trims.append((slot.id, keep))
+                slot.cache = []
+                slot.owner = s
+                slot.last_used = self._clock
+                s.slot = slot.id
+                s.computed = keep
+                s.cached = keep
+                s.state = State.FORK_WAIT if s.parent is not None else State.PREFILL
+                self.running[s.id] = s
+                admitted.append(s.id)
+        return admitted
+
+    def _evict_other_idle(self, keep: list[Slot], trims: list[tuple[int, int]]) -> bool:
+        idle = [s for s in self.slots if s.owner is None and s.cache and s not in keep]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda s: s.last_used)
+        victim.cache = []
+        trims.append((victim.id, 0))
+        return True
