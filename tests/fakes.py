@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from kathan.backends.base import Delta, TokenUsage
+from kathan.backends.base import Delta, LoadStats, TokenUsage
 from kathan.errors import KathanError, ModelNotReadyError
 from kathan.protocol.chat import ChatCompletionRequest
 
@@ -29,6 +29,9 @@ class FakeBackend:
     @property
     def ready(self) -> bool:
         return self._ready
+
+    def stats(self) -> LoadStats | None:
+        return None
 
     async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
         if not self._ready:

@@ -14,12 +14,15 @@ from fastapi import FastAPI
 
 from kathan import __version__
 from kathan.api import chat, errors, health, models
-from kathan.api.middleware import BodyLimitMiddleware
+from kathan.api import metrics as metrics_api
+from kathan.api.middleware import BodyLimitMiddleware, StatusCounterMiddleware
 from kathan.auth.keys import StaticKeys
+from kathan.backends.base import LoadStats
 from kathan.backends.local import LocalBackend
 from kathan.engine.engine import EngineConfig, LocalEngine
 from kathan.routing.registry import ModelEntry, ModelRegistry
 from kathan.service.chat import ChatService
+from kathan.service.metrics import Metrics
 from kathan.settings import LocalModelSettings, Settings
 
 logger = logging.getLogger("kathan")
@@ -117,7 +120,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
             loading = asyncio.create_task(_load(engine, settings))
         app.state.settings = settings
         app.state.registry = reg
-        app.state.chat = ChatService(reg)
+        app.state.chat = ChatService(reg, metrics)
         app.state.keys = StaticKeys(settings.api_keys)
         try:
             yield
@@ -133,9 +136,24 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         description="OpenAI-compatible chat completions from an embedded llama.cpp engine.",
         lifespan=lifespan,
     )
+    def load_stats() -> list[tuple[str, LoadStats]]:
+        reg: ModelRegistry | None = getattr(app.state, "registry", None)
+        if reg is None:
+            return []
+        found = [(e.id, e.backend.stats()) for e in reg.entries]
+        return [(model, s) for model, s in found if s is not None]
+
+    metrics = Metrics(load_stats)
+    app.state.metrics = metrics
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        StatusCounterMiddleware,
+        count=lambda status: metrics.requests.labels(status).inc(),
+        path="/v1/chat/completions",
+    )
     app.include_router(health.router)
+    app.include_router(metrics_api.router)
     app.include_router(models.router)
     app.include_router(chat.router)
     return app

@@ -124,6 +124,13 @@ class ModelNotReadyError(ServiceUnavailableError):
     default_code = "model_not_ready"
 
 
+class ClientDisconnected(KathanError):
+    """The client left; nobody reads this response (499, as nginx logs it)."""
+
+    status_code = 499
+    error_type = "client_closed_request"
+
+
 class EngineError(ServiceUnavailableError):
     """The inference engine failed while serving a request; the log has the cause."""
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from kathan.api import responses
 from kathan.api.deps import ChatServiceDep, require_api_key
+from kathan.api.disconnect import unless_disconnected
 from kathan.api.sse import encode_stream
 from kathan.protocol.chat import ChatCompletion, ChatCompletionRequest
 
@@ -25,13 +26,13 @@ _STREAM_DOC = {
     responses={200: _STREAM_DOC, **responses.errors(400, 401, 404, 413, 422, 503)},
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, service: ChatServiceDep
+    body: ChatCompletionRequest, service: ChatServiceDep, request: Request
 ) -> ChatCompletion | StreamingResponse:
     if body.stream:
-        chunks = await service.stream(body)
+        chunks = await unless_disconnected(request, service.stream(body))
         return StreamingResponse(
             encode_stream(chunks),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    return await service.complete(body)
+    return await unless_disconnected(request, service.complete(body))

@@ -32,6 +32,17 @@ class Delta:
     logprobs: tuple[TokenLogprob, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class LoadStats:
+    """A backend's live load, for /metrics."""
+
+    queued: int
+    running: int
+    kv_cells_used: int
+    n_ctx: int
+    n_slots: int
+
+
 class Backend(Protocol):
     """Something that can answer chat requests for the models it serves.
 
@@ -48,3 +59,7 @@ class Backend(Protocol):
     def ready(self) -> bool: ...
 
     async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]: ...
+
+    def stats(self) -> LoadStats | None:
+        """Live load, or None when the backend has none to report."""
+        ...

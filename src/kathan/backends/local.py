@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from kathan.backends.base import Delta, TokenUsage
+from kathan.backends.base import Delta, LoadStats, TokenUsage
 from kathan.engine.engine import LocalEngine
 from kathan.engine.sampling import SamplingParams
 from kathan.engine.template import TemplateRenderError
@@ -180,6 +180,10 @@ class LocalBackend:
             n=n,
             logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         )
+
+    def stats(self) -> LoadStats:
+        s = self.engine.stats()
+        return LoadStats(s.queued, s.running, s.kv_cells_used, s.n_ctx, s.n_slots)
 
     async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
         events = self.engine.generate(self.build(request))

@@ -18,6 +18,7 @@ from kathan.protocol.chat import (
 )
 from kathan.routing.registry import ModelRegistry
 from kathan.service.accumulate import accumulate
+from kathan.service.metrics import Metrics
 
 
 def _usage(delta: Delta) -> Usage:
@@ -38,8 +39,9 @@ class ChatService:
     >>> completion = await service.complete(request)
     """
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, metrics: Metrics) -> None:
         self.registry = registry
+        self.metrics = metrics
 
     async def stream(
         self, request: ChatCompletionRequest, *, include_usage: bool | None = None
@@ -49,17 +51,23 @@ class ChatService:
         Raises ``KathanError`` before any chunk exists. ``include_usage`` defaults
         to the request's ``stream_options.include_usage``.
         """
+        started = time.perf_counter()
         entry = self.registry.resolve(request.model)
         deltas = await entry.backend.open(request)
         if include_usage is None:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return self._chunks(entry.id, deltas, include_usage, request.n or 1)
+        return self._chunks(entry.id, deltas, include_usage, request.n or 1, started)
 
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
         return await accumulate(await self.stream(request, include_usage=True))
 
     async def _chunks(
-        self, model: str, deltas: AsyncIterator[Delta], include_usage: bool, n: int
+        self,
+        model: str,
+        deltas: AsyncIterator[Delta],
+        include_usage: bool,
+        n: int,
+        started: float,
     ) -> AsyncIterator[ChatCompletionChunk]:
         chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -88,9 +96,13 @@ class ChatService:
         yield chunk(
             [choice(i, ChoiceDelta.model_construct(role="assistant", content="")) for i in range(n)]
         )
+        first = last = None
         try:
             async for delta in deltas:
                 if delta.content or delta.logprobs:
+                    last = time.perf_counter()
+                    if first is None:
+                        first = last
                     logprobs = (
                         ChoiceLogprobs.model_construct(content=list(delta.logprobs), refusal=None)
                         if delta.logprobs
@@ -101,8 +113,23 @@ class ChatService:
                 elif delta.finish_reason is not None:
                     empty = ChoiceDelta.model_construct(role=None, content=None)
                     yield chunk([choice(delta.index, empty, delta.finish_reason)])
-                elif delta.usage is not None and include_usage:
-                    yield chunk([], _usage(delta))
+                elif delta.usage is not None:
+                    u = delta.usage
+                    per_choice = max(u.completion_tokens // n, 1)
+                    self.metrics.observe_completion(
+                        model,
+                        ttft=None if first is None else first - started,
+                        tpot=(
+                            (last - first) / (per_choice - 1)
+                            if first is not None and last is not None and per_choice > 1
+                            else None
+                        ),
+                        prompt=u.prompt_tokens,
+                        completion=u.completion_tokens,
+                        cached=u.cached_tokens,
+                    )
+                    if include_usage:
+                        yield chunk([], _usage(delta))
         finally:
             aclose = getattr(deltas, "aclose", None)
             if aclose is not None:
