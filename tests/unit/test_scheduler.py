@@ -55,11 +55,16 @@ def test_admission_is_fifo_and_bounded_by_slots() -> None:
     assert plan.admitted == ((3, 0),)
 
 
-def test_queue_limit_raises() -> None:
-    s = make(queued=1)
+def test_queue_limit_counts_only_requests_beyond_free_slots() -> None:
+    s = make(n_slots=2, queued=1)
     s.add(1, [1], max_tokens=1, now=0)
+    s.add(2, [1], max_tokens=1, now=0)  # both fit in free slots at the next step
+    s.add(3, [1], max_tokens=1, now=0)  # the one queued request
     with pytest.raises(QueueFull):
-        s.add(2, [1], max_tokens=1, now=0)
+        s.add(4, [1], max_tokens=1, now=0)
+    step(s)
+    with pytest.raises(QueueFull):
+        s.add(4, [1], max_tokens=1, now=0)
 
 
 def test_request_larger_than_kv_is_refused() -> None:

@@ -175,8 +175,11 @@ class Scheduler:
                 f"{len(prompt)} prompt tokens and {max_tokens} completion tokens per choice "
                 f"for {n} choices do not fit in {self.config.n_ctx} KV cells"
             )
-        if len(self.waiting) >= self.config.max_queued:
-            raise QueueFull(f"{len(self.waiting)} requests are already queued")
+        # Requests that a free slot will take at the next step do not count as queued.
+        free = sum(1 for slot in self.slots if slot.owner is None)
+        waiting = sum(len(g) for g in self.waiting)
+        if waiting + n - free > self.config.max_queued:
+            raise QueueFull(f"{len(self.waiting)} requests are already waiting for a slot")
         group = [Seq((request_id, i), list(prompt), max_tokens, now) for i in range(n)]
         for child in group[1:]:
             child.parent = group[0]
