@@ -93,7 +93,9 @@ def start_llama_cpp_server(n_ctx: int, threads: int | None) -> Server:
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path()),
          "--n_ctx", str(n_ctx), *thread_args,
          "--port", str(port), "--host", "127.0.0.1", "--api_key", KEY,
-         "--model_alias", "smollm2"],
+         "--model_alias", "smollm2",
+         # By default a new request interrupts the stream in progress; serve them all.
+         "--interrupt_requests", "False"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"

@@ -119,12 +119,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-ctx", type=int, default=8192)
     parser.add_argument("--max-running", type=int, default=16)
-    parser.add_argument("--max-queued", type=int, default=8)
+    parser.add_argument("--max-queued", type=int, default=4)
+    parser.add_argument("--queue-timeout", type=float, default=5.0)
     parser.add_argument("--skip-peer", action="store_true")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     eos = eos_token()
-    limits = f"  max_running: {args.max_running}\n  max_queued: {args.max_queued}\n"
+    limits = (f"  max_running: {args.max_running}\n  max_queued: {args.max_queued}\n"
+              f"  queue_timeout: {args.queue_timeout}\n")
     starters = [lambda: start_kathan(args.n_ctx, args.threads, limits)]
     if not args.skip_peer:
         starters.append(lambda: start_llama_cpp_server(args.n_ctx, args.threads))
@@ -140,7 +142,8 @@ def main() -> None:
             server.stop()
     print(f"closed loop, streaming, {args.max_tokens} tokens per request (EOS suppressed), "
           f"{args.rounds} requests per client, {args.threads} threads; Kathan limits: "
-          f"max_running={args.max_running}, max_queued={args.max_queued}")
+          f"max_running={args.max_running}, max_queued={args.max_queued}, "
+          f"queue_timeout={args.queue_timeout:g}s")
     header = (f"{'server':<18}{'conc':>5}{'reqs':>6}{'out tok/s':>11}{'TTFT p50':>10}"
               f"{'TTFT p99':>10}{'TPOT p50':>10}{'errors':>8}{'refused':>9}{'refuse p50':>11}")
     print(header)

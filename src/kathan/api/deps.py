@@ -15,12 +15,12 @@ from kathan.service.chat import ChatService
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk-...`")
 
 
-def chat_service(request: Request) -> ChatService:
+async def chat_service(request: Request) -> ChatService:
     service: ChatService = request.app.state.chat
     return service
 
 
-def registry(request: Request) -> ModelRegistry:
+async def registry(request: Request) -> ModelRegistry:
     reg: ModelRegistry = request.app.state.registry
     return reg
 
