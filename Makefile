@@ -34,5 +34,10 @@ $(VENV)/.kathan-bench: $(STAMP)
 bench: $(VENV)/.kathan-bench
 	$(BIN)/python -m bench.single_stream $(ARGS)
 
+lint: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/mypy src
+	$(BIN)/ruff check src
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info

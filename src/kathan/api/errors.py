@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -39,8 +40,10 @@ class _HTTPError(KathanError):
 
     error_type = "invalid_request_error"
 
-    def __init__(self, status_code: int, message: str, headers: dict[str, str] | None) -> None:
-        super().__init__(message, headers=headers)
+    def __init__(
+        self, status_code: int, message: str, headers: Mapping[str, str] | None
+    ) -> None:
+        super().__init__(message, headers=dict(headers or {}))
         self.status_code = status_code
 
 

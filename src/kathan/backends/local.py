@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from kathan.backends.base import Delta, LoadStats, TokenUsage
@@ -206,7 +206,7 @@ class LocalBackend:
         return self._deltas(first, events, request.n or 1)
 
     async def _deltas(
-        self, first: GenerationEvent, events: AsyncIterator[GenerationEvent], n: int
+        self, first: GenerationEvent, events: AsyncGenerator[GenerationEvent], n: int
     ) -> AsyncIterator[Delta]:
         prompt = cached = completion = 0
         try:
@@ -226,7 +226,7 @@ class LocalBackend:
         except Exception as exc:
             raise EngineError("The local engine failed while generating.") from exc
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
         yield Delta(usage=TokenUsage(prompt, completion, cached))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +56,7 @@ class LocalEngine:
     def n_ctx(self) -> int:
         if self._ctx is None:
             raise RuntimeError("the engine is not loaded")
-        return self._ctx.n_ctx
+        return int(self._ctx.n_ctx)
 
     def load(self, progress: Callable[[float], None] | None = None) -> None:
         """Load the model and start the runner thread. Blocking: call it off the event loop."""
@@ -97,7 +97,7 @@ class LocalEngine:
         add_bos = model.info.add_bos and not (bos and text.startswith(bos))
         return model.tokenize(text, add_special=add_bos, parse_special=True)
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent]:
         """Yield text for every choice as it is generated.
 
         Raises ``EngineOverloaded`` or ``RequestTooLarge`` before the first

@@ -175,6 +175,9 @@ class LlamaContext:
         params.n_seq_max = n_seq_max
         # One pool of cells for all sequences: any of them may use the whole context.
         params.kv_unified = True
+        # Flash attention on: llama.cpp's other CPU path gave logits off by ~0.5 for a
+        # sequence whose prefix cells are shared through seq_cp after a trim.
+        params.flash_attn_type = 1
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
         params.no_perf = True

@@ -152,12 +152,12 @@ class Runner:
             self._scheduler.abort(job.id)
             self._forget(job)
         for rid in self._scheduler.expire(time.monotonic(), self._queue_timeout):
-            job = self._jobs.get(rid)
-            if job is not None:
-                job.deliver(EngineOverloaded(
+            expired = self._jobs.get(rid)
+            if expired is not None:
+                expired.deliver(EngineOverloaded(
                     f"the request waited {self._queue_timeout:g}s in the queue without a free slot"
                 ))
-                self._forget(job)
+                self._forget(expired)
 
     def _forget(self, job: Job) -> None:
         self._jobs.pop(job.id, None)

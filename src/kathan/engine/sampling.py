@@ -46,8 +46,7 @@ class Sampler:
         if params.logit_bias:
             biases = (C.llama_logit_bias * len(params.logit_bias))()
             for i, (token, bias) in enumerate(params.logit_bias.items()):
-                biases[i].token = token
-                biases[i].bias = bias
+                biases[i] = C.llama_logit_bias(token, bias)
             add(chain, C.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias), biases))
         if (
             params.repetition_penalty != 1.0

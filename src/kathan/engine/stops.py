@@ -20,7 +20,7 @@ class StopMatcher:
     ('', True)
     """
 
-    __slots__ = ("_stops", "_held", "_longest")
+    __slots__ = ("_held", "_longest", "_stops")
 
     def __init__(self, stops: Iterable[str]) -> None:
         self._stops = tuple(s for s in stops if s)

@@ -19,6 +19,7 @@ from pydantic import (
     model_serializer,
 )
 
+
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
