@@ -49,7 +49,12 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(
             "--report-dir", str(tmp_path),
         ],
         capture_output=True, text=True, timeout=300,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks"},
-        cwd=Path(__file__).parents[2],
+        # Run from a temporary directory, so schemathesis' cache stays out of the tree.
+        env={
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
+            "PYTHONPATH": str(Path(__file__).parents[2]),
+        },
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
