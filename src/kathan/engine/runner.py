@@ -60,6 +60,7 @@ class _Choice:
     )
     stops: StopMatcher = field(default_factory=lambda: StopMatcher(()))
     generated: int = 0
+    cached: int = 0
 
 
 class Runner:
@@ -176,9 +177,10 @@ class Runner:
             if sampling.seed is not None and seq_id[1]:
                 # Each choice gets its own seed, derived from the request's.
                 sampling = sampling.with_seed(sampling.seed + seq_id[1])
+            seq = self._scheduler.running[seq_id]
             self._choices[seq_id] = _Choice(
                 job, seq_id[1], Sampler(sampling, self._model.info.n_vocab),
-                stops=StopMatcher(request.stop),
+                stops=StopMatcher(request.stop), cached=seq.cached,
             )
 
     def _execute(self, plan: Plan) -> tuple[dict[SeqId, int], list[SeqId]]:
@@ -231,7 +233,6 @@ class Runner:
             if text or logprobs:
                 job.deliver(GenerationEvent(text, choice.index, logprobs=logprobs))
             return False
-        seq = self._scheduler.seq(seq_id)
         job.deliver(
             GenerationEvent(
                 text,
@@ -239,7 +240,7 @@ class Runner:
                 finish,
                 completion_tokens=choice.generated,
                 prompt_tokens=len(request.prompt),
-                cached_tokens=seq.cached if seq is not None else 0,
+                cached_tokens=choice.cached,
                 logprobs=logprobs,
             )
         )

@@ -151,16 +151,6 @@ class Scheduler:
             for slot in self.slots
         )
 
-    def seq(self, seq_id: SeqId) -> Seq | None:
-        found = self.running.get(seq_id)
-        if found is not None:
-            return found
-        for group in self.waiting:
-            for s in group:
-                if s.id == seq_id:
-                    return s
-        return None
-
     # -- transitions ------------------------------------------------------------
 
     def add(self, request_id: int, prompt: list[int], *, max_tokens: int, now: float,
@@ -293,8 +283,9 @@ class Scheduler:
     def _free_cells(self) -> int:
         return self.config.n_ctx - self.kv_cells_used
 
-    def _evict_idle(self, trims: list[tuple[int, int]]) -> bool:
-        idle = [s for s in self.slots if s.owner is None and s.cache]
+    def _evict_idle(self, trims: list[tuple[int, int]], keep: list[Slot] | None = None) -> bool:
+        """Drop the least recently used idle cache (not one of ``keep``); False if none."""
+        idle = [s for s in self.slots if s.owner is None and s.cache and s not in (keep or [])]
         if not idle:
             return False
         victim = min(idle, key=lambda s: s.last_used)
@@ -341,7 +332,7 @@ class Scheduler:
             needed = sum(len(s.tokens) for s in group) - reuse
             reclaimable = sum(len(sl.cache) for sl in chosen) - reuse
             while self._free_cells() + reclaimable < needed + len(group):
-                if not self._evict_other_idle(chosen, trims):
+                if not self._evict_idle(trims, keep=chosen):
                     return admitted
             self.waiting.popleft()
             for s, slot in zip(group, chosen, strict=True):
@@ -358,12 +349,3 @@ class Scheduler:
                 self.running[s.id] = s
                 admitted.append(s.id)
         return admitted
-
-    def _evict_other_idle(self, keep: list[Slot], trims: list[tuple[int, int]]) -> bool:
-        idle = [s for s in self.slots if s.owner is None and s.cache and s not in keep]
-        if not idle:
-            return False
-        victim = min(idle, key=lambda s: s.last_used)
-        victim.cache = []
-        trims.append((victim.id, 0))
-        return True
