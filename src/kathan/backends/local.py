@@ -203,6 +203,12 @@ class LocalBackend:
             raise ContextLengthExceededError(f"The request does not fit: {exc}.") from exc
         except StopAsyncIteration:  # pragma: no cover - an engine always sends a first event
             raise EngineError("The local engine ended the request without output.") from None
+        except Exception as exc:
+            raise EngineError("The local engine failed before the first token.") from exc
+        except BaseException:
+            # Cancelled while queued (the client left): release the engine's job now.
+            await events.aclose()
+            raise
         return self._deltas(first, events, request.n or 1)
 
     async def _deltas(
