@@ -129,11 +129,10 @@ def timed_stream(client: httpx.Client, server: Server, body: dict[str, object]) 
                 r.read()
                 return StreamTiming(0, 0, 0, f"HTTP {r.status_code}")
             for line in r.iter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                choices = chunk.get("choices") or []
-                if choices and choices[0].get("delta", {}).get("content"):
+                kind = sse_kind(line)
+                if kind == "error":
+                    return StreamTiming(0, 0, 0, "stream error")
+                if kind == "content":
                     now = time.perf_counter()
                     tokens += 1
                     if tokens == 1:
@@ -142,6 +141,19 @@ def timed_stream(client: httpx.Client, server: Server, body: dict[str, object]) 
     except httpx.HTTPError as exc:
         return StreamTiming(0, 0, 0, type(exc).__name__)
     return StreamTiming(first - start, tokens, last - first)
+
+
+def sse_kind(line: str) -> str | None:
+    """Classify one SSE line: "content", "error", "other" chunk, or None (not a chunk)."""
+    if not line.startswith("data: ") or line == "data: [DONE]":
+        return None
+    chunk = json.loads(line[6:])
+    if "error" in chunk:
+        return "error"
+    choices = chunk.get("choices") or []
+    if choices and choices[0].get("delta", {}).get("content"):
+        return "content"
+    return "other"
 
 
 def pct(values: list[float], q: float) -> float:

@@ -16,13 +16,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 
 import httpx
 
-from bench.common import KEY, Server, eos_token, median, pct, start_kathan, start_llama_cpp_server
+from bench.common import (
+    KEY,
+    Server,
+    eos_token,
+    median,
+    pct,
+    sse_kind,
+    start_kathan,
+    start_llama_cpp_server,
+)
 
 
 @dataclass
@@ -57,14 +65,11 @@ async def one_request(http: httpx.AsyncClient, server: Server, body: dict[str, o
                 level.errors += 1
                 return 0.0
             async for line in r.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                if "error" in chunk:
+                kind = sse_kind(line)
+                if kind == "error":
                     level.errors += 1
                     return 0.0
-                choices = chunk.get("choices") or []
-                if choices and choices[0].get("delta", {}).get("content"):
+                if kind == "content":
                     now = time.perf_counter()
                     tokens += 1
                     if tokens == 1:
