@@ -37,7 +37,7 @@ def main() -> None:
         t1 = time.perf_counter()
         sampler = Sampler(SamplingParams(temperature=0.7, seed=rep,
                                          logit_bias={model.info.eos_token: -100}),
-                          model.info.n_vocab)
+                          model)
         pos = len(prompt)
         t2 = time.perf_counter()
         for _ in range(args.tokens):

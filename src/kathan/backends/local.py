@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from kathan.backends.base import Delta, LoadStats, TokenUsage
 from kathan.engine.engine import LocalEngine
-from kathan.engine.sampling import SamplingParams
+from kathan.engine.grammar import GrammarError, json_object_grammar, json_schema_grammar
+from kathan.engine.sampling import SamplingParams, grammar_parses
 from kathan.engine.template import TemplateRenderError
 from kathan.engine.types import (
     EngineOverloaded,
@@ -47,11 +49,6 @@ def _unsupported(request: ChatCompletionRequest) -> tuple[str, str] | None:
         (request.parallel_tool_calls is not None, "parallel_tool_calls", "tool calling"),
         (bool(request.functions), "functions", "function calling"),
         (request.function_call is not None, "function_call", "function calling"),
-        (
-            request.response_format is not None and request.response_format.type != "text",
-            "response_format",
-            "structured output (json_object, json_schema)",
-        ),
         (bool(request.finetune), "finetune", "voice-agent mode"),
         (request.language is not None, "language", "voice-agent mode"),
         (request.gender is not None, "gender", "voice-agent mode"),
@@ -172,14 +169,37 @@ class LocalBackend:
                 f"{n * (len(prompt) + max_tokens)}. Lower 'n' or 'max_tokens'.",
                 param="n",
             )
+        grammar = self._grammar(request)
         return GenerationRequest(
             prompt=prompt,
-            sampling=sampling_params(request),
+            sampling=replace(sampling_params(request), grammar=grammar),
             max_tokens=max_tokens,
             stop=request.stop_list,
             n=n,
             logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         )
+
+    def _grammar(self, request: ChatCompletionRequest) -> str | None:
+        """The grammar that enforces ``response_format``, or None for plain text."""
+        fmt = request.response_format
+        if fmt is None or fmt.type == "text":
+            return None
+        try:
+            if fmt.type == "json_schema" and fmt.json_schema.schema_ is not None:
+                grammar = json_schema_grammar(fmt.json_schema.schema_)
+            else:
+                grammar = json_object_grammar()
+        except GrammarError as exc:
+            raise InvalidRequestError(
+                f"response_format: {exc}.", param="response_format", code="invalid_json_schema"
+            ) from exc
+        if not grammar_parses(self.engine.model, grammar):
+            raise InvalidRequestError(
+                "response_format: the schema produced a grammar llama.cpp cannot parse.",
+                param="response_format",
+                code="invalid_json_schema",
+            )
+        return grammar
 
     def stats(self) -> LoadStats:
         s = self.engine.stats()

@@ -179,7 +179,7 @@ class Runner:
                 sampling = sampling.with_seed(sampling.seed + seq_id[1])
             seq = self._scheduler.running[seq_id]
             self._choices[seq_id] = _Choice(
-                job, seq_id[1], Sampler(sampling, self._model.info.n_vocab),
+                job, seq_id[1], Sampler(sampling, self._model),
                 stops=StopMatcher(request.stop), cached=seq.cached,
             )
 

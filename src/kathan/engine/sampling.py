@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-import llama_cpp as C
+import ctypes
 
-from kathan.engine.llama import LlamaContext
+import llama_cpp as C
+import numpy as np
+import numpy.typing as npt
+
+from kathan.engine.llama import LlamaContext, LlamaModel
 
 RANDOM_SEED = C.LLAMA_DEFAULT_SEED
 
@@ -31,18 +35,39 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)
     seed: int | None = None
     penalty_last_n: int = 1024
+    grammar: str | None = None
 
     def with_seed(self, seed: int) -> SamplingParams:
         return replace(self, seed=seed)
 
 
-class Sampler:
-    """A llama.cpp sampler chain for one sequence. Not thread-safe; owned by the runner."""
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
-    def __init__(self, params: SamplingParams, n_vocab: int) -> None:
+
+class Sampler:
+    """A llama.cpp sampler chain for one sequence. Not thread-safe; owned by the runner.
+
+    With a grammar, sampling follows llama.cpp's own common sampler: pick a
+    token with the plain chain, check that one token against the grammar, and
+    only when the grammar rejects it, mask the whole vocabulary and pick again.
+    Most tokens pass, so a grammar costs little per token.
+    """
+
+    def __init__(self, params: SamplingParams, model: LlamaModel) -> None:
+        n_vocab = model.info.n_vocab
         chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         self.ptr = chain
+        self.grammar = None
         add = C.llama_sampler_chain_add
+        if params.grammar is not None:
+            grammar = C.llama_sampler_init_grammar(model.vocab, params.grammar.encode(), b"root")
+            if not grammar:
+                C.llama_sampler_free(chain)
+                raise ValueError("the grammar does not parse")
+            self.grammar = grammar
+            self._cells = np.zeros(n_vocab, dtype=_TOKEN_DATA)
+            self._ids = np.arange(n_vocab, dtype=np.int32)
+            self._one = np.zeros(1, dtype=_TOKEN_DATA)
         if params.logit_bias:
             biases = (C.llama_logit_bias * len(params.logit_bias))()
             for i, (token, bias) in enumerate(params.logit_bias.items()):
@@ -80,9 +105,51 @@ class Sampler:
 
     def sample(self, ctx: LlamaContext, index: int = -1) -> int:
         """Pick (and accept) the next token from output ``index`` of the last decode."""
-        return int(C.llama_sampler_sample(self.ptr, ctx.ptr, index))
+        if self.grammar is None:
+            return int(C.llama_sampler_sample(self.ptr, ctx.ptr, index))
+        logits = ctx.logits(index)
+        token = self._pick(logits, with_grammar=False)
+        self._one[0] = (token, logits[token], 0.0)
+        self._apply(self.grammar, self._one)
+        if not np.isfinite(self._one[0]["logit"]):
+            token = self._pick(logits, with_grammar=True)
+        C.llama_sampler_accept(self.grammar, token)
+        C.llama_sampler_accept(self.ptr, token)
+        return token
+
+    def _pick(self, logits: npt.NDArray[np.float32], *, with_grammar: bool) -> int:
+        cells = self._cells
+        cells["id"] = self._ids
+        cells["logit"] = logits
+        cells["p"] = 0.0
+        if with_grammar:
+            assert self.grammar is not None
+            self._apply(self.grammar, cells)
+        selected = self._apply(self.ptr, cells)
+        return int(cells[selected]["id"])
+
+    @staticmethod
+    def _apply(sampler: C.llama_sampler_p, cells: npt.NDArray[np.void]) -> int:
+        array = C.llama_token_data_array(
+            data=cells.ctypes.data_as(C.llama_token_data_p), size=len(cells), selected=-1,
+            sorted=False,
+        )
+        C.llama_sampler_apply(sampler, ctypes.byref(array))
+        return int(array.selected)
 
     def close(self) -> None:
         if self.ptr:
             C.llama_sampler_free(self.ptr)
             self.ptr = None
+        if self.grammar:
+            C.llama_sampler_free(self.grammar)
+            self.grammar = None
+
+
+def grammar_parses(model: LlamaModel, grammar: str) -> bool:
+    """Whether llama.cpp accepts ``grammar`` (checked before a request is queued)."""
+    sampler = C.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
+    if not sampler:
+        return False
+    C.llama_sampler_free(sampler)
+    return True

@@ -1,0 +1,59 @@
+"""Decode speed with and without a JSON-schema grammar, single stream, through HTTP.
+
+The schema asks for an array of at least 60 short strings, so every request
+runs to max_tokens inside the grammar. The plain run suppresses EOS through
+logit_bias instead. Both report tokens/s after the first token.
+
+    python -m bench.grammar_decode [--runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import httpx
+
+from bench.common import eos_token, median, start_kathan, timed_stream
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"words": {"type": "array", "items": {"type": "string"}, "minItems": 60}},
+    "required": ["words"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    eos = eos_token()
+    server = start_kathan(2048, args.threads)
+    rates: dict[str, list[float]] = {"no grammar": [], "json_schema grammar": []}
+    try:
+        with httpx.Client() as client:
+            for i in range(args.runs + 1):
+                base = {"messages": [{"role": "user", "content": f"List {i} words as JSON."}],
+                        "max_tokens": args.max_tokens, "temperature": 0.7, "seed": i}
+                bodies = {
+                    "no grammar": {**base, "logit_bias": {str(eos): -100}},
+                    "json_schema grammar": {**base, "response_format": {
+                        "type": "json_schema",
+                        "json_schema": {"name": "words", "schema": SCHEMA}}},
+                }
+                for name, body in bodies.items():
+                    timing = timed_stream(client, server, body)
+                    if i and timing.error is None:
+                        rates[name].append(timing.decode_tps)
+    finally:
+        server.stop()
+    print(f"kathan single stream, {args.max_tokens} tokens, {args.runs} runs")
+    for name, values in rates.items():
+        print(f"{name:<22} decode {median(values):6.1f} tok/s p50")
+    plain, constrained = (median(v) for v in rates.values())
+    print(f"grammar / plain: {constrained / plain:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
