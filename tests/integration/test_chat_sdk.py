@@ -206,7 +206,6 @@ def test_context_overflow_is_400_with_both_numbers(client: OpenAI) -> None:
     ("kwargs", "field"),
     [
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"extra_body": {"finetune": True}}, "finetune"),
         ({"extra_body": {"language": "hi"}}, "language"),
         ({"reasoning_effort": "low"}, "reasoning_effort"),

@@ -31,3 +31,9 @@ def test_schemas_that_cannot_be_enforced_say_why(schema: dict[str, object], reas
 
 def test_json_object_grammar_roots_at_an_object() -> None:
     assert "root ::= object" in json_object_grammar()
+
+
+def test_strings_exclude_raw_control_characters() -> None:
+    for grammar in (json_object_grammar(), json_schema_grammar({"type": "string"})):
+        char_rule = next(line for line in grammar.splitlines() if line.startswith("char ::="))
+        assert "\\x00-\\x1F" in char_rule

@@ -21,16 +21,27 @@ class GrammarError(Exception):
     """A schema that cannot be turned into a grammar; the message says why."""
 
 
+# The port's string character rule admits raw control characters, which JSON
+# forbids inside strings (json.loads rejects them); llama.cpp's own converter
+# excludes them, and so does Kathan.
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def _strict(grammar: str) -> str:
+    return grammar.replace(_LOOSE_CHAR, _STRICT_CHAR)
+
+
 def json_object_grammar() -> str:
     """Any JSON object, with bounded whitespace."""
-    return str(json_schema_to_gbnf(json.dumps({"type": "object"})))
+    return _strict(str(json_schema_to_gbnf(json.dumps({"type": "object"}))))
 
 
 def json_schema_grammar(schema: dict[str, Any]) -> str:
     """A grammar whose every sentence validates against ``schema``."""
     try:
         prepared = _enforceable(schema, "schema")
-        return str(json_schema_to_gbnf(json.dumps(prepared)))
+        return _strict(str(json_schema_to_gbnf(json.dumps(prepared))))
     except GrammarError:
         raise
     except (AssertionError, KeyError, TypeError, ValueError, RecursionError) as exc:
