@@ -19,9 +19,17 @@ TOPICS = ["the sea", "mountains", "a cat", "bread", "winter", "trains", "the moo
           "gardens", "rain", "chess", "coffee", "rivers", "birds", "snow", "books"]
 
 
+@pytest.fixture(scope="module")
+def batch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server of its own: these tests leave its KV cache full of other requests."""
+    server = start_server(tmp_path_factory.mktemp("batch"), "local:\n  n_ctx: 2048\n")
+    yield server
+    stop_server(server)
+
+
 @pytest.fixture
-async def client(live_server: LiveServer) -> AsyncIterator[AsyncOpenAI]:
-    async with AsyncOpenAI(base_url=live_server.v1, api_key=live_server.api_key,
+async def client(batch_server: LiveServer) -> AsyncIterator[AsyncOpenAI]:
+    async with AsyncOpenAI(base_url=batch_server.v1, api_key=batch_server.api_key,
                            max_retries=0) as c:
         yield c
 
@@ -104,15 +112,15 @@ async def test_temperature_zero_alone_versus_among_fifteen_others(client: AsyncO
 
 
 async def test_disconnected_clients_free_their_slots(
-    client: AsyncOpenAI, live_server: LiveServer
+    client: AsyncOpenAI, batch_server: LiveServer
 ) -> None:
     body = {"model": MODEL, "max_tokens": 1500, "stream": True, "logit_bias": {"2": -100},
             "messages": [{"role": "user", "content": "Tell me a very long story."}]}
-    headers = {"Authorization": f"Bearer {live_server.api_key}"}
+    headers = {"Authorization": f"Bearer {batch_server.api_key}"}
 
     async def read_a_little() -> None:
         async with httpx.AsyncClient(timeout=30) as http:
-            async with http.stream("POST", f"{live_server.v1}/chat/completions", json=body,
+            async with http.stream("POST", f"{batch_server.v1}/chat/completions", json=body,
                                    headers=headers) as r:
                 seen = 0
                 async for _ in r.aiter_lines():
@@ -122,16 +130,16 @@ async def test_disconnected_clients_free_their_slots(
 
     await asyncio.gather(*(read_a_little() for _ in range(4)))
     deadline = time.monotonic() + 3
-    while metric(live_server, "kathan_running_sequences") > 0:
+    while metric(batch_server, "kathan_running_sequences") > 0:
         assert time.monotonic() < deadline, "cancelled sequences still running"
         await asyncio.sleep(0.05)
     # A non-streaming client that gives up is cancelled too.
     async with httpx.AsyncClient(timeout=0.5) as http:
         with pytest.raises(httpx.ReadTimeout):
-            await http.post(f"{live_server.v1}/chat/completions",
+            await http.post(f"{batch_server.v1}/chat/completions",
                             json={**body, "stream": False}, headers=headers)
     deadline = time.monotonic() + 3
-    while metric(live_server, "kathan_running_sequences") > 0:
+    while metric(batch_server, "kathan_running_sequences") > 0:
         assert time.monotonic() < deadline, "abandoned non-streaming request still running"
         await asyncio.sleep(0.05)
 
