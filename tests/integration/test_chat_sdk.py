@@ -202,6 +202,15 @@ def test_context_overflow_is_400_with_both_numbers(client: OpenAI) -> None:
     assert "2048" in info.value.response.json()["error"]["message"]
 
 
+def test_choices_that_cannot_all_fit_are_400(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        complete(client, n=4, max_tokens=600)  # each fits alone; four do not share 2048 cells
+    assert info.value.code == "context_length_exceeded"
+    error = info.value.response.json()["error"]
+    assert error["param"] == "n"
+    assert "2048" in error["message"] and "600" in error["message"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [

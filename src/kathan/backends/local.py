@@ -162,13 +162,6 @@ class LocalBackend:
                 f"'n' is {n}, but this model runs at most {slots} sequences at once.", param="n"
             )
         max_tokens = requested or (n_ctx - len(prompt))
-        if n > 1 and n * (len(prompt) + max_tokens) > n_ctx:
-            raise ContextLengthExceededError(
-                f"This model's context is {n_ctx} tokens, but {n} choices of {len(prompt)} "
-                f"prompt tokens plus {max_tokens} completion tokens need "
-                f"{n * (len(prompt) + max_tokens)}. Lower 'n' or 'max_tokens'.",
-                param="n",
-            )
         grammar = self._grammar(request)
         return GenerationRequest(
             prompt=prompt,
@@ -220,7 +213,9 @@ class LocalBackend:
             ) from exc
         except RequestTooLarge as exc:
             await events.aclose()
-            raise ContextLengthExceededError(f"The request does not fit: {exc}.") from exc
+            raise ContextLengthExceededError(
+                f"The request does not fit: {exc}. Lower 'n' or 'max_tokens'.", param="n"
+            ) from exc
         except StopAsyncIteration:  # pragma: no cover - an engine always sends a first event
             raise EngineError("The local engine ended the request without output.") from None
         except Exception as exc:
@@ -229,10 +224,10 @@ class LocalBackend:
             # Cancelled while queued (the client left): release the engine's job now.
             await events.aclose()
             raise
-        return self._deltas(first, events, request.n or 1)
+        return self._deltas(first, events)
 
     async def _deltas(
-        self, first: GenerationEvent, events: AsyncGenerator[GenerationEvent], n: int
+        self, first: GenerationEvent, events: AsyncGenerator[GenerationEvent]
     ) -> AsyncIterator[Delta]:
         prompt = cached = completion = 0
         try:

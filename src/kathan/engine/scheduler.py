@@ -66,10 +66,6 @@ class Seq:
     cached: int = 0
     parent: Seq | None = None
 
-    @property
-    def cells(self) -> int:
-        return self.computed
-
 
 @dataclass(eq=False)
 class Slot:
@@ -147,7 +143,7 @@ class Scheduler:
     @property
     def kv_cells_used(self) -> int:
         return sum(
-            slot.owner.cells if slot.owner is not None else len(slot.cache)
+            slot.owner.computed if slot.owner is not None else len(slot.cache)
             for slot in self.slots
         )
 
@@ -160,7 +156,7 @@ class Scheduler:
             raise ValueError("empty prompt")
         if n > self.config.n_slots:
             raise PromptTooLong(f"n={n} exceeds the {self.config.n_slots} sequence slots")
-        if self._need(len(prompt), n, max_tokens) > self.config.n_ctx:
+        if n * (len(prompt) + max_tokens) > self.config.n_ctx:
             raise PromptTooLong(
                 f"{len(prompt)} prompt tokens and {max_tokens} completion tokens per choice "
                 f"for {n} choices do not fit in {self.config.n_ctx} KV cells"
@@ -276,9 +272,6 @@ class Scheduler:
             slot.last_used = self._clock
 
     # -- internals --------------------------------------------------------------
-
-    def _need(self, prompt_len: int, n: int, max_tokens: int) -> int:
-        return n * (prompt_len + max_tokens)
 
     def _free_cells(self) -> int:
         return self.config.n_ctx - self.kv_cells_used
