@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -106,10 +106,32 @@ def start_llama_cpp_server(n_ctx: int, threads: int | None) -> Server:
 
 @dataclass
 class StreamTiming:
-    ttft: float
-    tokens: int
-    decode_seconds: float
+    """Clock of one streamed request: TTFT is send to first content, decode after that."""
+
+    start: float = field(default_factory=time.perf_counter)
+    first: float = 0.0
+    last: float = 0.0
+    tokens: int = 0
     error: str | None = None
+
+    def content(self) -> None:
+        """Record a chunk that carried content."""
+        self.last = time.perf_counter()
+        self.tokens += 1
+        if self.tokens == 1:
+            self.first = self.last
+
+    def failed(self, error: str) -> StreamTiming:
+        self.error = error
+        return self
+
+    @property
+    def ttft(self) -> float:
+        return self.first - self.start
+
+    @property
+    def decode_seconds(self) -> float:
+        return self.last - self.first
 
     @property
     def decode_tps(self) -> float:
@@ -117,30 +139,24 @@ class StreamTiming:
 
 
 def timed_stream(client: httpx.Client, server: Server, body: dict[str, object]) -> StreamTiming:
-    """One streamed request; TTFT is send to first content, decode rate after that."""
-    start = time.perf_counter()
-    first = last = 0.0
-    tokens = 0
+    """One streamed request, timed."""
+    timing = StreamTiming()
     try:
         with client.stream("POST", f"{server.url}/v1/chat/completions",
                            json={**body, "model": server.model, "stream": True},
                            headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as r:
             if r.status_code != 200:
                 r.read()
-                return StreamTiming(0, 0, 0, f"HTTP {r.status_code}")
+                return timing.failed(f"HTTP {r.status_code}")
             for line in r.iter_lines():
                 kind = sse_kind(line)
                 if kind == "error":
-                    return StreamTiming(0, 0, 0, "stream error")
+                    return timing.failed("stream error")
                 if kind == "content":
-                    now = time.perf_counter()
-                    tokens += 1
-                    if tokens == 1:
-                        first = now
-                    last = now
+                    timing.content()
     except httpx.HTTPError as exc:
-        return StreamTiming(0, 0, 0, type(exc).__name__)
-    return StreamTiming(first - start, tokens, last - first)
+        return timing.failed(type(exc).__name__)
+    return timing
 
 
 def sse_kind(line: str) -> str | None:

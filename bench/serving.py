@@ -24,6 +24,7 @@ import httpx
 from bench.common import (
     KEY,
     Server,
+    StreamTiming,
     eos_token,
     median,
     pct,
@@ -48,9 +49,7 @@ class Level:
 async def one_request(http: httpx.AsyncClient, server: Server, body: dict[str, object],
                       level: Level) -> float:
     """Send one streamed request; return seconds to wait before the next one."""
-    start = time.perf_counter()
-    first = last = 0.0
-    tokens = 0
+    timing = StreamTiming()
     try:
         async with http.stream("POST", f"{server.url}/v1/chat/completions",
                                json={**body, "model": server.model, "stream": True},
@@ -58,7 +57,7 @@ async def one_request(http: httpx.AsyncClient, server: Server, body: dict[str, o
             if r.status_code == 503:
                 await r.aread()
                 level.refused += 1
-                level.refusal_latency.append(time.perf_counter() - start)
+                level.refusal_latency.append(time.perf_counter() - timing.start)
                 return float(r.headers.get("retry-after", "1"))
             if r.status_code != 200:
                 await r.aread()
@@ -70,21 +69,17 @@ async def one_request(http: httpx.AsyncClient, server: Server, body: dict[str, o
                     level.errors += 1
                     return 0.0
                 if kind == "content":
-                    now = time.perf_counter()
-                    tokens += 1
-                    if tokens == 1:
-                        first = now
-                    last = now
+                    timing.content()
     except httpx.HTTPError:
         level.errors += 1
         return 0.0
-    if tokens == 0:
+    if timing.tokens == 0:
         level.errors += 1
         return 0.0
-    level.tokens += tokens
-    level.ttft.append(first - start)
-    if tokens > 1:
-        level.tpot.append((last - first) / (tokens - 1))
+    level.tokens += timing.tokens
+    level.ttft.append(timing.ttft)
+    if timing.tokens > 1:
+        level.tpot.append(timing.decode_seconds / (timing.tokens - 1))
     return 0.0
 
 
