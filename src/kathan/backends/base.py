@@ -17,10 +17,24 @@ class TokenUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of tool call number ``index`` within one choice.
+
+    A call's first piece carries ``id`` and ``name``; the pieces after it carry
+    fragments of the arguments' JSON text, in order.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Delta:
     """One step of a response.
 
-    A content delta carries ``content``; the last delta of a choice carries
+    A content delta carries ``content`` (and ``tool_calls`` pieces); the last delta of a choice carries
     ``finish_reason``; a request-level ``usage`` delta comes after all choices
     finished.
     """
@@ -30,6 +44,7 @@ class Delta:
     finish_reason: str | None = None
     usage: TokenUsage | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

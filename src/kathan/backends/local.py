@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 from kathan.backends.base import Delta, LoadStats, TokenUsage
+from kathan.backends.toolcalls import (
+    CLOSE,
+    OPEN,
+    TRIGGER,
+    Piece,
+    ToolCallParser,
+    ToolUse,
+    call_text,
+    tool_response_text,
+    tool_use,
+    tools_system_prompt,
+)
 from kathan.engine.engine import LocalEngine
-from kathan.engine.grammar import GrammarError, json_object_grammar, json_schema_grammar
+from kathan.engine.grammar import (
+    GrammarError,
+    json_object_grammar,
+    json_schema_grammar,
+    tool_calls_grammar,
+)
 from kathan.engine.sampling import SamplingParams, grammar_parses
 from kathan.engine.template import TemplateRenderError
 from kathan.engine.types import (
     EngineOverloaded,
     GenerationEvent,
     GenerationRequest,
+    Halt,
     RequestTooLarge,
 )
 from kathan.engine.types import TokenLogprob as EngineLogprob
@@ -31,6 +50,8 @@ from kathan.protocol.chat import (
     AssistantMessage,
     ChatCompletionRequest,
     ChatMessage,
+    ContentPart,
+    FunctionMessage,
     TextPart,
     TokenLogprob,
     ToolMessage,
@@ -44,11 +65,6 @@ _ROLE_ALIASES = {"developer": "system"}
 def _unsupported(request: ChatCompletionRequest) -> tuple[str, str] | None:
     """The first field this backend cannot honour yet, with the reason."""
     checks: list[tuple[bool, str, str]] = [
-        (bool(request.tools), "tools", "tool calling"),
-        (request.tool_choice is not None, "tool_choice", "tool calling"),
-        (request.parallel_tool_calls is not None, "parallel_tool_calls", "tool calling"),
-        (bool(request.functions), "functions", "function calling"),
-        (request.function_call is not None, "function_call", "function calling"),
         (bool(request.finetune), "finetune", "voice-agent mode"),
         (request.language is not None, "language", "voice-agent mode"),
         (request.gender is not None, "gender", "voice-agent mode"),
@@ -60,9 +76,6 @@ def _unsupported(request: ChatCompletionRequest) -> tuple[str, str] | None:
         ),
     ]
     for i, message in enumerate(request.messages):
-        if isinstance(message, AssistantMessage) and (message.tool_calls or message.function_call):
-            field = "tool_calls" if message.tool_calls else "function_call"
-            checks.append((True, f"messages[{i}].{field}", "tool-call history"))
         if isinstance(message.content, list) and any(
             part.type == "image_url" for part in message.content
         ):
@@ -73,20 +86,88 @@ def _unsupported(request: ChatCompletionRequest) -> tuple[str, str] | None:
     return None
 
 
-def _message_dict(message: ChatMessage) -> dict[str, Any]:
-    content = message.content
+def _text(content: str | list[TextPart] | list[ContentPart] | None) -> str:
     if isinstance(content, list):
-        content = "".join(part.text for part in content if isinstance(part, TextPart))
-    out: dict[str, Any] = {
-        "role": _ROLE_ALIASES.get(message.role, message.role),
-        "content": content or "",
-    }
-    name = getattr(message, "name", None)
-    if name is not None:
-        out["name"] = name
-    if isinstance(message, ToolMessage):
-        out["tool_call_id"] = message.tool_call_id
+        return "".join(part.text for part in content if isinstance(part, TextPart))
+    return content or ""
+
+
+def template_messages(
+    messages: list[ChatMessage], use: ToolUse | None, *, native_tools: bool
+) -> list[dict[str, Any]]:
+    """The conversation as the chat template's ``messages``.
+
+    With ``native_tools`` the template renders tool calls and results itself
+    (Hugging Face's convention). Otherwise they become text in the documented
+    fallback format, and the tools are described in the system message.
+    """
+    out: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool_call_id -> function name
+    for i, message in enumerate(messages):
+        item: dict[str, Any] = {
+            "role": _ROLE_ALIASES.get(message.role, message.role),
+            "content": _text(message.content),
+        }
+        if isinstance(message, AssistantMessage):
+            calls = [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ()]
+            if message.function_call is not None:
+                fc = message.function_call
+                calls.append((f"call_legacy_{i}", fc.name, fc.arguments))
+            names.update((cid, name) for cid, name, _ in calls)
+            if calls and native_tools:
+                item["tool_calls"] = [
+                    {"id": cid, "type": "function",
+                     "function": {"name": name, "arguments": _json_or_text(args)}}
+                    for cid, name, args in calls
+                ]
+            elif calls:
+                texts = [call_text(name, args) for _, name, args in calls]
+                item["content"] = "\n".join([item["content"], *texts] if item["content"] else texts)
+        elif isinstance(message, ToolMessage | FunctionMessage):
+            if isinstance(message, ToolMessage):
+                name = names.get(message.tool_call_id)
+                if name is None:
+                    raise InvalidRequestError(
+                        f"messages[{i}] answers tool call '{message.tool_call_id}', but no "
+                        "earlier assistant message made a call with that id.",
+                        param=f"messages[{i}].tool_call_id",
+                    )
+            else:
+                name = message.name
+            if native_tools:
+                item["role"] = "tool"
+                item["name"] = name
+                if isinstance(message, ToolMessage):
+                    item["tool_call_id"] = message.tool_call_id
+            else:
+                response = tool_response_text(item["content"], name=name)
+                if out and out[-1].get("tool_responses"):
+                    out[-1]["content"] += "\n" + response  # one turn for all results
+                    continue
+                item = {"role": "user", "content": response, "tool_responses": True}
+        elif message.name is not None:
+            item["name"] = message.name
+        out.append(item)
+    for item in out:
+        item.pop("tool_responses", None)
+    if use is not None and use.calls_allowed and not native_tools:
+        described = tools_system_prompt(
+            [{"type": "function", "function": f.model_dump(exclude_none=True)}
+             for f in use.functions],
+            parallel=use.several,
+        )
+        if out and out[0]["role"] == "system":
+            out[0]["content"] = f"{out[0]['content']}\n\n{described}".lstrip()
+        else:
+            out.insert(0, {"role": "system", "content": described})
     return out
+
+
+def _json_or_text(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except json.JSONDecodeError:
+        return arguments
 
 
 def sampling_params(request: ChatCompletionRequest) -> SamplingParams:
@@ -114,8 +195,11 @@ class LocalBackend:
     def ready(self) -> bool:
         return self.engine.ready
 
-    def build(self, request: ChatCompletionRequest) -> GenerationRequest:
-        """Validate and tokenize; raise ``KathanError`` for what cannot be served."""
+    def build(self, request: ChatCompletionRequest) -> tuple[GenerationRequest, bool]:
+        """Validate and tokenize; raise ``KathanError`` for what cannot be served.
+
+        Also says whether the output may hold tool calls to parse.
+        """
         if not self.engine.ready:
             raise ModelNotReadyError(
                 "The model is still loading; try again shortly.", retry_after=self._retry_after
@@ -135,10 +219,21 @@ class LocalBackend:
                     f"logit_bias names token {token}, but the vocabulary has {n_vocab} tokens.",
                     param="logit_bias",
                 )
+        use = tool_use(request)
         template = self.engine.template
         assert template is not None
+        # A template that lists tools itself is used only if it also asks for
+        # calls in the format the parser reads.
+        native = template.supports_tools and OPEN in template.source
+        extra: dict[str, Any] = {}
+        if native and use is not None and use.calls_allowed:
+            extra["tools"] = [
+                {"type": "function", "function": f.model_dump(exclude_none=True)}
+                for f in use.functions
+            ]
         try:
-            text = template.render([_message_dict(m) for m in request.messages])
+            messages = template_messages(request.messages, use, native_tools=native)
+            text = template.render(messages, **extra)
         except TemplateRenderError as exc:
             raise InvalidRequestError(str(exc), param="messages") from exc
         prompt = self.engine.tokenize_prompt(text)
@@ -162,17 +257,26 @@ class LocalBackend:
                 f"'n' is {n}, but this model runs at most {slots} sequences at once.", param="n"
             )
         max_tokens = requested or (n_ctx - len(prompt))
-        grammar = self._grammar(request)
-        return GenerationRequest(
-            prompt=prompt,
-            sampling=replace(sampling_params(request), grammar=grammar),
-            max_tokens=max_tokens,
-            stop=request.stop_list,
-            n=n,
-            logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+        content = self._content_grammar(request)
+        grammar, trigger = content, None
+        if use is not None and use.calls_allowed:
+            grammar, trigger = self._tools_grammar(use, content)
+        return (
+            GenerationRequest(
+                prompt=prompt,
+                sampling=replace(
+                    sampling_params(request), grammar=grammar, grammar_trigger=trigger
+                ),
+                max_tokens=max_tokens,
+                stop=request.stop_list,
+                n=n,
+                logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+                halt=Halt() if use is not None and use.several else None,
+            ),
+            use is not None and use.calls_allowed,
         )
 
-    def _grammar(self, request: ChatCompletionRequest) -> str | None:
+    def _content_grammar(self, request: ChatCompletionRequest) -> str | None:
         """The grammar that enforces ``response_format``, or None for plain text."""
         fmt = request.response_format
         if fmt is None or fmt.type == "text":
@@ -186,20 +290,51 @@ class LocalBackend:
             raise InvalidRequestError(
                 f"response_format: {exc}.", param="response_format", code="invalid_json_schema"
             ) from exc
+        self._check_parses(grammar, "response_format", "the schema")
+        return grammar
+
+    def _tools_grammar(self, use: ToolUse, content: str | None) -> tuple[str, str | None]:
+        """The grammar for calls (and the trigger that turns it on, for ``auto``).
+
+        ``required`` and a named function force a call from the first token.
+        ``auto`` leaves the model free until it opens a tool tag; with a
+        ``response_format`` too, the reply is either that format or calls.
+        """
+        callable_ = [(f.name, f.parameters, f"{use.where(i)}.parameters")
+                     for i, f in use.callable]
+        if use.choice != "auto":
+            root = "calls"
+        elif content is None:
+            root = "after_trigger"
+        else:
+            root = "calls_or_content"
+        try:
+            grammar = tool_calls_grammar(
+                callable_, open_tag=OPEN, close_tag=CLOSE, parallel=use.several, root=root,
+                content=content, trigger=TRIGGER,
+            )
+        except GrammarError as exc:
+            raise InvalidRequestError(
+                f"{exc}.", param=exc.where or use.field, code="invalid_function_parameters"
+            ) from exc
+        self._check_parses(grammar, use.field, f"the parameter schemas in '{use.field}'")
+        return grammar, (TRIGGER if root == "after_trigger" else None)
+
+    def _check_parses(self, grammar: str, param: str, what: str) -> None:
         if not grammar_parses(self.engine.model, grammar):
             raise InvalidRequestError(
-                "response_format: the schema produced a grammar llama.cpp cannot parse.",
-                param="response_format",
+                f"{param}: {what} produced a grammar llama.cpp cannot parse.",
+                param=param,
                 code="invalid_json_schema",
             )
-        return grammar
 
     def stats(self) -> LoadStats:
         s = self.engine.stats()
         return LoadStats(s.queued, s.running, s.kv_cells_used, s.n_ctx, s.n_slots)
 
     async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
-        events = self.engine.generate(self.build(request))
+        generation, parse_calls = self.build(request)
+        events = self.engine.generate(generation)
         try:
             # Wait for admission and the first token, so that overload and queue
             # timeouts are still answered with a status code, not mid-stream.
@@ -224,20 +359,40 @@ class LocalBackend:
             # Cancelled while queued (the client left): release the engine's job now.
             await events.aclose()
             raise
-        return self._deltas(first, events)
+        return self._deltas(first, events, parse_calls, generation.halt)
 
     async def _deltas(
-        self, first: GenerationEvent, events: AsyncGenerator[GenerationEvent]
+        self,
+        first: GenerationEvent,
+        events: AsyncGenerator[GenerationEvent],
+        parse_calls: bool,
+        halt: Halt | None,
     ) -> AsyncIterator[Delta]:
         prompt = cached = completion = 0
+        parsers: dict[int, ToolCallParser] = {}
         try:
             event: GenerationEvent | None = first
             while event is not None:
+                index = event.index
                 logprobs = tuple(_logprob(lp) for lp in event.logprobs)
-                if event.text or logprobs:
-                    yield Delta(index=event.index, content=event.text, logprobs=logprobs)
+                if not parse_calls:
+                    if event.text or logprobs:
+                        yield Delta(index=index, content=event.text, logprobs=logprobs)
+                else:
+                    parser = parsers.setdefault(index, ToolCallParser())
+                    repeated = parser.repeated
+                    pieces = parser.feed(event.text)
+                    if event.finish_reason is not None:
+                        pieces += parser.finish()
+                    elif parser.repeated and not repeated and halt is not None:
+                        halt.end(index)  # the model is looping over its calls
+                    if pieces or logprobs:
+                        yield _split(index, pieces, logprobs)
                 if event.finish_reason is not None:
-                    yield Delta(index=event.index, finish_reason=event.finish_reason)
+                    finish = event.finish_reason
+                    if finish == "stop" and index in parsers and parsers[index].calls:
+                        finish = "tool_calls"
+                    yield Delta(index=index, finish_reason=finish)
                     prompt = event.prompt_tokens
                     cached = max(cached, event.cached_tokens)
                     completion += event.completion_tokens
@@ -249,6 +404,13 @@ class LocalBackend:
         finally:
             await events.aclose()
         yield Delta(usage=TokenUsage(prompt, completion, cached))
+
+
+def _split(index: int, pieces: list[Piece], logprobs: tuple[TokenLogprob, ...]) -> Delta:
+    """One delta from a parser's pieces: the content text and the tool-call pieces."""
+    text = "".join(p for p in pieces if isinstance(p, str))
+    calls = tuple(p for p in pieces if not isinstance(p, str))
+    return Delta(index=index, content=text or None, logprobs=logprobs, tool_calls=calls)
 
 
 def _logprob(entry: EngineLogprob) -> TokenLogprob:

@@ -9,6 +9,8 @@ refuses bounds it cannot enforce instead of ignoring them.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from llama_cpp.llama_grammar import json_schema_to_gbnf
@@ -18,7 +20,14 @@ _UNENFORCED = ("exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minimum", 
 
 
 class GrammarError(Exception):
-    """A schema that cannot be turned into a grammar; the message says why."""
+    """A schema that cannot be turned into a grammar; the message says why.
+
+    ``where`` names the request field that holds the schema, when known.
+    """
+
+    def __init__(self, message: str, *, where: str | None = None) -> None:
+        super().__init__(message)
+        self.where = where
 
 
 # The port's string character rule admits raw control characters, which JSON
@@ -37,10 +46,10 @@ def json_object_grammar() -> str:
     return _strict(str(json_schema_to_gbnf(json.dumps({"type": "object"}))))
 
 
-def json_schema_grammar(schema: dict[str, Any]) -> str:
+def json_schema_grammar(schema: dict[str, Any], *, where: str = "schema") -> str:
     """A grammar whose every sentence validates against ``schema``."""
     try:
-        prepared = _enforceable(schema, "schema")
+        prepared = _enforceable(schema, where)
         return _strict(str(json_schema_to_gbnf(json.dumps(prepared))))
     except GrammarError:
         raise
@@ -88,3 +97,110 @@ def _bound(node: dict[str, Any], inclusive: str, exclusive: str, step: int) -> i
         value = node[exclusive]
         return int(value // 1) + 1 if step > 0 else int(-(-value // 1)) - 1
     return None
+
+
+_LITERAL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"}
+
+
+def literal(text: str) -> str:
+    """``text`` as a GBNF string literal."""
+    return '"' + "".join(_LITERAL_ESCAPES.get(ch, ch) for ch in text) + '"'
+
+
+_RULE = re.compile(r"^([a-zA-Z0-9-]+) ::= (.*)$")
+
+
+def prefixed(grammar: str, prefix: str) -> str:
+    """``grammar`` with every rule renamed ``<prefix><name>``, so grammars can be combined."""
+    lines = []
+    for line in grammar.splitlines():
+        match = _RULE.match(line)
+        if match is None:
+            if line.strip():
+                raise GrammarError(f"unexpected grammar line: {line!r}")
+            continue
+        lines.append(f"{prefix}{match.group(1)} ::= {_prefix_refs(match.group(2), prefix)}")
+    return "\n".join(lines)
+
+
+def _prefix_refs(body: str, prefix: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch in "\"[{":
+            close = {'"': '"', "[": "]", "{": "}"}[ch]
+            j = i + 1
+            while j < len(body) and body[j] != close:
+                j += 2 if body[j] == "\\" else 1
+            out.append(body[i : j + 1])
+            i = j + 1
+        elif ch.isalnum() or ch == "-":
+            j = i
+            while j < len(body) and (body[j].isalnum() or body[j] == "-"):
+                j += 1
+            out.append(prefix + body[i:j])
+            i = j
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def tool_calls_grammar(
+    tools: Sequence[tuple[str, dict[str, Any] | None, str]],
+    *,
+    open_tag: str,
+    close_tag: str,
+    parallel: bool,
+    root: str,
+    content: str | None = None,
+    trigger: str = "",
+) -> str:
+    """A grammar for tool calls written as ``<open>{"name": ..., "arguments": {...}}<close>``.
+
+    ``tools`` are (name, parameters schema, request field of the schema)
+    triples; each call's arguments validate against its function's schema. ``root`` picks what the grammar
+    describes:
+
+    - ``"calls"``: one call (or several, with ``parallel``) and nothing else;
+    - ``"after_trigger"``: the same text minus ``trigger``, a prefix of the first
+      ``open_tag``, for a grammar that turns on once the model has written it;
+    - ``"calls_or_content"``: either calls or the ``content`` grammar's text.
+    """
+    rules: list[str] = []
+    bodies: list[str] = []
+    for i, (name, parameters, where) in enumerate(tools):
+        schema = parameters if parameters is not None else {
+            "type": "object", "properties": {}, "additionalProperties": False,
+        }
+        try:
+            grammar = json_schema_grammar(schema, where=where)
+        except GrammarError as exc:
+            raise GrammarError(str(exc), where=where) from exc
+        rules.append(prefixed(grammar, f"tool{i}-"))
+        head = literal(f'{{"name": {json.dumps(name)}, "arguments": ')
+        bodies.append(f"tool{i}-call")
+        rules.append(f'tool{i}-call ::= {head} tool{i}-root "}}"')
+    nl = '"\\n"?'
+    rules.append(f"call-body ::= {' | '.join(bodies)}")
+    rules.append(f"call-rest ::= {nl} call-body {nl} {literal(close_tag)}")
+    rules.append(f"call ::= {literal(open_tag)} call-rest")
+    # A newline after a call may be followed by the end: a model that writes
+    # one is not forced into another call.
+    more = f" ({nl} call)* {nl}" if parallel else f" {nl}"
+    if root == "calls":
+        rules.append(f"root ::= call{more}")
+    elif root == "after_trigger":
+        if not open_tag.startswith(trigger):
+            raise ValueError("the trigger must be a prefix of the open tag")
+        rest = open_tag[len(trigger) :]
+        rules.append(f"root ::= {literal(rest) + ' ' if rest else ''}call-rest{more}")
+    elif root == "calls_or_content":
+        if content is None:
+            raise ValueError("calls_or_content needs a content grammar")
+        rules.append(prefixed(content, "content-"))
+        rules.append(f"root ::= call{more} | content-root")
+    else:
+        raise ValueError(f"unknown root {root!r}")
+    return "\n".join(rules)

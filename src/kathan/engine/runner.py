@@ -212,6 +212,13 @@ class Runner:
         if job.cancelled.is_set():
             return True
         request = job.request
+        if request.halt is not None and choice.index in request.halt:
+            # Ended by its consumer: whatever is pending is not wanted.
+            job.deliver(GenerationEvent(
+                "", choice.index, "stop", completion_tokens=choice.generated,
+                prompt_tokens=len(request.prompt), cached_tokens=choice.cached,
+            ))
+            return True
         token = choice.sampler.sample(self._ctx, out)
         sampled[seq_id] = token
         choice.generated += 1

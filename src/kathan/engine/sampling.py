@@ -8,9 +8,8 @@ otherwise a seeded random draw).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-
 import ctypes
+from dataclasses import dataclass, field, replace
 
 import llama_cpp as C
 import numpy as np
@@ -36,6 +35,9 @@ class SamplingParams:
     seed: int | None = None
     penalty_last_n: int = 1024
     grammar: str | None = None
+    # With a trigger the grammar is lazy: the text is free until the trigger
+    # appears in it, and the grammar describes what follows the trigger.
+    grammar_trigger: str | None = None
 
     def with_seed(self, seed: int) -> SamplingParams:
         return replace(self, seed=seed)
@@ -51,6 +53,11 @@ class Sampler:
     token with the plain chain, check that one token against the grammar, and
     only when the grammar rejects it, mask the whole vocabulary and pick again.
     Most tokens pass, so a grammar costs little per token.
+
+    A lazy grammar (``grammar_trigger``) waits until the generated text
+    contains the trigger. The token that completes the trigger may carry text
+    past it; that text must satisfy the grammar, or the token is rejected
+    and another picked.
     """
 
     def __init__(self, params: SamplingParams, model: LlamaModel) -> None:
@@ -58,6 +65,9 @@ class Sampler:
         chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         self.ptr = chain
         self.grammar = None
+        self._model = model
+        self._trigger = params.grammar_trigger.encode() if params.grammar_trigger else None
+        self._tail = b""
         add = C.llama_sampler_chain_add
         if params.grammar is not None:
             grammar = C.llama_sampler_init_grammar(model.vocab, params.grammar.encode(), b"root")
@@ -108,6 +118,8 @@ class Sampler:
         if self.grammar is None:
             return int(C.llama_sampler_sample(self.ptr, ctx.ptr, index))
         logits = ctx.logits(index)
+        if self._trigger is not None:
+            return self._sample_awaiting_trigger(logits)
         token = self._pick(logits, with_grammar=False)
         self._one[0] = (token, logits[token], 0.0)
         self._apply(self.grammar, self._one)
@@ -116,6 +128,48 @@ class Sampler:
         C.llama_sampler_accept(self.grammar, token)
         C.llama_sampler_accept(self.ptr, token)
         return token
+
+    def _sample_awaiting_trigger(self, logits: npt.NDArray[np.float32]) -> int:
+        trigger = self._trigger
+        assert trigger is not None
+        pieces = self._model.pieces
+        masked: npt.NDArray[np.float32] | None = None
+        while True:
+            token = self._pick(logits if masked is None else masked, with_grammar=False)
+            text = self._tail + pieces[token]
+            at = text.find(trigger)
+            if at < 0:
+                self._tail = text[len(text) - len(trigger) + 1 :] if len(trigger) > 1 else b""
+                break
+            if self._feed_grammar(text[at + len(trigger) :]):
+                self._trigger = None
+                break
+            if masked is None:
+                masked = logits.copy()
+            masked[token] = -np.inf
+        C.llama_sampler_accept(self.ptr, token)
+        return token
+
+    def _feed_grammar(self, text: bytes) -> bool:
+        """Advance the grammar over ``text``; on rejection leave it as it was."""
+        if not text:
+            return True
+        try:
+            decoded = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        assert self.grammar is not None
+        saved = C.llama_sampler_clone(self.grammar)
+        for token in self._model.tokenize(decoded, add_special=False, parse_special=False):
+            self._one[0] = (token, 0.0, 0.0)
+            self._apply(self.grammar, self._one)
+            if not np.isfinite(self._one[0]["logit"]):
+                C.llama_sampler_free(self.grammar)
+                self.grammar = saved
+                return False
+            C.llama_sampler_accept(self.grammar, token)
+        C.llama_sampler_free(saved)
+        return True
 
     def _pick(self, logits: npt.NDArray[np.float32], *, with_grammar: bool) -> int:
         cells = self._cells

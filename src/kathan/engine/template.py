@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from jinja2 import TemplateError
+from jinja2 import TemplateError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # Used only when a GGUF file carries no template of its own.
@@ -53,8 +53,11 @@ class ChatTemplate:
         env.globals["strftime_now"] = _strftime_now
         try:
             self._template = env.from_string(source)
+            variables = meta.find_undeclared_variables(env.parse(source))
         except TemplateError as exc:
             raise TemplateRenderError(f"the model's chat template does not compile: {exc}") from exc
+        #: Whether the template renders a ``tools`` list itself.
+        self.supports_tools = "tools" in variables
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token

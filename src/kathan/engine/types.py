@@ -7,6 +7,23 @@ from dataclasses import dataclass
 from kathan.engine.sampling import SamplingParams
 
 
+class Halt:
+    """Ends chosen choices of a running request at their next step, from any thread.
+
+    >>> halt = Halt()
+    >>> halt.end(0)      # choice 0 finishes with "stop" at its next token
+    """
+
+    def __init__(self) -> None:
+        self._indices: set[int] = set()
+
+    def end(self, index: int) -> None:
+        self._indices.add(index)
+
+    def __contains__(self, index: int) -> bool:
+        return index in self._indices
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """A tokenized prompt and how to continue it, ``n`` times.
@@ -21,6 +38,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     n: int = 1
     logprobs: int | None = None
+    halt: Halt | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,15 +208,21 @@ class Usage(BaseModel):
 
 
 class ResponseMessage(BaseModel):
+    """``content`` is null when the reply only called tools."""
+
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     tool_calls: list[ToolCall] | None = None
+    function_call: FunctionCall | None = Field(
+        None, description="The call, for requests that used the legacy `functions`."
+    )
 
     @model_serializer(mode="wrap")
-    def _omit_absent_tool_calls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _omit_absent_calls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        if data.get("tool_calls") is None:
-            data.pop("tool_calls", None)
+        for key in ("tool_calls", "function_call"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 
@@ -255,16 +261,36 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
 
 
-class ChoiceDelta(BaseModel):
-    """Only the fields a chunk sets are sent: ``{"content": "Hel"}``."""
-
-    role: Literal["assistant"] | None = None
-    content: str | None = None
+class _Sparse(BaseModel):
+    """Only the fields that are set are sent: ``{"content": "Hel"}``."""
 
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
         return {k: v for k, v in data.items() if v is not None}
+
+
+class FunctionCallDelta(_Sparse):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallChunk(_Sparse):
+    """A piece of a tool call: ``id``, ``type`` and ``function.name`` first, then arguments."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta | None = None
+
+
+class ChoiceDelta(_Sparse):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    tool_calls: list[ToolCallChunk] | None = None
+    function_call: FunctionCallDelta | None = Field(
+        None, description="Legacy form of tool_calls, for requests that used `functions`."
+    )
 
 
 class ChunkChoice(BaseModel):

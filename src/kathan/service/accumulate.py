@@ -13,10 +13,19 @@ from kathan.protocol.chat import (
     ChatCompletionChunk,
     Choice,
     ChoiceLogprobs,
+    FunctionCall,
     ResponseMessage,
     TokenLogprob,
+    ToolCall,
     Usage,
 )
+
+
+class _Call:
+    def __init__(self) -> None:
+        self.id = ""
+        self.name = ""
+        self.arguments: list[str] = []
 
 
 class Accumulator:
@@ -35,6 +44,8 @@ class Accumulator:
         self._finish: dict[int, str | None] = {}
         self._logprobs: dict[int, list[TokenLogprob]] = {}
         self._usage: Usage | None = None
+        self._calls: dict[int, dict[int, _Call]] = {}
+        self._function: dict[int, _Call] = {}
 
     def add(self, chunk: ChatCompletionChunk) -> None:
         if self._first is None:
@@ -46,6 +57,17 @@ class Accumulator:
                 parts.append(choice.delta.content)
             if choice.finish_reason is not None:
                 self._finish[choice.index] = choice.finish_reason
+            for piece in choice.delta.tool_calls or ():
+                call = self._calls.setdefault(choice.index, {}).setdefault(piece.index, _Call())
+                call.id = piece.id or call.id
+                if piece.function is not None:
+                    call.name = piece.function.name or call.name
+                    call.arguments.append(piece.function.arguments or "")
+            legacy = choice.delta.function_call
+            if legacy is not None:
+                call = self._function.setdefault(choice.index, _Call())
+                call.name = legacy.name or call.name
+                call.arguments.append(legacy.arguments or "")
             if choice.logprobs is not None and choice.logprobs.content:
                 self._logprobs.setdefault(choice.index, []).extend(choice.logprobs.content)
         if chunk.usage is not None:
@@ -63,7 +85,7 @@ class Accumulator:
             choices=[
                 Choice(
                     index=index,
-                    message=ResponseMessage(content="".join(parts)),
+                    message=self._message(index, parts),
                     finish_reason=self._finish[index],
                     logprobs=(
                         ChoiceLogprobs(content=self._logprobs[index])
@@ -74,6 +96,28 @@ class Accumulator:
                 for index, parts in sorted(self._content.items())
             ],
             usage=self._usage,
+        )
+
+
+    def _message(self, index: int, parts: list[str]) -> ResponseMessage:
+        calls = self._calls.get(index, {})
+        legacy = self._function.get(index)
+        tool_calls = [
+            ToolCall(
+                id=c.id, type="function",
+                function=FunctionCall(name=c.name, arguments="".join(c.arguments)),
+            )
+            for _, c in sorted(calls.items())
+        ]
+        return ResponseMessage(
+            # Content is null when the reply only called tools.
+            content="".join(parts) if parts or not (calls or legacy) else None,
+            tool_calls=tool_calls or None,
+            function_call=(
+                FunctionCall(name=legacy.name, arguments="".join(legacy.arguments))
+                if legacy is not None
+                else None
+            ),
         )
 
 

@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from kathan.backends.base import Delta
+from kathan.backends.base import Delta, ToolCallDelta
 from kathan.protocol.chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -14,6 +14,8 @@ from kathan.protocol.chat import (
     ChoiceDelta,
     ChoiceLogprobs,
     ChunkChoice,
+    FunctionCallDelta,
+    ToolCallChunk,
     Usage,
 )
 from kathan.routing.registry import ModelRegistry
@@ -30,6 +32,25 @@ def _usage(delta: Delta) -> Usage:
         total_tokens=u.prompt_tokens + u.completion_tokens,
         prompt_tokens_details={"cached_tokens": u.cached_tokens},
     )
+
+
+def _add_calls(delta: ChoiceDelta, calls: tuple[ToolCallDelta, ...], legacy: bool) -> None:
+    if legacy:
+        # The legacy form has one call per reply and no ids.
+        call = calls[0]
+        delta.function_call = FunctionCallDelta.model_construct(
+            name=call.name, arguments="".join(c.arguments for c in calls)
+        )
+        return
+    delta.tool_calls = [
+        ToolCallChunk.model_construct(
+            index=c.index,
+            id=c.id,
+            type="function" if c.id is not None else None,
+            function=FunctionCallDelta.model_construct(name=c.name, arguments=c.arguments),
+        )
+        for c in calls
+    ]
 
 
 class ChatService:
@@ -56,7 +77,8 @@ class ChatService:
         deltas = await entry.backend.open(request)
         if include_usage is None:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return self._chunks(entry.id, deltas, include_usage, request.n or 1, started)
+        legacy = bool(request.functions)
+        return self._chunks(entry.id, deltas, include_usage, request.n or 1, started, legacy)
 
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
         return await accumulate(await self.stream(request, include_usage=True))
@@ -68,7 +90,9 @@ class ChatService:
         include_usage: bool,
         n: int,
         started: float,
+        legacy: bool = False,
     ) -> AsyncIterator[ChatCompletionChunk]:
+        """``legacy``: the request used ``functions``, so calls go out as ``function_call``."""
         chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
 
@@ -99,7 +123,7 @@ class ChatService:
         first = last = None
         try:
             async for delta in deltas:
-                if delta.content or delta.logprobs:
+                if delta.content or delta.logprobs or delta.tool_calls:
                     last = time.perf_counter()
                     if first is None:
                         first = last
@@ -109,10 +133,15 @@ class ChatService:
                         else None
                     )
                     content = ChoiceDelta.model_construct(role=None, content=delta.content)
+                    if delta.tool_calls:
+                        _add_calls(content, delta.tool_calls, legacy)
                     yield chunk([choice(delta.index, content, logprobs=logprobs)])
                 elif delta.finish_reason is not None:
                     empty = ChoiceDelta.model_construct(role=None, content=None)
-                    yield chunk([choice(delta.index, empty, delta.finish_reason)])
+                    finish = delta.finish_reason
+                    if legacy and finish == "tool_calls":
+                        finish = "function_call"
+                    yield chunk([choice(delta.index, empty, finish)])
                 elif delta.usage is not None:
                     u = delta.usage
                     per_choice = max(u.completion_tokens // n, 1)
