@@ -167,8 +167,11 @@ def sse_kind(line: str) -> str | None:
     if "error" in chunk:
         return "error"
     choices = chunk.get("choices") or []
-    if choices and choices[0].get("delta", {}).get("content"):
-        return "content"
+    delta = choices[0].get("delta", {}) if choices else {}
+    if delta.get("content") or any(
+        (call.get("function") or {}).get("arguments") for call in delta.get("tool_calls") or []
+    ):
+        return "content"  # tool-call arguments are generated text too
     return "other"
 
 

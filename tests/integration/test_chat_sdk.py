@@ -214,7 +214,6 @@ def test_choices_that_cannot_all_fit_are_400(client: OpenAI) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
         ({"extra_body": {"finetune": True}}, "finetune"),
         ({"extra_body": {"language": "hi"}}, "language"),
         ({"reasoning_effort": "low"}, "reasoning_effort"),

@@ -53,7 +53,7 @@ def json_schema_grammar(schema: dict[str, Any], *, where: str = "schema") -> str
         return _strict(str(json_schema_to_gbnf(json.dumps(prepared))))
     except GrammarError:
         raise
-    except (AssertionError, KeyError, TypeError, ValueError, RecursionError) as exc:
+    except Exception as exc:  # the converter fails in many ways on schemas it cannot read
         raise GrammarError(f"the JSON schema cannot be compiled to a grammar: {exc}") from exc
 
 
@@ -171,9 +171,12 @@ def tool_calls_grammar(
     rules: list[str] = []
     bodies: list[str] = []
     for i, (name, parameters, where) in enumerate(tools):
-        schema = parameters if parameters is not None else {
-            "type": "object", "properties": {}, "additionalProperties": False,
-        }
+        if parameters is None:  # a function without parameters
+            schema: dict[str, Any] = {
+                "type": "object", "properties": {}, "additionalProperties": False,
+            }
+        else:  # arguments are always an object, even where the schema leaves it open
+            schema = {"type": "object", **parameters}
         try:
             grammar = json_schema_grammar(schema, where=where)
         except GrammarError as exc:
