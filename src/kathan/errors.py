@@ -72,6 +72,33 @@ class AuthenticationError(KathanError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class PermissionDeniedError(KathanError):
+    """403: a valid key that may not do this (a model outside its allow-list, a non-admin)."""
+
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "permission_denied"
+
+
+class ConflictError(KathanError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"
+
+
+class RateLimitError(KathanError):
+    """429: a key's limit is reached. ``limit`` names it (rpm, tpm, max_concurrent, quota)."""
+
+    status_code = 429
+    error_type = "rate_limit_exceeded"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit: str, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+        self.limit = limit
+        self.retry_after = max(1, retry_after)
+
+
 class NotFoundError(KathanError):
     status_code = 404
     error_type = "not_found_error"

@@ -72,8 +72,35 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Accepted API keys, comma-separated in KATHAN_API_KEYS. "
-        "Empty: `kathan serve` generates one and prints it once.",
+        description="Static admin API keys for bootstrap, comma-separated in KATHAN_API_KEYS. "
+        "They work beside the keys in the store.",
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: Path(
+            os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+        ) / "kathan",
+        description="Where Kathan keeps its files (the default SQLite database).",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the store, e.g. postgresql://user@host/db. "
+        "Unset: a SQLite file in data_dir.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL for rate-limit counters shared by replicas, e.g. "
+        "redis://127.0.0.1:6379/0. Unset: counters are kept in this process.",
+    )
+    accounts: bool = Field(
+        True,
+        description="Stored keys, limits and the usage ledger. false: only the static "
+        "KATHAN_API_KEYS are checked, nothing is limited or recorded.",
+    )
+    key_cache_seconds: float = Field(
+        10.0, gt=0, description="How long a replica trusts a key it looked up in the store."
+    )
+    ledger_flush_seconds: float = Field(
+        0.25, gt=0, description="Most time a usage row waits before it is written."
     )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."

@@ -1,0 +1,1 @@
+"""Per-key rate limits and quotas, in this process or shared through Redis."""
