@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from kathan.errors import RateLimitError
-
 QuotaPeriod = Literal["day", "month"]
 
 
