@@ -39,7 +39,12 @@ def start_server(tmp: Path, config: str = "", env: dict[str, str] | None = None)
     config_file = tmp / "kathan.yaml"
     config_file.write_text(config or "{}\n")
     log = tmp / "server.log"
-    environment = {**os.environ, "KATHAN_API_KEYS": API_KEY, **(env or {})}
+    environment = {
+        **os.environ,
+        "KATHAN_API_KEYS": API_KEY,
+        "KATHAN_DATA_DIR": str(tmp / "data"),  # the store's SQLite file lives here
+        **(env or {}),
+    }
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "kathan", "serve", "--port", str(port),

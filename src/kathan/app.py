@@ -5,25 +5,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from kathan import __version__
-from kathan.api import chat, errors, health, models
+from kathan.api import accounts, chat, errors, health, models
 from kathan.api import metrics as metrics_api
 from kathan.api.middleware import BodyLimitMiddleware, StatusCounterMiddleware
-from kathan.auth.keys import StaticKeys
+from kathan.auth.authenticator import Authenticator
 from kathan.backends.base import LoadStats
 from kathan.backends.local import LocalBackend
 from kathan.engine.engine import EngineConfig, LocalEngine
+from kathan.limits import make_limiter
 from kathan.routing.registry import ModelEntry, ModelRegistry
 from kathan.service.chat import ChatService
+from kathan.service.metering import Metering
 from kathan.service.metrics import Metrics
 from kathan.settings import LocalModelSettings, Settings
+from kathan.store import repo
+from kathan.store.db import Database, resolve_url
+from kathan.store.ledger import UsageLedger
 
 logger = logging.getLogger("kathan")
 
@@ -82,6 +88,43 @@ async def _load(engine: LocalEngine, settings: Settings) -> None:
     )
 
 
+class _Accounts:
+    """The store, the ledger and the limiter, started and stopped together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.db = Database(resolve_url(settings))
+        self.ledger = UsageLedger(self._write, flush_seconds=settings.ledger_flush_seconds)
+        self.limiter = make_limiter(settings.redis_url)
+        self.metering = Metering(self.limiter, self.ledger, self._tokens_since)
+
+    async def start(self) -> None:
+        await self.db.upgrade()
+        async with self.db.session() as s:
+            key = await repo.bootstrap_admin(s)
+        if key is not None:
+            print(
+                "The store was empty, so Kathan created an admin account and key. "
+                f"It is shown only this once:\n    {key}\n",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.ledger.start()
+
+    async def stop(self) -> None:
+        await self.ledger.close()
+        await self.limiter.close()
+        await self.db.dispose()
+
+    async def _write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        async with self.db.session() as s:
+            await repo.insert_usage(s, rows)
+            await s.commit()
+
+    async def _tokens_since(self, key_id: str, day: str) -> int:
+        async with self.db.session() as s:
+            return await repo.tokens_since(s, key_id, day)
+
+
 def create_app(settings: Settings, registry: ModelRegistry | None = None) -> FastAPI:
     """The ASGI app. ``registry`` replaces the local engine (tests pass fakes here)."""
 
@@ -118,13 +161,24 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
                 ]
             )
             loading = asyncio.create_task(_load(engine, settings))
+        store = _Accounts(settings) if settings.accounts else None
+        if store is not None:
+            await store.start()
         app.state.settings = settings
         app.state.registry = reg
         app.state.chat = ChatService(reg, metrics)
-        app.state.keys = StaticKeys(settings.api_keys)
+        app.state.db = store.db if store is not None else None
+        app.state.metering = store.metering if store is not None else None
+        app.state.auth = Authenticator(
+            static_keys=settings.api_keys,
+            db=app.state.db,
+            cache_seconds=settings.key_cache_seconds,
+        )
         try:
             yield
         finally:
+            if store is not None:
+                await store.stop()  # writes every ledger row still buffered
             if loading is not None:
                 await loading
             if engine is not None:
@@ -156,4 +210,6 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     app.include_router(metrics_api.router)
     app.include_router(models.router)
     app.include_router(chat.router)
+    app.include_router(accounts.router)
+    app.include_router(accounts.admin)
     return app

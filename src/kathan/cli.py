@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from kathan.auth.keys import generate_key
+from kathan.errors import InvalidRequestError, KathanError
+from kathan.limits.base import Limits, QuotaPeriod
 from kathan.settings import Settings
+from kathan.store import repo as store
+from kathan.store.db import Database, safe_url
+from kathan.store.models import ApiKey
 
 
 def _describe(name: str) -> str:
@@ -23,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help=_describe("host") + " Default 127.0.0.1.")
     serve.add_argument("--port", type=int, help=_describe("port") + " Default 8000.")
     serve.add_argument("--config", type=Path, help=_describe("config_file"))
+    _add_store_commands(sub)
     return parser
 
 
@@ -39,7 +51,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.config is not None:
         overrides["config_file"] = args.config
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    if not settings.api_keys:
+    if not settings.api_keys and not settings.accounts:
+        # Without the store there is no admin key to bootstrap; make one for this run.
         key = generate_key()
         settings = settings.model_copy(update={"api_keys": [key]})
         print(
@@ -65,4 +78,278 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command in ("db", "keys"):
+        return run_store_command(args)
     return 2
+
+
+# Store commands: `kathan db upgrade` and `kathan keys create|list|revoke`.
+
+
+class _CommandError(Exception):
+    """A store command's failure: its message goes to stderr, ``status`` is the exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config_help = _describe("config_file")
+    db = sub.add_parser("db", help="Manage the store's database.")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="Apply the database migrations.")
+    upgrade.add_argument("--config", type=Path, help=config_help)
+    upgrade.set_defaults(store_command=_db_upgrade)
+
+    keys = sub.add_parser("keys", help="Create, list and revoke API keys.")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="Create an API key and print it, once.")
+    create.add_argument("--name", required=True, type=_nonempty, help="What the key is for.")
+    create.add_argument(
+        "--account",
+        type=_nonempty,
+        help="Account id, email or name. A name that matches no account creates one. "
+        "Default: the account named 'default'.",
+    )
+    create.add_argument(
+        "--models", type=_model_list, help="Comma-separated models the key may use. Default: all."
+    )
+    create.add_argument("--rpm", type=_positive_int, help="Requests per minute.")
+    create.add_argument("--tpm", type=_positive_int, help="Tokens per minute.")
+    create.add_argument("--max-concurrent", type=_positive_int, help="Requests in flight at once.")
+    create.add_argument(
+        "--quota-tokens",
+        type=_quota,
+        metavar="N/day|N/month",
+        help="Tokens per UTC day or month, e.g. 100000/day.",
+    )
+    create.add_argument(
+        "--expires",
+        type=_expiry,
+        metavar="DATE",
+        help="When the key stops working: YYYY-MM-DD (00:00 UTC) or an ISO 8601 datetime.",
+    )
+    create.add_argument(
+        "--admin", action="store_true", help="Make the account an admin (when this creates it)."
+    )
+    create.add_argument("--config", type=Path, help=config_help)
+    create.set_defaults(store_command=_keys_create)
+
+    listing = keys_sub.add_parser("list", help="List keys (their prefixes, never the keys).")
+    listing.add_argument("--account", type=_nonempty, help="Only this account's keys.")
+    listing.add_argument("--active", action="store_true", help="Hide revoked and expired keys.")
+    listing.add_argument("--config", type=Path, help=config_help)
+    listing.set_defaults(store_command=_keys_list)
+
+    revoke = keys_sub.add_parser("revoke", help="Revoke a key.")
+    revoke.add_argument("ref", help="The key's id or prefix (or the whole key).")
+    revoke.add_argument("--config", type=Path, help=config_help)
+    revoke.set_defaults(store_command=_keys_revoke)
+
+
+def _nonempty(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value.strip()
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return number
+
+
+def _model_list(value: str) -> list[str]:
+    models = [model.strip() for model in value.split(",") if model.strip()]
+    if not models:
+        raise argparse.ArgumentTypeError("expected model ids separated by commas")
+    return models
+
+
+def _quota(value: str) -> tuple[int, QuotaPeriod]:
+    tokens, _, period = value.partition("/")
+    if period not in ("day", "month"):
+        raise argparse.ArgumentTypeError(f"expected N/day or N/month, got {value!r}")
+    return _positive_int(tokens), "day" if period == "day" else "month"
+
+
+def _expiry(value: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected YYYY-MM-DD or an ISO 8601 datetime, got {value!r}"
+        ) from None
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    if when <= datetime.now(UTC):
+        raise argparse.ArgumentTypeError(f"{value} is in the past")
+    return when
+
+
+def run_store_command(args: argparse.Namespace) -> int:
+    """Run a `db` or `keys` command: migrate the store first, dispose of it after."""
+    try:
+        overrides = {} if args.config is None else {"config_file": args.config}
+        database = Database.from_settings(Settings(**overrides))
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        print(f"kathan: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_with_store(database, args))
+
+
+async def _with_store(database: Database, args: argparse.Namespace) -> int:
+    command: Callable[[Database, argparse.Namespace], Awaitable[int]] = args.store_command
+    try:
+        await database.upgrade()
+        return await command(database, args)
+    except _CommandError as exc:
+        print(f"kathan: {exc}", file=sys.stderr)
+        return exc.status
+    except KathanError as exc:
+        print(f"kathan: {exc.message}", file=sys.stderr)
+        return 2 if isinstance(exc, InvalidRequestError) else 1
+    except (OSError, SQLAlchemyError) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        reason = (str(cause).splitlines() or [type(cause).__name__])[0]
+        print(f"kathan: the database at {safe_url(database.url)} failed: {reason}", file=sys.stderr)
+        return 1
+    finally:
+        await database.dispose()
+
+
+async def _db_upgrade(database: Database, args: argparse.Namespace) -> int:
+    revision = await database.revision()
+    print(f"{safe_url(database.url)} is at revision {revision}")
+    return 0
+
+
+async def _keys_create(database: Database, args: argparse.Namespace) -> int:
+    async with database.session() as session:
+        ref = args.account or "default"
+        account = await store.find_account(session, ref)
+        created = account is None
+        if account is None:
+            account = await store.create_account(session, name=ref, is_admin=args.admin)
+        elif args.admin and not account.is_admin:
+            raise _CommandError(
+                f"the account {account.name} ({account.id}) exists and is not an admin; "
+                "--admin applies only to an account this command creates",
+                status=2,
+            )
+        token, key = await store.create_key(
+            session,
+            account_id=account.id,
+            name=args.name,
+            models=args.models,
+            limits=_key_limits(args, store.limits_of(account)),
+            expires_at=args.expires,
+        )
+        await session.commit()
+    print(token, flush=True)
+    new = "new " if created else ""
+    admin = "admin " if account.is_admin else ""
+    print(
+        f"Created key {key.id} ({key.prefix}…) named {key.name!r} for the {new}{admin}account "
+        f"{account.name!r} ({account.id}).\n"
+        f"  models: {_models_cell(key)}; limits: {_limits_cell(key)}; "
+        f"expires: {_time_cell(key.expires_at) if key.expires_at else 'never'}\n"
+        "The key above is shown only this once.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _key_limits(args: argparse.Namespace, defaults: Limits) -> Limits | None:
+    """The account's limits with the ones given replaced; None (the account's) when none are."""
+    given: dict[str, Any] = {
+        "rpm": args.rpm,
+        "tpm": args.tpm,
+        "max_concurrent": args.max_concurrent,
+    }
+    if args.quota_tokens is not None:
+        given["quota_tokens"], given["quota_period"] = args.quota_tokens
+    given = {name: value for name, value in given.items() if value is not None}
+    return dataclasses.replace(defaults, **given) if given else None
+
+
+async def _keys_list(database: Database, args: argparse.Namespace) -> int:
+    async with database.session() as session:
+        account_id = None
+        if args.account is not None:
+            account = await store.find_account(session, args.account)
+            if account is None:
+                raise _CommandError(f"no account has the id, email or name {args.account!r}")
+            account_id = account.id
+        keys = await store.list_keys(
+            session, account_id=account_id, include_revoked=not args.active
+        )
+        names = {holder.id: holder.name for holder in await store.list_accounts(session)}
+    now = datetime.now(UTC)
+    rows = [["ID", "PREFIX", "NAME", "ACCOUNT", "MODELS", "LIMITS", "CREATED", "EXPIRES", "REVOKED"]]
+    for key in keys:
+        if args.active and not store.key_is_active(key, now):
+            continue
+        rows.append([
+            key.id,
+            key.prefix + "…",
+            key.name,
+            names.get(key.account_id, key.account_id),
+            _models_cell(key),
+            _limits_cell(key),
+            _time_cell(key.created_at),
+            _time_cell(key.expires_at),
+            _time_cell(key.revoked_at),
+        ])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+async def _keys_revoke(database: Database, args: argparse.Namespace) -> int:
+    ref: str = args.ref.strip()
+    if ref.startswith(store.KEY_START) and len(ref) > store.KEY_PREFIX_LEN:
+        shown = store.key_prefix(ref) + "…"  # never echo a whole key
+    else:
+        shown = ref
+    async with database.session() as session:
+        key = await store.find_key(session, ref)
+        if key is None:
+            raise _CommandError(f"no key has the id or prefix {shown}")
+        already = key.revoked_at
+        await store.revoke_key(session, key.id)
+        await session.commit()
+    if already is not None:
+        print(f"Key {key.id} ({key.prefix}…) was already revoked at {_time_cell(already)}.")
+    else:
+        print(f"Revoked key {key.id} ({key.prefix}…) named {key.name!r}.")
+    return 0
+
+
+def _models_cell(key: ApiKey) -> str:
+    return ",".join(key.models) if key.models is not None else "all"
+
+
+def _limits_cell(key: ApiKey) -> str:
+    limits = store.limits_of(key)
+    parts = [
+        f"{name}={value}"
+        for name, value in (
+            ("rpm", limits.rpm),
+            ("tpm", limits.tpm),
+            ("concurrent", limits.max_concurrent),
+        )
+        if value is not None
+    ]
+    if limits.quota_tokens is not None:
+        parts.append(f"quota={limits.quota_tokens}/{limits.quota_period}")
+    return " ".join(parts) or "none"
+
+
+def _time_cell(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value is not None else "-"

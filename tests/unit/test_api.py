@@ -23,7 +23,8 @@ def make_client(backend: FakeBackend, **settings: object) -> TestClient:
     registry = ModelRegistry(
         [ModelEntry(id="fake", owned_by="tests", created=123, backend=backend, aliases=("alias",))]
     )
-    app = create_app(Settings(api_keys=[KEY], **settings), registry=registry)  # type: ignore[arg-type]
+    options = {"accounts": False, **settings}
+    app = create_app(Settings(api_keys=[KEY], **options), registry=registry)  # type: ignore[arg-type]
     return TestClient(app)
 
 

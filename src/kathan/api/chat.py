@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+import uuid
+
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from kathan.api import responses
-from kathan.api.deps import ChatServiceDep, require_api_key
+from kathan.api.deps import ApiKeyDep, ChatServiceDep, MeteringDep
 from kathan.api.disconnect import unless_disconnected
 from kathan.api.sse import encode_stream
 from kathan.protocol.chat import ChatCompletion, ChatCompletionRequest
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter()
 
 _STREAM_DOC = {
     "description": "A chat completion, or with `stream: true` a stream of "
@@ -23,16 +25,23 @@ _STREAM_DOC = {
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
-    responses={200: _STREAM_DOC, **responses.errors(400, 401, 404, 413, 422, 503)},
+    responses={200: _STREAM_DOC, **responses.errors(400, 401, 403, 404, 413, 422, 429, 503)},
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, service: ChatServiceDep, request: Request
+    body: ChatCompletionRequest,
+    service: ChatServiceDep,
+    principal: ApiKeyDep,
+    metering: MeteringDep,
+    request: Request,
 ) -> ChatCompletion | StreamingResponse:
+    meter = None
+    if metering is not None:
+        meter = metering.begin(principal, request_id=uuid.uuid4().hex, streamed=bool(body.stream))
     if body.stream:
-        chunks = await unless_disconnected(request, service.stream(body))
+        chunks = await unless_disconnected(request, service.stream(body, meter=meter))
         return StreamingResponse(
             encode_stream(chunks),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    return await unless_disconnected(request, service.complete(body))
+    return await unless_disconnected(request, service.complete(body, meter=meter))

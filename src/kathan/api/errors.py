@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,9 +31,31 @@ async def _kathan_error(request: Request, exc: Exception) -> JSONResponse:
     return render(exc)
 
 
+CHAT_PATH = "/v1/chat/completions"
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return render(RequestValidationFailed([_issue(e) for e in exc.errors()]))
+    error = RequestValidationFailed([_issue(e) for e in exc.errors()])
+    if request.url.path == CHAT_PATH:
+        await _record_rejected_chat(request, exc, error)
+    return render(error)
+
+
+async def _record_rejected_chat(
+    request: Request, exc: RequestValidationError, error: KathanError
+) -> None:
+    """A chat request from a known caller that failed validation still gets its ledger row."""
+    principal = getattr(request.state, "principal", None)
+    metering = getattr(request.app.state, "metering", None)
+    if principal is None or metering is None:
+        return
+    body = exc.body if isinstance(exc.body, dict) else {}
+    meter = metering.begin(principal, request_id=uuid.uuid4().hex,
+                           streamed=body.get("stream") is True)
+    model = body.get("model")
+    meter.model = model[:200] if isinstance(model, str) else ""
+    await meter.fail(error)
 
 
 class _HTTPError(KathanError):

@@ -9,10 +9,13 @@ from kathan.protocol.errors import ErrorBody
 _DESCRIPTIONS = {
     400: "The request cannot be served as asked (unsupported parameter, context too long).",
     401: "Invalid or missing API key.",
-    404: "Unknown model.",
+    403: "The key may not do this (a model outside its allow-list, or not an admin).",
+    404: "Not found.",
+    409: "Conflict (the email is already registered).",
     413: "The request body is too large.",
     422: "Validation failure. Inspect the detail array.",
-    503: "The model is not ready; see Retry-After.",
+    429: "A rate limit or quota of the key is reached; see Retry-After.",
+    503: "Unavailable for now (the model is loading or at capacity); see Retry-After.",
 }
 
 

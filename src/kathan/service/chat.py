@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
-from kathan.backends.base import Delta, ToolCallDelta
+from kathan.backends.base import Delta, TokenUsage, ToolCallDelta
+from kathan.errors import ClientDisconnected, KathanError
 from kathan.protocol.chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -20,6 +23,7 @@ from kathan.protocol.chat import (
 )
 from kathan.routing.registry import ModelRegistry
 from kathan.service.accumulate import accumulate
+from kathan.service.metering import Meter
 from kathan.service.metrics import Metrics
 
 
@@ -32,6 +36,16 @@ def _usage(delta: Delta) -> Usage:
         total_tokens=u.prompt_tokens + u.completion_tokens,
         prompt_tokens_details={"cached_tokens": u.cached_tokens},
     )
+
+
+async def _end_meter(meter: Meter, exc: BaseException, *, ttft: float | None = None) -> None:
+    """The ledger row of a request that ended with ``exc``."""
+    if isinstance(exc, KathanError) and not isinstance(exc, ClientDisconnected):
+        await meter.fail(exc)
+    elif isinstance(exc, ClientDisconnected | GeneratorExit | asyncio.CancelledError):
+        await meter.finish("cancelled", ttft=ttft, http_status=499, error_code="client_disconnected")
+    else:
+        await meter.finish("failed", ttft=ttft, http_status=500, error_code="internal_error")
 
 
 def _add_calls(delta: ChoiceDelta, calls: tuple[ToolCallDelta, ...], legacy: bool) -> None:
@@ -65,23 +79,44 @@ class ChatService:
         self.metrics = metrics
 
     async def stream(
-        self, request: ChatCompletionRequest, *, include_usage: bool | None = None
+        self,
+        request: ChatCompletionRequest,
+        *,
+        include_usage: bool | None = None,
+        meter: Meter | None = None,
     ) -> AsyncIterator[ChatCompletionChunk]:
         """Validate, open the backend's deltas and return the chunk stream.
 
         Raises ``KathanError`` before any chunk exists. ``include_usage`` defaults
-        to the request's ``stream_options.include_usage``.
+        to the request's ``stream_options.include_usage``. With a ``meter``, the
+        caller's allow-list and limits are checked before the backend is asked,
+        and the request's ledger row is written however it ends.
         """
         started = time.perf_counter()
-        entry = self.registry.resolve(request.model)
-        deltas = await entry.backend.open(request)
+        try:
+            entry = self.registry.resolve(request.model)
+            if meter is not None:
+                await meter.admit(entry.id, entry.aliases)
+            deltas = await entry.backend.open(request)
+        except BaseException as exc:
+            if meter is not None:
+                meter.model = meter.model or request.model
+                await _end_meter(meter, exc)
+            raise
         if include_usage is None:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
         legacy = bool(request.functions)
-        return self._chunks(entry.id, deltas, include_usage, request.n or 1, started, legacy)
+        request_id = meter.request_id if meter is not None else uuid.uuid4().hex
+        return self._chunks(
+            entry.id, deltas, include_usage, request.n or 1, started, legacy, meter, request_id
+        )
 
-    async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
-        return await accumulate(await self.stream(request, include_usage=True))
+    async def complete(
+        self, request: ChatCompletionRequest, *, meter: Meter | None = None
+    ) -> ChatCompletion:
+        chunks = await self.stream(request, include_usage=True, meter=meter)
+        async with aclosing(chunks):  # type: ignore[type-var]
+            return await accumulate(chunks)
 
     async def _chunks(
         self,
@@ -91,9 +126,13 @@ class ChatService:
         n: int,
         started: float,
         legacy: bool = False,
+        meter: Meter | None = None,
+        request_id: str = "",
     ) -> AsyncIterator[ChatCompletionChunk]:
         """``legacy``: the request used ``functions``, so calls go out as ``function_call``."""
-        chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
+        chunk_id = f"chatcmpl-{request_id or uuid.uuid4().hex}"
+        usage: TokenUsage | None = None
+        finish_reason: str | None = None
         created = int(time.time())
 
         def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
@@ -139,11 +178,13 @@ class ChatService:
                 elif delta.finish_reason is not None:
                     empty = ChoiceDelta.model_construct(role=None, content=None)
                     finish = delta.finish_reason
+                    if delta.index == 0:
+                        finish_reason = finish
                     if legacy and finish == "tool_calls":
                         finish = "function_call"
                     yield chunk([choice(delta.index, empty, finish)])
                 elif delta.usage is not None:
-                    u = delta.usage
+                    u = usage = delta.usage
                     per_choice = max(u.completion_tokens // n, 1)
                     self.metrics.observe_completion(
                         model,
@@ -159,7 +200,22 @@ class ChatService:
                     )
                     if include_usage:
                         yield chunk([], _usage(delta))
+        except BaseException as exc:
+            if meter is not None:
+                await _end_meter(meter, exc, ttft=None if first is None else first - started)
+            raise
         finally:
             aclose = getattr(deltas, "aclose", None)
             if aclose is not None:
                 await aclose()
+        if meter is not None:
+            if finish_reason == "function_call" or (legacy and finish_reason == "tool_calls"):
+                finish_reason = "function_call"
+            await meter.finish(
+                "succeeded",
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                cached_tokens=usage.cached_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+                ttft=None if first is None else first - started,
+                finish_reason=finish_reason,
+            )

@@ -1,0 +1,298 @@
+"""Self-service and admin APIs: register, log in, manage keys, read usage.
+
+- ``POST /v1/auth/register``, ``POST /v1/auth/login`` (email and password).
+- ``GET/POST /v1/keys``, ``DELETE /v1/keys/{id}``: an account holder's own keys,
+  with a login token or one of the account's API keys.
+- ``GET /v1/usage``: usage by day and model; the caller's account, or with an
+  admin key everyone's.
+- ``/admin/accounts`` and ``/admin/keys``: everything, with an admin key.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from kathan.api import responses
+from kathan.api.deps import AccountDep, AdminDep, AnyPrincipalDep, DatabaseDep
+from kathan.auth.authenticator import Authenticator
+from kathan.errors import AuthenticationError, InvalidRequestError, NotFoundError
+from kathan.protocol import accounts as wire
+from kathan.store import models, repo
+from kathan.store.db import Database
+from kathan.store.repo import limits_of
+
+router = APIRouter()
+admin = APIRouter(prefix="/admin", responses=responses.errors(401, 403, 422, 503))
+
+_DAY = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def _account(a: models.Account) -> wire.Account:
+    return wire.Account(
+        id=a.id, name=a.name, email=a.email, is_admin=a.is_admin, disabled=a.disabled,
+        created_at=_utc(a.created_at), limits=wire.LimitsModel.of(limits_of(a)),
+    )
+
+
+def _key(k: models.ApiKey) -> wire.ApiKey:
+    return wire.ApiKey(
+        id=k.id, name=k.name, prefix=k.prefix, account_id=k.account_id, models=k.models,
+        limits=wire.LimitsModel.of(limits_of(k)), created_at=_utc(k.created_at),
+        expires_at=_utc(k.expires_at), revoked_at=_utc(k.revoked_at),
+    )
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _future(expires_at: datetime | None) -> datetime | None:
+    if expires_at is None:
+        return None
+    aware = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=UTC)
+    if aware <= datetime.now(UTC):
+        raise InvalidRequestError("expires_at is in the past.", param="expires_at")
+    return aware
+
+
+def _forget(request: Request, key: models.ApiKey) -> None:
+    auth: Authenticator = request.app.state.auth
+    auth.forget(key.prefix)
+
+
+async def _usage(
+    db: Database, *, account_id: str | None, key_id: str | None, since: str | None,
+    until: str | None,
+) -> wire.UsageReport:
+    async with db.session() as s:
+        rows = await repo.usage_summary(s, account_id=account_id, key_id=key_id, since=since,
+                                        until=until)
+    return wire.UsageReport(data=[
+        wire.UsageBucket(
+            day=r.day, model=r.model, requests=r.requests, succeeded=r.succeeded,
+            failed=r.failed, cancelled=r.cancelled, rate_limited=r.rate_limited,
+            prompt_tokens=r.prompt_tokens, cached_tokens=r.cached_tokens,
+            completion_tokens=r.completion_tokens,
+            total_tokens=r.prompt_tokens + r.completion_tokens,
+        )
+        for r in rows
+    ])
+
+
+# -- self-service -------------------------------------------------------------
+
+
+@router.post("/v1/auth/register", status_code=201, response_model=wire.Account,
+             responses=responses.errors(409, 422, 503))
+async def register(body: wire.RegisterRequest, db: DatabaseDep) -> wire.Account:
+    async with db.session() as s:
+        account = await repo.create_account(
+            s, name=body.name or body.email, email=body.email, password=body.password)
+        await s.commit()
+    return _account(account)
+
+
+@router.post("/v1/auth/login", response_model=wire.LoginResponse,
+             responses=responses.errors(401, 422, 503))
+async def login(body: wire.LoginRequest, db: DatabaseDep) -> wire.LoginResponse:
+    async with db.session() as s:
+        account = await repo.authenticate(s, body.email, body.password)
+        if account is None:
+            raise AuthenticationError("Wrong email or password.")
+        token, session = await repo.create_session(s, account.id)
+        await s.commit()
+    return wire.LoginResponse(token=token, expires_at=_utc(session.expires_at),
+                              account=_account(account))
+
+
+@router.get("/v1/keys", response_model=wire.KeyList, responses=responses.errors(401, 403, 503))
+async def list_own_keys(principal: AccountDep, db: DatabaseDep) -> wire.KeyList:
+    async with db.session() as s:
+        keys = await repo.list_keys(s, account_id=principal.account_id)
+    return wire.KeyList(data=[_key(k) for k in keys])
+
+
+@router.post("/v1/keys", status_code=201, response_model=wire.CreatedApiKey,
+             responses=responses.errors(400, 401, 403, 422, 503))
+async def create_own_key(
+    body: wire.KeyCreateRequest, principal: AccountDep, db: DatabaseDep
+) -> wire.CreatedApiKey:
+    assert principal.account_id is not None
+    async with db.session() as s:
+        account = await repo.get_account(s, principal.account_id)
+        if account is None:
+            raise NotFoundError("The account no longer exists.")
+        token, key = await repo.create_key(
+            s, account_id=account.id, name=body.name, models=body.models,
+            limits=limits_of(account), expires_at=_future(body.expires_at))
+        await s.commit()
+    return wire.CreatedApiKey(**_key(key).model_dump(), key=token)
+
+
+@router.delete("/v1/keys/{key_id}", response_model=wire.ApiKey,
+               responses=responses.errors(401, 403, 404, 503))
+async def revoke_own_key(
+    key_id: str, principal: AccountDep, db: DatabaseDep, request: Request
+) -> wire.ApiKey:
+    async with db.session() as s:
+        key = await repo.revoke_key(s, key_id, account_id=principal.account_id)
+        if key is None:
+            raise NotFoundError(f"No key '{key_id}' in this account.", param="key_id")
+        await s.commit()
+    _forget(request, key)
+    return _key(key)
+
+
+@router.get("/v1/usage", response_model=wire.UsageReport,
+            responses=responses.errors(401, 422, 503))
+async def usage(
+    principal: AnyPrincipalDep,
+    db: DatabaseDep,
+    since: Annotated[str | None, Query(pattern=_DAY, description="First UTC day, YYYY-MM-DD.")] = None,
+    until: Annotated[str | None, Query(pattern=_DAY, description="Last UTC day, YYYY-MM-DD.")] = None,
+    account_id: Annotated[str | None, Query(max_length=40, description="Admins only.")] = None,
+    key_id: Annotated[str | None, Query(max_length=40)] = None,
+) -> wire.UsageReport:
+    """The caller's account's usage by day and model; an admin sees everyone's."""
+    if not principal.is_admin:
+        account_id = principal.account_id
+        if account_id is None:  # pragma: no cover - non-admin principals have accounts
+            raise AuthenticationError()
+    return await _usage(db, account_id=account_id, key_id=key_id, since=since, until=until)
+
+
+# -- admin --------------------------------------------------------------------
+
+
+@admin.get("/accounts", response_model=wire.AccountList)
+async def admin_list_accounts(_: AdminDep, db: DatabaseDep) -> wire.AccountList:
+    async with db.session() as s:
+        return wire.AccountList(data=[_account(a) for a in await repo.list_accounts(s)])
+
+
+@admin.post("/accounts", status_code=201, response_model=wire.Account,
+            responses=responses.errors(409))
+async def admin_create_account(
+    body: wire.AccountCreateRequest, _: AdminDep, db: DatabaseDep
+) -> wire.Account:
+    async with db.session() as s:
+        account = await repo.create_account(
+            s, name=body.name, email=body.email, password=body.password,
+            is_admin=body.is_admin, limits=body.limits.to_limits() if body.limits else None)
+        await s.commit()
+    return _account(account)
+
+
+@admin.get("/accounts/{account_id}", response_model=wire.Account,
+           responses=responses.errors(404))
+async def admin_get_account(account_id: str, _: AdminDep, db: DatabaseDep) -> wire.Account:
+    async with db.session() as s:
+        account = await repo.get_account(s, account_id)
+    if account is None:
+        raise NotFoundError(f"No account '{account_id}'.", param="account_id")
+    return _account(account)
+
+
+@admin.patch("/accounts/{account_id}", response_model=wire.Account,
+             responses=responses.errors(404))
+async def admin_update_account(
+    account_id: str, body: wire.AccountUpdateRequest, _: AdminDep, db: DatabaseDep,
+    request: Request,
+) -> wire.Account:
+    changes: dict[str, Any] = {}
+    if "name" in body.model_fields_set and body.name is not None:
+        changes["name"] = body.name
+    if "disabled" in body.model_fields_set and body.disabled is not None:
+        changes["disabled"] = body.disabled
+    if "limits" in body.model_fields_set:
+        changes["limits"] = body.limits.to_limits() if body.limits else None
+    async with db.session() as s:
+        account = await repo.update_account(s, account_id, **changes)
+        if account is None:
+            raise NotFoundError(f"No account '{account_id}'.", param="account_id")
+        keys = await repo.list_keys(s, account_id=account_id)
+        await s.commit()
+    for key in keys:  # a disabled account's keys stop working here at once
+        _forget(request, key)
+    return _account(account)
+
+
+@admin.get("/keys", response_model=wire.KeyList)
+async def admin_list_keys(
+    _: AdminDep, db: DatabaseDep,
+    account_id: Annotated[str | None, Query(max_length=40)] = None,
+) -> wire.KeyList:
+    async with db.session() as s:
+        keys = await repo.list_keys(s, account_id=account_id)
+    return wire.KeyList(data=[_key(k) for k in keys])
+
+
+@admin.post("/keys", status_code=201, response_model=wire.CreatedApiKey,
+            responses=responses.errors(400, 404))
+async def admin_create_key(
+    body: wire.AdminKeyCreateRequest, _: AdminDep, db: DatabaseDep
+) -> wire.CreatedApiKey:
+    async with db.session() as s:
+        account = await repo.get_account(s, body.account_id)
+        if account is None:
+            raise NotFoundError(f"No account '{body.account_id}'.", param="account_id")
+        limits = body.limits.to_limits() if body.limits is not None else limits_of(account)
+        token, key = await repo.create_key(
+            s, account_id=account.id, name=body.name, models=body.models, limits=limits,
+            expires_at=_future(body.expires_at))
+        await s.commit()
+    return wire.CreatedApiKey(**_key(key).model_dump(), key=token)
+
+
+@admin.patch("/keys/{key_id}", response_model=wire.ApiKey,
+             responses=responses.errors(400, 404))
+async def admin_update_key(
+    key_id: str, body: wire.KeyUpdateRequest, _: AdminDep, db: DatabaseDep, request: Request
+) -> wire.ApiKey:
+    changes: dict[str, Any] = {}
+    fields = body.model_fields_set
+    if "name" in fields and body.name is not None:
+        changes["name"] = body.name
+    if "models" in fields:
+        changes["models"] = body.models
+    if "limits" in fields:
+        changes["limits"] = body.limits.to_limits() if body.limits else None
+    if "expires_at" in fields:
+        changes["expires_at"] = _future(body.expires_at)
+    async with db.session() as s:
+        key = await repo.update_key(s, key_id, **changes)
+        if key is None:
+            raise NotFoundError(f"No key '{key_id}'.", param="key_id")
+        await s.commit()
+    _forget(request, key)
+    return _key(key)
+
+
+@admin.delete("/keys/{key_id}", response_model=wire.ApiKey, responses=responses.errors(404))
+async def admin_revoke_key(
+    key_id: str, _: AdminDep, db: DatabaseDep, request: Request
+) -> wire.ApiKey:
+    async with db.session() as s:
+        key = await repo.revoke_key(s, key_id)
+        if key is None:
+            raise NotFoundError(f"No key '{key_id}'.", param="key_id")
+        await s.commit()
+    _forget(request, key)
+    return _key(key)
+
+
+@admin.get("/usage", response_model=wire.UsageReport)
+async def admin_usage(
+    _: AdminDep, db: DatabaseDep,
+    since: Annotated[str | None, Query(pattern=_DAY)] = None,
+    until: Annotated[str | None, Query(pattern=_DAY)] = None,
+    account_id: Annotated[str | None, Query(max_length=40)] = None,
+    key_id: Annotated[str | None, Query(max_length=40)] = None,
+) -> wire.UsageReport:
+    return await _usage(db, account_id=account_id, key_id=key_id, since=since, until=until)
+

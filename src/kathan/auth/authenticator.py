@@ -1,0 +1,154 @@
+"""Bearer tokens to principals: static keys, stored API keys and login sessions.
+
+The hot path has no database round trip for a known key: a stored key is
+looked up by its public prefix once and then trusted from memory for
+``cache_seconds`` (so a revocation made on another replica takes effect
+within that time; on this replica at once). Unknown prefixes are remembered
+too, so a flood of bad keys does not become a flood of queries. Every
+comparison of secrets is a constant-time comparison of SHA-256 digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from kathan.auth.principal import Principal
+from kathan.store import repo
+from kathan.store.db import Database
+
+_MAX_CACHED = 100_000
+
+
+def _sha256(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A cached lookup: the stored digest and what it grants, or nothing (unknown prefix)."""
+
+    until: float
+    digest: bytes | None = None
+    principal: Principal | None = None
+    revoked: bool = False
+
+
+class Authenticator:
+    """Checks bearer tokens.
+
+    >>> auth = Authenticator(static_keys=["sk-boot"], db=database)
+    >>> principal = await auth.verify("sk-kathan-...")   # None when not valid
+    """
+
+    def __init__(
+        self,
+        *,
+        static_keys: Iterable[str] = (),
+        db: Database | None = None,
+        cache_seconds: float = 10.0,
+        negative_seconds: float = 2.0,
+    ) -> None:
+        self._static = tuple(_sha256(k) for k in static_keys)
+        self._db = db
+        self._cache_seconds = cache_seconds
+        self._negative_seconds = negative_seconds
+        self._cache: dict[str, _Entry] = {}
+
+    async def verify(
+        self, token: str, *, allow: Iterable[Literal["static", "key", "session"]] = (
+            "static", "key")
+    ) -> Principal | None:
+        allowed = set(allow)
+        digest = _sha256(token)
+        if "static" in allowed and self._static:
+            found = False
+            for candidate in self._static:  # every one, so timing tells nothing
+                found |= hmac.compare_digest(digest, candidate)
+            if found:
+                return Principal(kind="static", is_admin=True)
+        if self._db is None:
+            return None
+        if "key" in allowed and repo.is_key_token(token):
+            return await self._stored(token, digest, session=False)
+        if "session" in allowed and repo.is_session_token(token):
+            return await self._stored(token, digest, session=True)
+        return None
+
+    def forget(self, prefix: str) -> None:
+        """Drop a cached key (after a revocation or a change of its limits)."""
+        self._cache.pop(prefix, None)
+
+    async def _stored(self, token: str, digest: bytes, *, session: bool) -> Principal | None:
+        prefix = token[: repo.SESSION_PREFIX_LEN if session else repo.KEY_PREFIX_LEN]
+        now = time.monotonic()
+        entry = self._cache.get(prefix)
+        if entry is None or entry.until < now:
+            entry = await (self._load_session(prefix, now) if session else self._load_key(prefix, now))
+            if len(self._cache) >= _MAX_CACHED:
+                self._cache.clear()
+            self._cache[prefix] = entry
+        if entry.digest is None or entry.principal is None or entry.revoked:
+            return None
+        if not hmac.compare_digest(digest, entry.digest):
+            return None
+        expires = entry.principal.expires_at
+        if expires is not None and expires <= datetime.now(UTC):
+            return None
+        return entry.principal
+
+    async def _load_key(self, prefix: str, now: float) -> _Entry:
+        assert self._db is not None
+        async with self._db.session() as s:
+            found = await repo.key_by_prefix(s, prefix)
+        if found is None:
+            return _Entry(until=now + self._negative_seconds)
+        key, account = found
+        principal = Principal(
+            kind="key",
+            is_admin=account.is_admin,
+            account_id=account.id,
+            key_id=key.id,
+            key_prefix=key.prefix,
+            models=frozenset(key.models) if key.models is not None else None,
+            limits=repo.limits_of(key),
+            expires_at=_aware(key.expires_at),
+        )
+        return _Entry(
+            until=now + self._cache_seconds,
+            digest=bytes.fromhex(key.digest),
+            principal=principal,
+            revoked=key.revoked_at is not None or account.disabled,
+        )
+
+    async def _load_session(self, prefix: str, now: float) -> _Entry:
+        assert self._db is not None
+        async with self._db.session() as s:
+            found = await repo.session_by_prefix(s, prefix)
+        if found is None:
+            return _Entry(until=now + self._negative_seconds)
+        login, account = found
+        principal = Principal(
+            kind="session",
+            is_admin=account.is_admin,
+            account_id=account.id,
+            expires_at=_aware(login.expires_at),
+        )
+        return _Entry(
+            until=now + self._cache_seconds,
+            digest=bytes.fromhex(login.digest),
+            principal=principal,
+            revoked=account.disabled,
+        )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; they are UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

@@ -1,0 +1,171 @@
+"""Per-request admission (model allow-list, rate limits, quotas) and the ledger row.
+
+Every chat request of a known caller ends in exactly one ``UsageRow``:
+``succeeded``, ``failed`` (any error status), ``cancelled`` (the client left)
+or ``rate_limited`` (429). Rows go to the ledger, which writes them later.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from kathan.auth.principal import Principal
+from kathan.errors import (
+    KathanError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServiceUnavailableError,
+)
+from kathan.limits.base import Lease, Limiter, Limits
+from kathan.limits.redis import LimiterUnavailable
+from kathan.store.ledger import Status, UsageLedger, UsageRow
+
+logger = logging.getLogger(__name__)
+
+# (key id, first day of the period) -> tokens the key used since then, from the store.
+QuotaSource = Callable[[str, str], Awaitable[int]]
+
+
+def period_start(period: str, now: datetime) -> str:
+    day = now.astimezone(UTC)
+    return day.strftime("%Y-%m-01") if period == "month" else day.strftime("%Y-%m-%d")
+
+
+class Metering:
+    """Creates a ``Meter`` for each chat request.
+
+    >>> meter = metering.begin(principal, request_id="ab12", streamed=False)
+    >>> await meter.admit("smollm2-135m-instruct", aliases=("default",))  # 403 / 429
+    >>> meter.finish("succeeded", prompt_tokens=20, completion_tokens=5, ...)
+    """
+
+    def __init__(
+        self, limiter: Limiter, ledger: UsageLedger | None, quota_source: QuotaSource | None
+    ) -> None:
+        self.limiter = limiter
+        self.ledger = ledger
+        self._quota_source = quota_source
+        self._seeded: set[tuple[str, str]] = set()
+
+    def begin(self, principal: Principal, *, request_id: str, streamed: bool) -> Meter:
+        return Meter(self, principal, request_id, streamed)
+
+    async def seed_quota(self, key_id: str, limits: Limits) -> None:
+        """Start a key's quota count from the ledger, once per process and period."""
+        if limits.quota_tokens is None or limits.quota_period is None:
+            return
+        if self._quota_source is None:
+            return
+        start = period_start(limits.quota_period, datetime.now(UTC))
+        if (key_id, start) in self._seeded:
+            return
+        used = await self._quota_source(key_id, start)
+        await self.limiter.seed_quota(key_id, limits, used)
+        self._seeded.add((key_id, start))
+
+
+class Meter:
+    """One request's admission and its ledger row. ``finish`` or ``fail`` ends it, once."""
+
+    def __init__(
+        self, metering: Metering, principal: Principal, request_id: str, streamed: bool
+    ) -> None:
+        self._metering = metering
+        self.principal = principal
+        self.request_id = request_id
+        self.streamed = streamed
+        self.model = ""
+        self._started_wall = datetime.now(UTC)
+        self._started = time.perf_counter()
+        self._lease: Lease | None = None
+        self._done = False
+
+    async def admit(self, model: str, aliases: tuple[str, ...] = ()) -> None:
+        """Check the allow-list and take a place within the key's limits."""
+        self.model = model
+        principal = self.principal
+        if not principal.may_use(model, aliases):
+            raise PermissionDeniedError(
+                f"This API key may not use model '{model}'.", param="model",
+                code="model_not_allowed",
+            )
+        if principal.key_id is None or principal.limits.none:
+            return
+        try:
+            await self._metering.seed_quota(principal.key_id, principal.limits)
+            self._lease = await self._metering.limiter.acquire(principal.key_id, principal.limits)
+        except LimiterUnavailable as exc:
+            # Limits that cannot be checked are not waived: the caller retries.
+            raise ServiceUnavailableError(
+                "Rate limits cannot be checked right now (the limiter's store is "
+                "unreachable). Retry shortly.", retry_after=2, code="limiter_unavailable",
+            ) from exc
+
+    async def fail(self, error: KathanError) -> None:
+        status: Status = "rate_limited" if isinstance(error, RateLimitError) else "failed"
+        await self._end(status, error.status_code, error_code=error.code)
+
+    async def finish(
+        self,
+        status: Status,
+        *,
+        prompt_tokens: int = 0,
+        cached_tokens: int = 0,
+        completion_tokens: int = 0,
+        ttft: float | None = None,
+        finish_reason: str | None = None,
+        http_status: int = 200,
+        error_code: str | None = None,
+    ) -> None:
+        await self._end(
+            status, http_status, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens,
+            completion_tokens=completion_tokens, ttft=ttft, finish_reason=finish_reason,
+            error_code=error_code,
+        )
+
+    async def _end(
+        self,
+        status: Status,
+        http_status: int,
+        *,
+        prompt_tokens: int = 0,
+        cached_tokens: int = 0,
+        completion_tokens: int = 0,
+        ttft: float | None = None,
+        finish_reason: str | None = None,
+        error_code: str | None = None,
+    ) -> None:
+        if self._done:
+            return
+        self._done = True
+        latency = time.perf_counter() - self._started
+        if self._lease is not None:
+            try:
+                await self._metering.limiter.release(self._lease, prompt_tokens + completion_tokens)
+            except Exception:
+                logger.exception("releasing a rate-limit lease failed")
+        ledger = self._metering.ledger
+        if ledger is None:
+            return
+        p = self.principal
+        ledger.record(UsageRow(
+            id=self.request_id,
+            created_at=self._started_wall,
+            account_id=p.account_id,
+            key_id=p.key_id,
+            key_prefix=p.key_prefix,
+            model=self.model,
+            status=status,
+            http_status=http_status,
+            streamed=self.streamed,
+            prompt_tokens=prompt_tokens,
+            cached_tokens=cached_tokens,
+            completion_tokens=completion_tokens,
+            ttft_ms=None if ttft is None else ttft * 1000,
+            latency_ms=latency * 1000,
+            finish_reason=finish_reason,
+            error_code=error_code,
+        ))

@@ -1,0 +1,113 @@
+"""The usage ledger: one row per chat request, written in batches off the request path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["succeeded", "failed", "cancelled", "rate_limited"]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """What one chat request used and how it ended (the ``usage`` table's columns)."""
+
+    id: str
+    created_at: datetime
+    account_id: str | None
+    key_id: str | None
+    key_prefix: str | None
+    model: str
+    status: Status
+    http_status: int
+    streamed: bool
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_ms: float | None = None
+    latency_ms: float = 0.0
+    finish_reason: str | None = None
+    error_code: str | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["day"] = self.created_at.astimezone(UTC).strftime("%Y-%m-%d")
+        return record
+
+
+Writer = Callable[[Sequence[Mapping[str, Any]]], Awaitable[None]]
+
+
+class UsageLedger:
+    """Buffers rows and writes them together, at most ``flush_seconds`` after they arrive.
+
+    ``record`` never waits for the database. Rows are written idempotently
+    (by request id), so a batch that failed is simply tried again. ``close``
+    writes everything still buffered; a graceful shutdown loses nothing.
+
+    >>> ledger = UsageLedger(writer, flush_seconds=0.25)
+    >>> ledger.start()
+    >>> ledger.record(row)
+    >>> await ledger.close()
+    """
+
+    def __init__(self, write: Writer, *, flush_seconds: float = 0.25, max_batch: int = 500) -> None:
+        self._write = write
+        self._flush_seconds = flush_seconds
+        self._max_batch = max_batch
+        self._rows: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.written = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="kathan-ledger")
+
+    def record(self, row: UsageRow) -> None:
+        self._rows.append(row.as_record())
+        if len(self._rows) >= self._max_batch:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._flush_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> bool:
+        """Write what is buffered; on failure keep it for the next try. True when all written."""
+        while self._rows:
+            batch = self._rows[: self._max_batch]
+            try:
+                await self._write(batch)
+            except Exception:
+                logger.exception("writing %d usage rows failed; will retry", len(batch))
+                return False
+            del self._rows[: len(batch)]
+            self.written += len(batch)
+        return True
+
+    async def close(self, *, attempts: int = 5) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        for attempt in range(attempts):
+            if await self.flush():
+                return
+            await asyncio.sleep(0.2 * (attempt + 1))
+        logger.error("%d usage rows could not be written at shutdown", len(self._rows))

@@ -1,0 +1,168 @@
+"""Accounts, keys, limits and the ledger through the HTTP API, on SQLite, with a fake model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kathan.app import create_app
+from kathan.errors import ContextLengthExceededError
+from kathan.routing.registry import ModelEntry, ModelRegistry
+from kathan.settings import Settings
+from tests.fakes import FakeBackend
+
+ADMIN = "sk-static-admin"
+BODY = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def app_client(tmp_path: Path) -> Iterator[TestClient]:
+    backend = FakeBackend()
+    registry = ModelRegistry([
+        ModelEntry(id="fake", owned_by="tests", created=1, backend=backend, aliases=("alias",)),
+        ModelEntry(id="other", owned_by="tests", created=1, backend=FakeBackend()),
+        ModelEntry(id="broken", owned_by="tests", created=1, backend=FakeBackend(
+            error=ContextLengthExceededError("too long", param="messages"))),
+    ])
+    settings = Settings(api_keys=[ADMIN], data_dir=tmp_path, ledger_flush_seconds=0.02,
+                        key_cache_seconds=60)  # type: ignore[call-arg]
+    with TestClient(create_app(settings, registry=registry)) as client:
+        yield client
+
+
+def usage(client: TestClient, token: str, **params: str) -> list[dict[str, Any]]:
+    time.sleep(0.1)  # the ledger writes within ledger_flush_seconds
+    r = client.get("/v1/usage", headers=bearer(token), params=params)
+    assert r.status_code == 200, r.text
+    rows: list[dict[str, Any]] = r.json()["data"]
+    return rows
+
+
+def new_key(client: TestClient, **body: Any) -> dict[str, Any]:
+    r = client.post("/admin/accounts", headers=bearer(ADMIN),
+                    json={"name": f"acct-{time.monotonic_ns()}"})
+    assert r.status_code == 201, r.text
+    r = client.post("/admin/keys", headers=bearer(ADMIN),
+                    json={"account_id": r.json()["id"], "name": "k", **body})
+    assert r.status_code == 201, r.text
+    key: dict[str, Any] = r.json()
+    return key
+
+
+def test_register_login_and_manage_own_keys(app_client: TestClient) -> None:
+    c = app_client
+    r = c.post("/v1/auth/register", json={"email": "Ada@Example.com", "password": "correct horse"})
+    assert r.status_code == 201 and r.json()["email"] == "ada@example.com"
+    assert c.post("/v1/auth/register", json={
+        "email": "ada@example.com", "password": "another one"}).status_code == 409
+    assert c.post("/v1/auth/login", json={
+        "email": "ada@example.com", "password": "wrong password"}).status_code == 401
+    r = c.post("/v1/auth/login", json={"email": "ada@example.com", "password": "correct horse"})
+    assert r.status_code == 200
+    session = r.json()["token"]
+    # A login token manages keys but does not call models.
+    assert c.post("/v1/chat/completions", json=BODY, headers=bearer(session)).status_code == 401
+    r = c.post("/v1/keys", headers=bearer(session), json={"name": "laptop"})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    key = created["key"]
+    assert key.startswith(created["prefix"]) and key.startswith("sk-kathan-")
+    listed = c.get("/v1/keys", headers=bearer(session)).json()["data"]
+    assert [k["id"] for k in listed] == [created["id"]] and "key" not in listed[0]
+    assert c.post("/v1/chat/completions", json=BODY, headers=bearer(key)).status_code == 200
+    # The key itself can manage its account's keys too; revoking works at once.
+    r = c.delete(f"/v1/keys/{created['id']}", headers=bearer(key))
+    assert r.status_code == 200 and r.json()["revoked_at"] is not None
+    assert c.post("/v1/chat/completions", json=BODY, headers=bearer(key)).status_code == 401
+    # Someone else's key is not found from this account.
+    other = new_key(c)
+    assert c.delete(f"/v1/keys/{other['id']}", headers=bearer(session)).status_code == 404
+
+
+def test_admin_api_needs_an_admin(app_client: TestClient) -> None:
+    key = new_key(app_client)["key"]
+    assert app_client.get("/admin/accounts", headers=bearer(key)).status_code == 403
+    assert app_client.get("/admin/accounts").status_code == 401
+    assert app_client.get("/admin/accounts", headers=bearer(ADMIN)).status_code == 200
+
+
+def test_model_allow_list_gives_403(app_client: TestClient) -> None:
+    key = new_key(app_client, models=["fake"])["key"]
+    ok = app_client.post("/v1/chat/completions", json={**BODY, "model": "alias"},
+                         headers=bearer(key))
+    assert ok.status_code == 200
+    r = app_client.post("/v1/chat/completions", json={**BODY, "model": "other"},
+                        headers=bearer(key))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
+
+
+def test_rpm_limit_gives_429_naming_the_limit(app_client: TestClient) -> None:
+    key = new_key(app_client, limits={"rpm": 2})["key"]
+    codes = [app_client.post("/v1/chat/completions", json=BODY, headers=bearer(key))
+             for _ in range(3)]
+    assert [r.status_code for r in codes] == [200, 200, 429]
+    refused = codes[2]
+    assert int(refused.headers["Retry-After"]) >= 1
+    error = refused.json()["error"]
+    assert error["type"] == "rate_limit_exceeded" and "rpm" in error["message"]
+
+
+def test_token_quota_is_counted_from_usage(app_client: TestClient) -> None:
+    # Each fake reply uses 4 prompt + 2 completion tokens.
+    key = new_key(app_client, limits={"quota_tokens": 10, "quota_period": "day"})["key"]
+    codes = [app_client.post("/v1/chat/completions", json=BODY, headers=bearer(key)).status_code
+             for _ in range(3)]
+    assert codes == [200, 200, 429]
+
+
+def test_every_request_writes_one_ledger_row(app_client: TestClient) -> None:
+    created = new_key(app_client, limits={"rpm": 3})
+    key = created["key"]
+    c = app_client
+    assert c.post("/v1/chat/completions", json=BODY, headers=bearer(key)).status_code == 200
+    stream = c.post("/v1/chat/completions", json={**BODY, "stream": True}, headers=bearer(key))
+    assert stream.status_code == 200
+    assert c.post("/v1/chat/completions", json={**BODY, "model": "broken"},
+                  headers=bearer(key)).status_code == 400
+    assert c.post("/v1/chat/completions", json=BODY, headers=bearer(key)).status_code == 429
+    assert c.post("/v1/chat/completions", json={"model": "fake"},
+                  headers=bearer(key)).status_code == 422
+    rows = usage(c, key)
+    by_model = {r["model"]: r for r in rows}
+    fake = by_model["fake"]
+    assert fake["requests"] == 4  # two served, one rate-limited, one invalid
+    assert (fake["succeeded"], fake["rate_limited"], fake["failed"]) == (2, 1, 1)
+    assert fake["prompt_tokens"] == 8 and fake["completion_tokens"] == 4
+    assert by_model["broken"]["failed"] == 1
+    # The admin sees this account among everyone's.
+    everyone = usage(c, ADMIN)
+    assert sum(r["requests"] for r in everyone) >= 5
+
+
+def test_usage_is_scoped_to_the_caller(app_client: TestClient) -> None:
+    a, b = new_key(app_client)["key"], new_key(app_client)["key"]
+    app_client.post("/v1/chat/completions", json=BODY, headers=bearer(a))
+    assert usage(app_client, b) == []
+    assert usage(app_client, a)[0]["requests"] == 1
+
+
+def test_bad_and_expired_keys_are_401(app_client: TestClient) -> None:
+    key = new_key(app_client)["key"]
+    wrong = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+    assert app_client.post("/v1/chat/completions", json=BODY,
+                           headers=bearer(wrong)).status_code == 401
+    r = app_client.post("/admin/keys", headers=bearer(ADMIN), json={
+        "account_id": "acct_missing", "name": "x"})
+    assert r.status_code == 404
+    r = app_client.post("/v1/keys", headers=bearer(key), json={
+        "name": "old", "expires_at": "2001-01-01T00:00:00Z"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "expires_at"
