@@ -36,6 +36,7 @@ class LiveServer:
 def start_server(tmp: Path, config: str = "", env: dict[str, str] | None = None) -> LiveServer:
     """Run `kathan serve` as a real process and wait until /ready says 200."""
     port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     config_file = tmp / "kathan.yaml"
     config_file.write_text(config or "{}\n")
     log = tmp / "server.log"
