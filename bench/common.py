@@ -70,11 +70,15 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], probe: str) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
-def start_kathan(n_ctx: int, threads: int, extra_config: str = "") -> Server:
+def start_kathan(
+    n_ctx: int, threads: int, extra_config: str = "", env: dict[str, str] | None = None
+) -> Server:
     port = free_port()
-    config = Path(tempfile.mkdtemp()) / "kathan.yaml"
+    home = Path(tempfile.mkdtemp())
+    config = home / "kathan.yaml"
     config.write_text(f"local:\n  n_ctx: {n_ctx}\n  n_threads: {threads}\n{extra_config}")
-    env = {**os.environ, "KATHAN_API_KEYS": KEY, "KATHAN_LOG_LEVEL": "warning"}
+    env = {**os.environ, "KATHAN_API_KEYS": KEY, "KATHAN_LOG_LEVEL": "warning",
+           "KATHAN_DATA_DIR": str(home / "data"), **(env or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "kathan", "serve", "--port", str(port), "--config", str(config)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

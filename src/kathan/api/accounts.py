@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -25,9 +25,7 @@ from kathan.store.db import Database
 from kathan.store.repo import limits_of
 
 router = APIRouter()
-admin = APIRouter(prefix="/admin", responses=responses.errors(401, 403, 422, 503))
-
-_DAY = r"^\d{4}-\d{2}-\d{2}$"
+admin = APIRouter(prefix="/admin", responses=responses.errors(400, 401, 403, 422, 503))
 
 
 def _account(a: models.Account) -> wire.Account:
@@ -66,12 +64,14 @@ def _forget(request: Request, key: models.ApiKey) -> None:
 
 
 async def _usage(
-    db: Database, *, account_id: str | None, key_id: str | None, since: str | None,
-    until: str | None,
+    db: Database, *, account_id: str | None, key_id: str | None, since: date | None,
+    until: date | None,
 ) -> wire.UsageReport:
     async with db.session() as s:
-        rows = await repo.usage_summary(s, account_id=account_id, key_id=key_id, since=since,
-                                        until=until)
+        rows = await repo.usage_summary(
+            s, account_id=account_id, key_id=key_id,
+            since=since.isoformat() if since else None,
+            until=until.isoformat() if until else None)
     return wire.UsageReport(data=[
         wire.UsageBucket(
             day=r.day, model=r.model, requests=r.requests, succeeded=r.succeeded,
@@ -88,7 +88,7 @@ async def _usage(
 
 
 @router.post("/v1/auth/register", status_code=201, response_model=wire.Account,
-             responses=responses.errors(409, 422, 503))
+             responses=responses.errors(400, 409, 422, 503))
 async def register(body: wire.RegisterRequest, db: DatabaseDep) -> wire.Account:
     async with db.session() as s:
         account = await repo.create_account(
@@ -98,7 +98,7 @@ async def register(body: wire.RegisterRequest, db: DatabaseDep) -> wire.Account:
 
 
 @router.post("/v1/auth/login", response_model=wire.LoginResponse,
-             responses=responses.errors(401, 422, 503))
+             responses=responses.errors(400, 401, 422, 503))
 async def login(body: wire.LoginRequest, db: DatabaseDep) -> wire.LoginResponse:
     async with db.session() as s:
         account = await repo.authenticate(s, body.email, body.password)
@@ -149,12 +149,12 @@ async def revoke_own_key(
 
 
 @router.get("/v1/usage", response_model=wire.UsageReport,
-            responses=responses.errors(401, 422, 503))
+            responses=responses.errors(400, 401, 422, 503))
 async def usage(
     principal: AnyPrincipalDep,
     db: DatabaseDep,
-    since: Annotated[str | None, Query(pattern=_DAY, description="First UTC day, YYYY-MM-DD.")] = None,
-    until: Annotated[str | None, Query(pattern=_DAY, description="Last UTC day, YYYY-MM-DD.")] = None,
+    since: Annotated[date | None, Query(description="First UTC day, YYYY-MM-DD.")] = None,
+    until: Annotated[date | None, Query(description="Last UTC day, YYYY-MM-DD.")] = None,
     account_id: Annotated[str | None, Query(max_length=40, description="Admins only.")] = None,
     key_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> wire.UsageReport:
@@ -289,8 +289,8 @@ async def admin_revoke_key(
 @admin.get("/usage", response_model=wire.UsageReport)
 async def admin_usage(
     _: AdminDep, db: DatabaseDep,
-    since: Annotated[str | None, Query(pattern=_DAY)] = None,
-    until: Annotated[str | None, Query(pattern=_DAY)] = None,
+    since: Annotated[date | None, Query(description="First UTC day, YYYY-MM-DD.")] = None,
+    until: Annotated[date | None, Query(description="Last UTC day, YYYY-MM-DD.")] = None,
     account_id: Annotated[str | None, Query(max_length=40)] = None,
     key_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> wire.UsageReport:

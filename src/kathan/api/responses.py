@@ -7,7 +7,8 @@ from typing import Any
 from kathan.protocol.errors import ErrorBody
 
 _DESCRIPTIONS = {
-    400: "The request cannot be served as asked (unsupported parameter, context too long).",
+    400: "The request cannot be served as asked (unsupported parameter, context too long, "
+    "a body that is not JSON).",
     401: "Invalid or missing API key.",
     403: "The key may not do this (a model outside its allow-list, or not an admin).",
     404: "Not found.",
