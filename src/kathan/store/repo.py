@@ -530,25 +530,27 @@ class UsageSummaryRow:
 
 
 async def insert_usage(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write usage rows (keys: ``UsageRecord``'s columns) in one INSERT per 500 rows.
+    """Write usage rows (keys: ``UsageRecord``'s columns) as one executemany.
 
-    A row whose ``id`` is already stored is skipped, so a retried flush is harmless.
-    ``day`` defaults to the UTC date of ``created_at``; token counts default to 0.
+    The statement is compiled once and the rows go as parameter sets (a
+    multi-VALUES statement with thousands of bound parameters costs far more
+    to compile than to run). A row whose ``id`` is already stored is skipped,
+    so a retried flush is harmless. ``day`` defaults to the UTC date of
+    ``created_at``; token counts default to 0.
     """
     if not rows:
         return
     values = [_usage_values(row) for row in rows]
     dialect = dialect_of(session)
+    if dialect == "postgresql":
+        statement: Any = postgresql_insert(_USAGE_TABLE).on_conflict_do_nothing(
+            index_elements=["id"])
+    elif dialect == "sqlite":
+        statement = sqlite_insert(_USAGE_TABLE).on_conflict_do_nothing(index_elements=["id"])
+    else:
+        statement = insert(_USAGE_TABLE)
     for start in range(0, len(values), _INSERT_BATCH):
-        batch = values[start : start + _INSERT_BATCH]
-        if dialect == "postgresql":
-            pg = postgresql_insert(_USAGE_TABLE).values(batch)
-            await session.execute(pg.on_conflict_do_nothing(index_elements=["id"]))
-        elif dialect == "sqlite":
-            lite = sqlite_insert(_USAGE_TABLE).values(batch)
-            await session.execute(lite.on_conflict_do_nothing(index_elements=["id"]))
-        else:
-            await session.execute(insert(_USAGE_TABLE).values(batch))
+        await session.execute(statement, values[start : start + _INSERT_BATCH])
 
 
 def _usage_values(row: Mapping[str, Any]) -> dict[str, Any]:
