@@ -13,6 +13,7 @@ is also full would tell the client to come back long before it can succeed.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import time
 import uuid
@@ -48,10 +49,16 @@ def quota_window(limits: Limits, now: float) -> QuotaWindow | None:
         return None
     if limits.quota_period is None:
         raise ValueError("quota_tokens is set without quota_period ('day' or 'month')")
-    t = datetime.fromtimestamp(now, UTC)
-    if limits.quota_period == "day":
-        start = datetime(t.year, t.month, t.day, tzinfo=UTC)
-        return QuotaWindow(start.strftime("%Y-%m-%d"), (start + timedelta(days=1)).timestamp())
+    return _period(limits.quota_period, math.floor(now / 86400))
+
+
+@functools.lru_cache(maxsize=64)
+def _period(period: str, day_number: int) -> QuotaWindow:
+    """The period holding UTC day ``day_number`` (days since the epoch); periods start at
+    midnight, so the day decides it, and the answer is computed once per day."""
+    t = datetime.fromtimestamp(day_number * 86400, UTC)
+    if period == "day":
+        return QuotaWindow(t.strftime("%Y-%m-%d"), (t + timedelta(days=1)).timestamp())
     end = datetime(t.year + t.month // 12, t.month % 12 + 1, 1, tzinfo=UTC)
     return QuotaWindow(t.strftime("%Y-%m"), end.timestamp())
 

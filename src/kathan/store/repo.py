@@ -560,7 +560,8 @@ def _usage_values(row: Mapping[str, Any]) -> dict[str, Any]:
     values = {**_USAGE_DEFAULTS, **row}
     if isinstance(values.get("created_at"), datetime):
         values["created_at"] = _utc(values["created_at"])
-        values.setdefault("day", values["created_at"].strftime("%Y-%m-%d"))
+        if "day" not in values:
+            values["day"] = values["created_at"].strftime("%Y-%m-%d")
     missing = _USAGE_COLUMNS - values.keys()
     if missing:
         raise ValueError(f"usage row lacks: {', '.join(sorted(missing))}")
