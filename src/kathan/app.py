@@ -111,6 +111,7 @@ class _Accounts:
         self.ledger.start()
 
     async def stop(self) -> None:
+        await self.metering.drain()
         await self.ledger.close()
         await self.limiter.close()
         await self.db.dispose()

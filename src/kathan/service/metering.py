@@ -7,6 +7,7 @@ or ``rate_limited`` (429). Rows go to the ledger, which writes them later.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,24 @@ class Metering:
         self.ledger = ledger
         self._quota_source = quota_source
         self._seeded: set[tuple[str, str]] = set()
+        self._releases: set[asyncio.Task[None]] = set()
+
+    def release(self, lease: Lease, tokens: int) -> None:
+        """Give a lease back without making the request wait for the limiter's store."""
+        task = asyncio.create_task(self._release(lease, tokens))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(self, lease: Lease, tokens: int) -> None:
+        try:
+            await self.limiter.release(lease, tokens)
+        except Exception:
+            logger.exception("releasing a rate-limit lease failed")
+
+    async def drain(self) -> None:
+        """Wait for the releases still in flight (at shutdown)."""
+        while self._releases:
+            await asyncio.gather(*list(self._releases))
 
     def begin(self, principal: Principal, *, request_id: str, streamed: bool) -> Meter:
         return Meter(self, principal, request_id, streamed)
@@ -143,10 +162,7 @@ class Meter:
         self._done = True
         latency = time.perf_counter() - self._started
         if self._lease is not None:
-            try:
-                await self._metering.limiter.release(self._lease, prompt_tokens + completion_tokens)
-            except Exception:
-                logger.exception("releasing a rate-limit lease failed")
+            self._metering.release(self._lease, prompt_tokens + completion_tokens)
         ledger = self._metering.ledger
         if ledger is None:
             return
