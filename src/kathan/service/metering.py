@@ -53,7 +53,8 @@ class Metering:
         self._releases: set[asyncio.Task[None]] = set()
 
     def release(self, lease: Lease, tokens: int) -> None:
-        """Give a lease back without making the request wait for the limiter's store."""
+        """Give a lease back without making the request wait for the limiter's store
+        (for leases that hold no concurrency slot: only their tokens are counted late)."""
         task = asyncio.create_task(self._release(lease, tokens))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
@@ -162,7 +163,12 @@ class Meter:
         self._done = True
         latency = time.perf_counter() - self._started
         if self._lease is not None:
-            self._metering.release(self._lease, prompt_tokens + completion_tokens)
+            tokens = prompt_tokens + completion_tokens
+            if self._lease.limits.max_concurrent is not None:
+                # The slot must be free before the client can send its next request.
+                await self._metering._release(self._lease, tokens)
+            else:
+                self._metering.release(self._lease, tokens)
         ledger = self._metering.ledger
         if ledger is None:
             return
