@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from kathan import __version__
 from kathan.api import accounts, chat, errors, health, models
@@ -28,7 +29,7 @@ from kathan.service.metering import Metering
 from kathan.service.metrics import Metrics
 from kathan.settings import LocalModelSettings, Settings
 from kathan.store import repo
-from kathan.store.db import Database, resolve_url
+from kathan.store.db import Database, resolve_url, safe_url
 from kathan.store.ledger import UsageLedger
 
 logger = logging.getLogger("kathan")
@@ -88,6 +89,10 @@ async def _load(engine: LocalEngine, settings: Settings) -> None:
     )
 
 
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached or migrated at start-up."""
+
+
 class _Accounts:
     """The store, the ledger and the limiter, started and stopped together."""
 
@@ -98,7 +103,13 @@ class _Accounts:
         self.metering = Metering(self.limiter, self.ledger, self._tokens_since)
 
     async def start(self) -> None:
-        await self.db.upgrade()
+        try:
+            await self.db.upgrade()
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreUnavailable(
+                f"Cannot open the store at {safe_url(self.db.url)}: {exc}. Check "
+                "KATHAN_DATABASE_URL (or data_dir), or set KATHAN_ACCOUNTS=false."
+            ) from exc
         async with self.db.session() as s:
             key = await repo.bootstrap_admin(s)
         if key is not None:

@@ -103,6 +103,9 @@ def test_model_allow_list_gives_403(app_client: TestClient) -> None:
     r = app_client.post("/v1/chat/completions", json={**BODY, "model": "other"},
                         headers=bearer(key))
     assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
+    listed = app_client.get("/v1/models", headers=bearer(key)).json()["data"]
+    assert sorted(m["id"] for m in listed) == ["alias", "fake"]
+    assert app_client.get("/v1/models/other", headers=bearer(key)).status_code == 404
 
 
 def test_rpm_limit_gives_429_naming_the_limit(app_client: TestClient) -> None:
@@ -166,3 +169,25 @@ def test_bad_and_expired_keys_are_401(app_client: TestClient) -> None:
     r = app_client.post("/v1/keys", headers=bearer(key), json={
         "name": "old", "expires_at": "2001-01-01T00:00:00Z"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "expires_at"
+
+
+def test_store_outage_is_503_not_500(app_client: TestClient) -> None:
+    key = new_key(app_client)["key"]
+    app_client.app.state.auth.forget(key[:18])  # type: ignore[attr-defined]
+    db = app_client.app.state.db  # type: ignore[attr-defined]
+    real = db.session
+
+    def broken() -> object:
+        from sqlalchemy.exc import OperationalError
+        raise OperationalError("SELECT 1", {}, Exception("database is down"))
+
+    db.session = broken
+    try:
+        r = app_client.post("/v1/chat/completions", json=BODY, headers=bearer(key))
+        assert r.status_code == 503 and "Retry-After" in r.headers
+        r = app_client.get("/v1/keys", headers=bearer(key))
+        assert r.status_code == 503
+    finally:
+        db.session = real
+    assert app_client.post("/v1/chat/completions", json=BODY,
+                           headers=bearer(key)).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -9,9 +10,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kathan.errors import KathanError, NotFoundError, RequestValidationFailed
+from kathan.errors import (
+    KathanError,
+    NotFoundError,
+    RequestValidationFailed,
+    ServiceUnavailableError,
+)
 
 
 def render(exc: KathanError) -> JSONResponse:
@@ -30,6 +37,8 @@ async def _kathan_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KathanError)
     return render(exc)
 
+
+logger = logging.getLogger(__name__)
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -77,7 +86,19 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return render(_HTTPError(exc.status_code, str(exc.detail), exc.headers))
 
 
+async def _store_error(request: Request, exc: Exception) -> JSONResponse:
+    """The store (database) failed: the request can be retried, it is not a bug to report."""
+    logger.error("store error on %s %s: %s", request.method, request.url.path,
+                 type(exc).__name__)
+    return render(ServiceUnavailableError(
+        "The account store is unavailable right now. Retry shortly.", retry_after=2,
+        code="store_unavailable"))
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(KathanError, _kathan_error)
+    app.add_exception_handler(OperationalError, _store_error)
+    app.add_exception_handler(InterfaceError, _store_error)
+    app.add_exception_handler(ConnectionError, _store_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

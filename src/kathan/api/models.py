@@ -2,36 +2,42 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from kathan.api import responses
-from kathan.api.deps import RegistryDep, require_api_key
+from kathan.api.deps import ApiKeyDep, RegistryDep
+from kathan.auth.principal import Principal
+from kathan.errors import ModelNotFoundError
 from kathan.protocol.models import ModelCard, ModelList
 from kathan.routing.registry import ModelRegistry
 
-router = APIRouter(dependencies=[Depends(require_api_key)], responses=responses.errors(401))
+router = APIRouter(responses=responses.errors(401, 503))
 
 
-def _listing(registry: ModelRegistry) -> ModelList:
+def _listing(registry: ModelRegistry, principal: Principal) -> ModelList:
+    """The models the caller's key may use (all of them for most keys)."""
     return ModelList(
         data=[
             ModelCard(id=name, created=entry.created, owned_by=entry.owned_by)
             for name, entry in registry.names()
+            if principal.may_use(entry.id, entry.aliases)
         ]
     )
 
 
 @router.get("/v1/models", response_model=ModelList)
-async def list_models(registry: RegistryDep) -> ModelList:
-    return _listing(registry)
+async def list_models(registry: RegistryDep, principal: ApiKeyDep) -> ModelList:
+    return _listing(registry, principal)
 
 
 @router.get("/v1/chat/models", response_model=ModelList)
-async def list_chat_models(registry: RegistryDep) -> ModelList:
-    return _listing(registry)
+async def list_chat_models(registry: RegistryDep, principal: ApiKeyDep) -> ModelList:
+    return _listing(registry, principal)
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=responses.errors(404))
-async def retrieve_model(model_id: str, registry: RegistryDep) -> ModelCard:
+async def retrieve_model(model_id: str, registry: RegistryDep, principal: ApiKeyDep) -> ModelCard:
     entry = registry.resolve(model_id)
+    if not principal.may_use(entry.id, entry.aliases):
+        raise ModelNotFoundError(model_id)  # as if absent, like the hosted providers
     return ModelCard(id=model_id, created=entry.created, owned_by=entry.owned_by)

@@ -61,20 +61,36 @@ class UsageLedger:
     >>> await ledger.close()
     """
 
-    def __init__(self, write: Writer, *, flush_seconds: float = 0.25, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        write: Writer,
+        *,
+        flush_seconds: float = 0.25,
+        max_batch: int = 500,
+        max_pending: int = 500_000,
+    ) -> None:
         self._write = write
         self._flush_seconds = flush_seconds
         self._max_batch = max_batch
         self._rows: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._max_pending = max_pending
         self._closing = False
         self.written = 0
+        self.dropped = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="kathan-ledger")
 
     def record(self, row: UsageRow) -> None:
+        if len(self._rows) >= self._max_pending:
+            # The store has been unreachable for long: keep memory bounded, say so loudly.
+            self.dropped += 1
+            if self.dropped % 10_000 == 1:
+                logger.error("usage ledger buffer full (%d rows): dropped %d rows so far",
+                             len(self._rows), self.dropped)
+            return
         self._rows.append(row.as_record())
         if len(self._rows) >= self._max_batch:
             self._wake.set()
