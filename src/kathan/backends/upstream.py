@@ -1,0 +1,109 @@
+"""What every upstream (remote provider) backend shares: its deployment and its errors.
+
+A provider backend (``openai``, ``anthropic``, ``gemini``) is a ``Backend``:
+``open(request)`` sends the request upstream and returns the stream of
+``Delta``s once the upstream has answered with a success status, or raises
+an ``UpstreamError`` before any output exists. Provider backends translate
+and relay; balancing, retries, fallback and circuit breaking are the
+router's (``kathan.routing``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from kathan.errors import KathanError
+
+BackendKind = Literal["local", "openai", "anthropic", "gemini"]
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One place a model is served: a provider endpoint and the model's name there."""
+
+    backend: BackendKind
+    model: str  # the upstream's model name
+    base_url: str = ""
+    api_key: str | None = None  # already read from the environment variable named in config
+    weight: float = 1.0
+    max_in_flight: int = 64
+    connect_timeout: float = 5.0
+    read_timeout: float = 120.0  # longest silence between two bytes of a response
+    headers: dict[str, str] = field(default_factory=dict)
+    name: str = ""  # for logs and metrics, e.g. "gpt-4#0"
+
+
+class UpstreamError(KathanError):
+    """The upstream failed before the response began.
+
+    ``retryable``: a connection error, timeout, 429 or 5xx (the router may try
+    again or another deployment). Otherwise the upstream refused the request
+    itself (400, 404, 413, 422 ...), and that answer is the client's.
+    ``retry_after``: the upstream's ``Retry-After`` in seconds, when it sent one.
+    ``upstream_status``: the upstream's HTTP status, None for a transport failure.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        retryable: bool,
+        upstream_status: int | None = None,
+        retry_after: int | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        error_type: str = "upstream_error",
+    ) -> None:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        super().__init__(message, param=param, code=code, headers=headers)
+        self.status_code = status_code
+        self.error_type = error_type
+        self.retryable = retryable
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+
+
+def error_for_status(
+    status: int, message: str, *, retry_after: int | None = None, param: str | None = None
+) -> UpstreamError:
+    """The Kathan error for an upstream's non-2xx answer, with a clear message.
+
+    - 400, 404, 413, 422: the request's own fault; passed on with the upstream's message.
+    - 401, 403: Kathan's credentials for the upstream are wrong: a 503 for the
+      client (its own key was fine), not retryable on the same deployment.
+    - 408, 409, 425, 429, 5xx: retryable. 429 stays 429 for the client when no
+      deployment is left; the others become 503.
+    """
+    if status in (400, 404, 413, 422):
+        kind = "not_found_error" if status == 404 else "invalid_request_error"
+        return UpstreamError(
+            f"The upstream refused the request: {message}", status_code=status,
+            retryable=False, upstream_status=status, param=param, error_type=kind,
+            code="upstream_rejected",
+        )
+    if status in (401, 403):
+        return UpstreamError(
+            f"The upstream rejected Kathan's credentials ({status}); the operator must fix "
+            "the deployment's API key.", status_code=503, retryable=False,
+            upstream_status=status, retry_after=retry_after or 30, code="upstream_auth_failed",
+        )
+    if status == 429:
+        return UpstreamError(
+            f"The upstream is rate limiting: {message}", status_code=429, retryable=True,
+            upstream_status=status, retry_after=retry_after or 1,
+            error_type="rate_limit_exceeded", code="upstream_rate_limited",
+        )
+    return UpstreamError(
+        f"The upstream failed ({status}): {message}", status_code=503, retryable=True,
+        upstream_status=status, retry_after=retry_after or 1, code="upstream_error",
+    )
+
+
+def transport_error(what: str) -> UpstreamError:
+    """A connection failure or a timeout before the response began."""
+    return UpstreamError(
+        f"The upstream could not be reached: {what}", status_code=503, retryable=True,
+        retry_after=1, code="upstream_unreachable",
+    )
