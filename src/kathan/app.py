@@ -11,6 +11,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -23,7 +24,9 @@ from kathan.backends.base import LoadStats
 from kathan.backends.local import LocalBackend
 from kathan.engine.engine import EngineConfig, LocalEngine
 from kathan.limits import make_limiter
-from kathan.routing.registry import ModelEntry, ModelRegistry
+from kathan.routing.build import build_registry
+from kathan.routing.registry import ModelRegistry
+from kathan.routing.router import Router
 from kathan.service.chat import ChatService
 from kathan.service.metering import Metering
 from kathan.service.metrics import Metrics
@@ -73,8 +76,22 @@ class _Progress:
             print(f"Loading {self.model_id}: {step * 10}%", file=sys.stderr, flush=True)
 
 
+async def _probe_forever(
+    routers: list[Router], session: aiohttp.ClientSession, interval: float
+) -> None:
+    """Probe deployments whose circuit is open, so they come back as soon as they answer."""
+    while True:
+        await asyncio.sleep(interval)
+        for router in routers:
+            try:
+                await router.probe(session)
+            except Exception:
+                logger.exception("probing %s failed", router.model_id)
+
+
 async def _load(engine: LocalEngine, settings: Settings) -> None:
     local = settings.local
+    assert local is not None
     try:
         await asyncio.to_thread(engine.load, _Progress(local.id))
     except Exception:
@@ -144,35 +161,41 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine: LocalEngine | None = None
         loading: asyncio.Task[None] | None = None
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+            auto_decompress=True,
+        )
+        probing: asyncio.Task[None] | None = None
         reg = registry
         if reg is None:
+            local_backend: LocalBackend | None = None
+            created = 0
             local = settings.local
-            path = model_path(local)
-            engine = LocalEngine(
-                EngineConfig(
-                    gguf=path,
-                    n_ctx=local.n_ctx,
-                    n_batch=local.n_batch,
-                    n_threads=local.n_threads,
-                    n_slots=local.max_running,
-                    max_queued=local.max_queued,
-                    queue_timeout=local.queue_timeout,
-                    prefill_chunk=local.prefill_chunk,
-                )
-            )
-            backend = LocalBackend(engine, retry_after=settings.retry_after_seconds)
-            reg = ModelRegistry(
-                [
-                    ModelEntry(
-                        id=local.id,
-                        owned_by=local.owned_by,
-                        created=int(path.stat().st_mtime),
-                        backend=backend,
-                        aliases=tuple(local.aliases),
+            if local is not None:
+                path = model_path(local)
+                created = int(path.stat().st_mtime)
+                engine = LocalEngine(
+                    EngineConfig(
+                        gguf=path,
+                        n_ctx=local.n_ctx,
+                        n_batch=local.n_batch,
+                        n_threads=local.n_threads,
+                        n_slots=local.max_running,
+                        max_queued=local.max_queued,
+                        queue_timeout=local.queue_timeout,
+                        prefill_chunk=local.prefill_chunk,
                     )
-                ]
+                )
+                local_backend = LocalBackend(engine, retry_after=settings.retry_after_seconds)
+            reg, routers = build_registry(
+                settings, local=local_backend, local_created=created, session=session
             )
-            loading = asyncio.create_task(_load(engine, settings))
+            if engine is not None:
+                loading = asyncio.create_task(_load(engine, settings))
+            if routers:
+                probing = asyncio.create_task(
+                    _probe_forever(routers, session, settings.routing.probe_interval)
+                )
         store = _Accounts(settings) if settings.accounts else None
         if store is not None:
             await store.start()
@@ -189,8 +212,11 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         try:
             yield
         finally:
+            if probing is not None:
+                probing.cancel()
             if store is not None:
                 await store.stop()  # writes every ledger row still buffered
+            await session.close()
             if loading is not None:
                 await loading
             if engine is not None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -62,6 +62,76 @@ class LocalModelSettings(BaseModel):
     )
 
 
+Capability = Literal["tools", "vision", "json_schema", "reasoning"]
+ALL_CAPABILITIES: tuple[Capability, ...] = ("tools", "vision", "json_schema", "reasoning")
+
+
+class DeploymentSettings(BaseModel):
+    """One place a configured model is served."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "openai", "anthropic", "gemini"]
+    base_url: str = Field("", description="The provider's API base, e.g. http://host:8000/v1.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the upstream API key."
+    )
+    model: str | None = Field(None, description="The upstream's model name; default: the id.")
+    weight: float = Field(1.0, gt=0, description="Share of traffic among healthy deployments.")
+    max_in_flight: int = Field(64, ge=1, description="Requests in flight at once.")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect.")
+    read_timeout: float = Field(
+        120.0, gt=0, description="Longest silence between two bytes of a response, in seconds."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+
+    def api_key(self) -> str | None:
+        """The upstream key, read from ``api_key_env`` (the one place this is read)."""
+        if self.api_key_env is None:
+            return None
+        value = os.environ.get(self.api_key_env)
+        if not value:
+            raise ValueError(f"the environment variable {self.api_key_env} is not set")
+        return value
+
+    @model_validator(mode="after")
+    def _needs_a_url(self) -> DeploymentSettings:
+        if self.backend != "local" and not self.base_url:
+            raise ValueError(f"a {self.backend} deployment needs base_url")
+        return self
+
+
+class ModelSettings(BaseModel):
+    """A model clients may ask for, and where it is served."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)
+    owned_by: str = "kathan"
+    capabilities: list[Capability] | None = Field(
+        None,
+        description="What the model can do; requests needing more get a 400. "
+        "Unset: everything (the upstream decides).",
+    )
+    fallbacks: list[str] = Field(
+        default_factory=list, description="Models to try when no deployment can answer."
+    )
+    deployments: list[DeploymentSettings] = Field(min_length=1)
+
+
+class RoutingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    retries: int = Field(2, ge=0, description="Extra attempts after a retryable failure.")
+    backoff_seconds: float = Field(0.1, ge=0, description="First retry delay; doubles.")
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failures that open a deployment's circuit."
+    )
+    breaker_cooldown: float = Field(15.0, gt=0, description="Seconds an open circuit is skipped.")
+    probe_interval: float = Field(5.0, gt=0, description="Seconds between health probes.")
+
+
 class Settings(BaseSettings):
     """Everything Kathan can be configured with."""
 
@@ -109,9 +179,15 @@ class Settings(BaseSettings):
         2, ge=1, description="`Retry-After` sent with 503 while the model is not ready."
     )
     log_level: str = Field("info", description="Log level for Kathan and uvicorn.")
-    local: LocalModelSettings = Field(
-        default_factory=LocalModelSettings, description="The embedded local model."
+    local: LocalModelSettings | None = Field(
+        default_factory=LocalModelSettings,
+        description="The embedded local model; null in the config file turns it off.",
     )
+    models: list[ModelSettings] = Field(
+        default_factory=list, description="Models served by upstream providers (or routed "
+        "to the local engine), with their deployments."
+    )
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -135,3 +135,9 @@ def test_tool_choice_none_does_not_describe_tools() -> None:
     request = req(tools=[WEATHER], tool_choice="none")
     out = template_messages(request.messages, tool_use(request), native_tools=False)
     assert out == [{"role": "user", "content": "hi"}]
+
+
+def test_unknown_top_level_fields_are_kept_and_refused_by_name() -> None:
+    request = req(guided_json={"type": "object"})
+    assert request.model_extra == {"guided_json": {"type": "object"}}
+    assert _unsupported(request) == ("guided_json", "")

@@ -64,6 +64,8 @@ _ROLE_ALIASES = {"developer": "system"}
 
 def _unsupported(request: ChatCompletionRequest) -> tuple[str, str] | None:
     """The first field this backend cannot honour yet, with the reason."""
+    for extra in request.model_extra or {}:
+        return extra, ""
     checks: list[tuple[bool, str, str]] = [
         (bool(request.finetune), "finetune", "voice-agent mode"),
         (request.language is not None, "language", "voice-agent mode"),
@@ -208,8 +210,9 @@ class LocalBackend:
         if problem is not None:
             field, what = problem
             raise UnsupportedParameterError(
-                f"'{field}' is not supported by model '{request.model}': {what} is not "
-                "available on the local engine yet.",
+                f"'{field}' is not supported by model '{request.model}': "
+                + (f"{what} is not available on the local engine yet." if what else
+                   "it is not a parameter the local engine knows."),
                 param=field,
             )
         n_vocab = self.engine.model.info.n_vocab

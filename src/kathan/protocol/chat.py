@@ -3,8 +3,9 @@
 The request accepts the union of the seeds' fields and OpenAI's: sampling
 parameters, tools, response formats, the voice extras (``finetune``,
 ``language``, ``gender``, ``accent``) and llama.cpp's ``top_k``, ``min_p`` and
-``repetition_penalty``. Unknown top-level fields are rejected with a 422, so
-nothing a client sends is dropped silently.
+``repetition_penalty``. Unknown top-level fields are kept as provider extras
+for upstreams that take them; a backend that cannot honour one answers 400,
+so nothing a client sends is dropped silently.
 """
 
 from __future__ import annotations
@@ -153,6 +154,12 @@ class StreamOptions(_Wire):
 
 
 class ChatCompletionRequest(_Wire):
+    """A chat request. Top-level fields beyond these are kept (``model_extra``): they
+    pass through to OpenAI-compatible upstreams as provider extras, and every other
+    backend refuses them with a 400 that names them."""
+
+    model_config = ConfigDict(extra="allow")
+
     messages: list[ChatMessage] = Field(min_length=1)
     model: str = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)

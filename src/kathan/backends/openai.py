@@ -1,0 +1,183 @@
+"""The ``openai`` backend: any OpenAI-compatible server (vLLM, SGLang, llama.cpp,
+Ollama, OpenAI, OpenRouter, another Kathan).
+
+Every parameter the client sent goes upstream as sent, provider extras
+included; only ``model`` becomes the deployment's model name and the
+upstream is always asked to stream with usage, because Kathan builds its own
+answer (streamed or not) from the one delta stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from kathan.backends.base import Delta, LoadStats, TokenUsage, ToolCallDelta
+from kathan.backends.sse_client import sse_events
+from kathan.backends.upstream import (
+    Deployment,
+    UpstreamError,
+    error_for_status,
+    transport_error,
+)
+from kathan.protocol.chat import ChatCompletionRequest, TokenLogprob
+
+
+def upstream_body(request: ChatCompletionRequest, model: str) -> dict[str, Any]:
+    """The request as the upstream gets it."""
+    body = request.model_dump(mode="json", exclude_none=True, by_alias=True)
+    body.update(request.model_extra or {})
+    body["model"] = model
+    body["stream"] = True
+    options = dict(body.get("stream_options") or {})
+    options["include_usage"] = True  # usage is always recorded, whatever the client wants
+    body["stream_options"] = options
+    return body
+
+
+def retry_after_of(response: aiohttp.ClientResponse) -> int | None:
+    value = response.headers.get("Retry-After", "")
+    try:
+        return max(1, int(float(value)))
+    except ValueError:
+        return None
+
+
+async def error_message(response: aiohttp.ClientResponse) -> str:
+    """The upstream's own words from an error body (OpenAI's, FastAPI's or plain text)."""
+    text = (await response.text(errors="replace"))[:2000]
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError:
+        return text.strip() or response.reason or f"HTTP {response.status}"
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if "detail" in body:
+            return json.dumps(body["detail"])[:2000]
+    return text
+
+
+class OpenAIBackend:
+    """Relays chat requests to an OpenAI-compatible ``/chat/completions``.
+
+    >>> backend = OpenAIBackend(deployment, session)
+    >>> deltas = await backend.open(request)   # UpstreamError before the first byte
+    """
+
+    def __init__(self, deployment: Deployment, session: aiohttp.ClientSession) -> None:
+        self.deployment = deployment
+        self._session = session
+        self._url = deployment.base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"Content-Type": "application/json", **deployment.headers}
+        if deployment.api_key:
+            self._headers["Authorization"] = f"Bearer {deployment.api_key}"
+        self._timeout = aiohttp.ClientTimeout(
+            sock_connect=deployment.connect_timeout, sock_read=deployment.read_timeout
+        )
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def stats(self) -> LoadStats | None:
+        return None
+
+    async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
+        body = upstream_body(request, self.deployment.model)
+        try:
+            response = await self._session.post(
+                self._url, json=body, headers=self._headers, timeout=self._timeout
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise transport_error(f"{type(exc).__name__}: {exc}") from exc
+        if response.status >= 400:
+            try:
+                message = await error_message(response)
+            except (aiohttp.ClientError, TimeoutError):
+                message = response.reason or ""
+            finally:
+                response.release()
+            raise error_for_status(response.status, message, retry_after=retry_after_of(response))
+        return self._deltas(response)
+
+    async def _deltas(self, response: aiohttp.ClientResponse) -> AsyncIterator[Delta]:
+        usage: TokenUsage | None = None
+        done = False
+        try:
+            async for _event, data in sse_events(response):
+                if data.strip() == "[DONE]":
+                    done = True
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    error = chunk["error"]
+                    message = error.get("message") if isinstance(error, dict) else str(error)
+                    raise UpstreamError(f"The upstream failed mid-stream: {message}",
+                                        status_code=503, retryable=False, retry_after=1)
+                for choice in chunk.get("choices") or ():
+                    for delta in _choice_deltas(choice):
+                        yield delta
+                if chunk.get("usage"):
+                    usage = _usage(chunk["usage"])
+        except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            raise UpstreamError(
+                f"The upstream connection failed mid-stream: {type(exc).__name__}",
+                status_code=503, retryable=False, retry_after=1,
+            ) from exc
+        except json.JSONDecodeError as exc:
+            raise UpstreamError("The upstream sent a chunk that is not JSON.",
+                                status_code=503, retryable=False, retry_after=1) from exc
+        finally:
+            response.close()
+        if not done:
+            raise UpstreamError("The upstream closed the stream before it finished.",
+                                status_code=503, retryable=False, retry_after=1)
+        yield Delta(usage=usage or TokenUsage(0, 0))
+
+
+def _choice_deltas(choice: dict[str, Any]) -> list[Delta]:
+    index = int(choice.get("index", 0))
+    delta = choice.get("delta") or {}
+    calls = tuple(
+        ToolCallDelta(
+            index=int(call.get("index", 0)),
+            id=call.get("id"),
+            name=(call.get("function") or {}).get("name"),
+            arguments=(call.get("function") or {}).get("arguments") or "",
+        )
+        for call in delta.get("tool_calls") or ()
+    )
+    legacy = delta.get("function_call")
+    if legacy:
+        calls += (ToolCallDelta(0, id=None, name=legacy.get("name"),
+                                arguments=legacy.get("arguments") or ""),)
+    logprobs = tuple(
+        TokenLogprob.model_validate(entry)
+        for entry in ((choice.get("logprobs") or {}).get("content") or ())
+    )
+    out: list[Delta] = []
+    content = delta.get("content")
+    if content or calls or logprobs:
+        out.append(Delta(index=index, content=content or None, tool_calls=calls,
+                         logprobs=logprobs))
+    finish = choice.get("finish_reason")
+    if finish:
+        out.append(Delta(index=index, finish_reason=str(finish)))
+    return out
+
+
+def _usage(raw: dict[str, Any]) -> TokenUsage:
+    details = raw.get("prompt_tokens_details") or {}
+    return TokenUsage(
+        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        completion_tokens=int(raw.get("completion_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+    )

@@ -1,0 +1,123 @@
+"""The model registry built from settings: the embedded model and the configured ones."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from kathan.backends.base import Backend
+from kathan.backends.upstream import Deployment
+from kathan.routing.registry import ModelEntry, ModelRegistry
+from kathan.routing.router import Capabilities, Route, Router
+from kathan.settings import DeploymentSettings, ModelSettings, Settings
+
+if TYPE_CHECKING:
+    from kathan.backends.local import LocalBackend
+
+
+class ConfigError(ValueError):
+    """The models in the configuration cannot be served as written."""
+
+
+def _deployment(model: ModelSettings, i: int, d: DeploymentSettings) -> Deployment:
+    name = f"{model.id}#{i}"
+    try:
+        key = d.api_key()
+    except ValueError as exc:
+        raise ConfigError(f"deployment {name}: {exc}") from exc
+    return Deployment(
+        backend=d.backend, model=d.model or model.id, base_url=d.base_url.rstrip("/"),
+        api_key=key, weight=d.weight, max_in_flight=d.max_in_flight,
+        connect_timeout=d.connect_timeout, read_timeout=d.read_timeout,
+        headers=dict(d.headers), name=name,
+    )
+
+
+def _backend(d: Deployment, session: aiohttp.ClientSession, local: Backend | None) -> Backend:
+    if d.backend == "local":
+        if local is None:
+            raise ConfigError(f"deployment {d.name}: backend local, but the local model is off")
+        return local
+    if d.backend == "openai":
+        from kathan.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(d, session)
+    if d.backend == "anthropic":
+        from kathan.backends.anthropic import AnthropicBackend
+
+        return AnthropicBackend(d, session)
+    from kathan.backends.gemini import GeminiBackend
+
+    return GeminiBackend(d, session)
+
+
+def _probe(d: Deployment) -> tuple[str, dict[str, str]]:
+    """Where to ask whether a deployment answers, and with which credentials."""
+    headers = dict(d.headers)
+    if d.backend == "openai":
+        if d.api_key:
+            headers["Authorization"] = f"Bearer {d.api_key}"
+        return f"{d.base_url}/models", headers
+    if d.backend == "anthropic":
+        if d.api_key:
+            headers["x-api-key"] = d.api_key
+        headers["anthropic-version"] = "2023-06-01"
+        return f"{d.base_url}/v1/models", headers
+    if d.backend == "gemini":
+        if d.api_key:
+            headers["x-goog-api-key"] = d.api_key
+        return f"{d.base_url}/v1beta/models", headers
+    return "", headers
+
+
+def build_registry(
+    settings: Settings,
+    *,
+    local: LocalBackend | None,
+    local_created: int,
+    session: aiohttp.ClientSession,
+) -> tuple[ModelRegistry, list[Router]]:
+    """Every model clients may name, and the routers whose health must be probed."""
+    entries: list[ModelEntry] = []
+    if local is not None and settings.local is not None:
+        entries.append(ModelEntry(
+            id=settings.local.id, owned_by=settings.local.owned_by, created=local_created,
+            backend=local, aliases=tuple(settings.local.aliases),
+        ))
+    routers: list[Router] = []
+    registry_box: list[ModelRegistry] = []
+
+    def resolve(name: str) -> Backend:
+        return registry_box[0].resolve(name).backend
+
+    created = int(time.time())
+    for model in settings.models:
+        routes = []
+        for i, d in enumerate(model.deployments):
+            deployment = _deployment(model, i, d)
+            url, headers = _probe(deployment)
+            routes.append(Route(deployment, _backend(deployment, session, local),
+                                probe_url=url, probe_headers=headers))
+        caps = model.capabilities
+        capabilities = Capabilities() if caps is None else Capabilities(
+            tools="tools" in caps, vision="vision" in caps,
+            json_schema="json_schema" in caps, reasoning="reasoning" in caps,
+        )
+        router = Router(model.id, routes, settings.routing, capabilities,
+                        tuple(model.fallbacks), resolve)
+        routers.append(router)
+        entries.append(ModelEntry(id=model.id, owned_by=model.owned_by, created=created,
+                                  backend=router, aliases=tuple(model.aliases)))
+    try:
+        registry = ModelRegistry(entries)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    known = {name for name, _ in registry.names()}
+    for model in settings.models:
+        for fallback in model.fallbacks:
+            if fallback not in known:
+                raise ConfigError(f"model {model.id}: fallback {fallback!r} is not a model")
+    registry_box.append(registry)
+    return registry, routers
