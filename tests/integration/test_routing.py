@@ -155,6 +155,7 @@ async def test_failover_and_the_circuit_breaker(
                 await c.chat.completions.create(
                     model="gpt-4", messages=[{"role": "user", "content": "hi"}])
             assert len(broken.requests) == tried  # skipped while open
+        assert len(healthy.requests) == 20  # every request was answered by the other one
     finally:
         await asyncio.to_thread(stop_server, gateway)
 

@@ -25,7 +25,7 @@ async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[st
             continue  # a comment (keep-alive)
         else:
             name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            value = value.removeprefix(" ")
             if name == "event":
                 event = value
             elif name == "data":
