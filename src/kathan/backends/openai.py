@@ -2,9 +2,14 @@
 Ollama, OpenAI, OpenRouter, another Kathan).
 
 Every parameter the client sent goes upstream as sent, provider extras
-included; only ``model`` becomes the deployment's model name and the
-upstream is always asked to stream with usage, because Kathan builds its own
-answer (streamed or not) from the one delta stream.
+included; only ``model`` becomes the deployment's model name. A streaming
+request streams upstream too, asking for usage with ``stream_options``; a
+non-streaming one is sent non-streaming, which gives exact usage even from
+servers that ignore ``stream_options`` (llama-cpp-python's does). Either way
+the answer becomes the one stream of deltas Kathan builds its replies from.
+When a stream still comes without usage, completion tokens are counted as the
+chunks that carried output (one per token on llama.cpp, vLLM and SGLang) and
+prompt tokens are reported as 0.
 """
 
 from __future__ import annotations
@@ -32,10 +37,13 @@ def upstream_body(request: ChatCompletionRequest, model: str) -> dict[str, Any]:
     body = request.model_dump(mode="json", exclude_none=True, by_alias=True)
     body.update(request.model_extra or {})
     body["model"] = model
-    body["stream"] = True
-    options = dict(body.get("stream_options") or {})
-    options["include_usage"] = True  # usage is always recorded, whatever the client wants
-    body["stream_options"] = options
+    if request.stream:
+        options = dict(body.get("stream_options") or {})
+        options["include_usage"] = True  # usage is always recorded, whatever the client wants
+        body["stream_options"] = options
+    else:
+        body["stream"] = False
+        body.pop("stream_options", None)
     return body
 
 
@@ -106,11 +114,35 @@ class OpenAIBackend:
             finally:
                 response.release()
             raise error_for_status(response.status, message, retry_after=retry_after_of(response))
+        if not request.stream:
+            return self._whole(response)
         return self._deltas(response)
+
+    async def _whole(self, response: aiohttp.ClientResponse) -> AsyncIterator[Delta]:
+        """A non-streamed answer, as deltas."""
+        try:
+            body = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+            raise UpstreamError(f"The upstream's answer could not be read: {type(exc).__name__}",
+                                status_code=503, retryable=False, retry_after=1) from exc
+        finally:
+            response.close()
+        for choice in body.get("choices") or ():
+            message = choice.get("message") or {}
+            as_delta = {"index": choice.get("index", 0), "logprobs": choice.get("logprobs"),
+                        "delta": {"content": message.get("content"),
+                                  "function_call": message.get("function_call"),
+                                  "tool_calls": [{"index": i, **call} for i, call
+                                                 in enumerate(message.get("tool_calls") or ())]},
+                        "finish_reason": choice.get("finish_reason") or "stop"}
+            for delta in _choice_deltas(as_delta):
+                yield delta
+        yield Delta(usage=_usage(body.get("usage") or {}))
 
     async def _deltas(self, response: aiohttp.ClientResponse) -> AsyncIterator[Delta]:
         usage: TokenUsage | None = None
         done = False
+        pieces = 0
         try:
             async for _event, data in sse_events(response):
                 if data.strip() == "[DONE]":
@@ -124,6 +156,7 @@ class OpenAIBackend:
                                         status_code=503, retryable=False, retry_after=1)
                 for choice in chunk.get("choices") or ():
                     for delta in _choice_deltas(choice):
+                        pieces += delta.finish_reason is None
                         yield delta
                 if chunk.get("usage"):
                     usage = _usage(chunk["usage"])
@@ -140,7 +173,7 @@ class OpenAIBackend:
         if not done:
             raise UpstreamError("The upstream closed the stream before it finished.",
                                 status_code=503, retryable=False, retry_after=1)
-        yield Delta(usage=usage or TokenUsage(0, 0))
+        yield Delta(usage=usage or TokenUsage(0, pieces))
 
 
 def _choice_deltas(choice: dict[str, Any]) -> list[Delta]:

@@ -8,9 +8,10 @@ fallback and circuit breaking.
   An upstream that rejects Kathan's credentials is skipped at once.
 - **Fall back:** when no deployment can answer, the model's ``fallbacks`` are
   tried in order.
-- **Circuit breaker:** ``breaker_failures`` failures in a row open a
-  deployment's circuit for ``breaker_cooldown`` seconds; a background probe
-  closes it early once the upstream answers again.
+- **Circuit breaker:** ``breaker_failures`` failed requests in a row open a
+  deployment's circuit for ``breaker_cooldown`` seconds (retries within one
+  request count once); a background probe half-opens it early once the
+  upstream answers again, and one more failure opens it again.
 
 Once a response has begun it is never retried: an upstream that dies
 mid-stream ends the stream with an error (the SSE encoder sends an ``error``
@@ -153,6 +154,7 @@ class Router:
 
     async def _open_here(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
         tried: set[int] = set()
+        failed: set[int] = set()  # a route counts one failure per request, however often retried
         last: KathanError | None = None
         delay = self.policy.backoff_seconds
         for attempt in range(self.policy.retries + 1):
@@ -178,7 +180,9 @@ class Router:
                     continue
                 if not exc.retryable:
                     raise
-                self._failed(route)
+                if id(route) not in failed:
+                    failed.add(id(route))
+                    self._failed(route)
                 if attempt < self.policy.retries:
                     wait = delay if exc.retry_after is None else min(exc.retry_after, 2 * delay)
                     await asyncio.sleep(wait * (0.5 + random.random() / 2))
