@@ -1,0 +1,200 @@
+"""Gateway overhead: Kathan and LiteLLM's proxy in front of the same fast mock upstream.
+
+Kathan runs with auth, limits and the ledger on (a stored key with RPM, TPM,
+concurrency and a daily quota set). LiteLLM's proxy is installed in its own
+virtual environment (``--litellm-venv``, created on first use with
+``pip install 'litellm[proxy]'``), never as a Kathan dependency. Measured:
+
+- sequential latency, JSON and streaming, straight to the mock and through
+  each gateway; "added" is the gateway's p50/p99 minus the mock's;
+- requests/s at 32 concurrent connections with wrk (a POST Lua script), JSON.
+
+    python -m bench.gateway [--requests 300] [--duration 10] [--litellm-venv /tmp/litellm-venv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.common import KEY, free_port, pct
+
+BODY = {"model": "mock", "max_tokens": 16,
+        "messages": [{"role": "user", "content": "Say something."}]}
+
+
+def _wait(url: str, process: subprocess.Popen[bytes], headers: dict[str, str]) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
+        try:
+            if httpx.get(url, headers=headers, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+def start_mock() -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bench.mock_upstream", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/v1"
+    _wait(f"{base}/models", process, {})
+    return base, process
+
+
+def start_kathan(mock: str) -> tuple[str, str, subprocess.Popen[bytes]]:
+    home = Path(tempfile.mkdtemp())
+    port = free_port()
+    config = home / "kathan.yaml"
+    config.write_text(
+        "local: null\nmodels:\n  - id: mock\n    deployments:\n      - backend: openai\n"
+        f"        base_url: {mock}\n        api_key_env: MOCK_KEY\n        model: mock\n"
+        "        max_in_flight: 1024\n")
+    env = {**os.environ, "KATHAN_API_KEYS": KEY, "KATHAN_LOG_LEVEL": "warning",
+           "KATHAN_DATA_DIR": str(home / "data"), "MOCK_KEY": "sk-mock"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kathan", "serve", "--port", str(port), "--config", str(config)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    _wait(f"{url}/ready", process, {})
+    auth = {"Authorization": f"Bearer {KEY}"}
+    account = httpx.post(f"{url}/admin/accounts", headers=auth, json={"name": "bench"}).json()
+    key = httpx.post(f"{url}/admin/keys", headers=auth, json={
+        "account_id": account["id"], "name": "bench", "limits": {
+            "rpm": 10_000_000, "tpm": 10_000_000_000, "max_concurrent": 1024,
+            "quota_tokens": 10_000_000_000, "quota_period": "day"}}).json()["key"]
+    return f"{url}/v1", key, process
+
+
+def ensure_litellm(venv: Path) -> Path | None:
+    litellm = venv / "bin" / "litellm"
+    if litellm.exists():
+        return litellm
+    print(f"installing LiteLLM's proxy into {venv} (not a Kathan dependency) ...", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"],
+                       check=True, timeout=1200)
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"LiteLLM could not be installed: {exc}")
+        return None
+    return litellm if litellm.exists() else None
+
+
+def start_litellm(binary: Path, mock: str) -> tuple[str, subprocess.Popen[bytes]]:
+    home = Path(tempfile.mkdtemp())
+    port = free_port()
+    config = home / "litellm.yaml"
+    config.write_text(
+        "model_list:\n  - model_name: mock\n    litellm_params:\n      model: openai/mock\n"
+        f"      api_base: {mock}\n      api_key: sk-mock\n")
+    env = {**os.environ, "LITELLM_LOG": "ERROR"}
+    process = subprocess.Popen(
+        [str(binary), "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
+    base = f"http://127.0.0.1:{port}/v1"
+    _wait(f"{base}/models", process, {"Authorization": "Bearer sk-none"})
+    return base, process
+
+
+def sequential(base: str, key: str, n: int, stream: bool) -> list[float]:
+    times = []
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(timeout=30) as client:
+        for i in range(n + 20):
+            start = time.perf_counter()
+            if stream:
+                with client.stream("POST", f"{base}/chat/completions", headers=headers,
+                                   json={**BODY, "stream": True}) as r:
+                    for _ in r.iter_bytes():
+                        pass
+            else:
+                r = client.post(f"{base}/chat/completions", headers=headers, json=BODY)
+            if r.status_code != 200:
+                raise RuntimeError(f"{base}: HTTP {r.status_code}")
+            if i >= 20:
+                times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def throughput(base: str, key: str, duration: int) -> float:
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n')
+    out = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{duration}s", "-s", str(script), f"{base}/chat/completions"],
+        capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"{base}: wrk saw errors:\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return float(match.group(1)) if match else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--litellm-venv", type=Path, default=Path("/tmp/litellm-venv"))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed (Debian: apt-get install wrk)")
+    mock, mock_process = start_mock()
+    processes = [mock_process]
+    targets: list[tuple[str, str, str]] = [("mock (direct)", mock, "sk-mock")]
+    try:
+        kathan, key, process = start_kathan(mock)
+        processes.append(process)
+        targets.append(("kathan", kathan, key))
+        binary = ensure_litellm(args.litellm_venv)
+        if binary is not None:
+            litellm, process = start_litellm(binary, mock)
+            processes.append(process)
+            targets.append(("litellm proxy", litellm, "sk-none"))
+        rows = []
+        for name, base, token in targets:
+            plain = sequential(base, token, args.requests, stream=False)
+            streamed = sequential(base, token, args.requests, stream=True)
+            rps = throughput(base, token, args.duration)
+            rows.append((name, plain, streamed, rps))
+    finally:
+        for process in processes:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    direct_json, direct_stream = rows[0][1], rows[0][2]
+    print(f"sequential: {args.requests} requests each; wrk -t2 -c32 -d{args.duration}s (JSON)")
+    print(f"{'target':<16} {'JSON p50':>9} {'p99':>7} {'added p50':>10} {'p99':>7}  "
+          f"{'stream p50':>10} {'p99':>7} {'added p50':>10} {'p99':>7}  {'req/s @32':>10}")
+    for name, plain, streamed, rps in rows:
+        print(f"{name:<16} {pct(plain, 50):9.2f} {pct(plain, 99):7.2f} "
+              f"{pct(plain, 50) - pct(direct_json, 50):10.2f} "
+              f"{pct(plain, 99) - pct(direct_json, 99):7.2f}  "
+              f"{pct(streamed, 50):10.2f} {pct(streamed, 99):7.2f} "
+              f"{pct(streamed, 50) - pct(direct_stream, 50):10.2f} "
+              f"{pct(streamed, 99) - pct(direct_stream, 99):7.2f}  {rps:10.1f}")
+    if len(rows) == 3:
+        print(f"kathan / litellm requests/s: {rows[1][3] / rows[2][3]:.1f}x")
+    print("(latencies in ms)")
+
+
+if __name__ == "__main__":
+    main()
