@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from kathan.api import responses
 from kathan.api.deps import ApiKeyDep, ChatServiceDep, MeteringDep
@@ -33,7 +33,7 @@ async def create_chat_completion(
     principal: ApiKeyDep,
     metering: MeteringDep,
     request: Request,
-) -> ChatCompletion | StreamingResponse:
+) -> Response:
     meter = None
     if metering is not None:
         meter = metering.begin(principal, request_id=uuid.uuid4().hex, streamed=bool(body.stream))
@@ -44,4 +44,6 @@ async def create_chat_completion(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    return await unless_disconnected(request, service.complete(body, meter=meter))
+    completion = await unless_disconnected(request, service.complete(body, meter=meter))
+    # Serialized here, once: FastAPI would validate the model again against response_model.
+    return Response(completion.model_dump_json(), media_type="application/json")

@@ -1,0 +1,803 @@
+"""The ``gemini`` backend: chat requests answered by Google's Gemini API.
+
+Every request goes to ``POST {base_url}/v1beta/models/{model}:streamGenerateContent?alt=sse``
+with the deployment's key in ``x-goog-api-key``; Kathan accumulates the
+deltas itself when the client did not ask for a stream. Each SSE event is a
+``GenerateContentResponse``.
+
+How a chat request becomes a Gemini request (``to_gemini``):
+
+- ``system``/``developer`` messages, wherever they are, become
+  ``systemInstruction`` (one text part each; Gemini has one instruction per
+  request). ``user`` stays ``user``; ``assistant`` becomes ``model``; tool
+  results (and legacy ``function`` messages) become ``functionResponse`` parts
+  in a ``user`` turn, named after the call whose ``tool_call_id`` they answer,
+  with the content as ``response`` when it is a JSON object, else
+  ``{"content": text}``. Consecutive turns of one role are merged.
+- Images are inlined (``inlineData``): ``data:`` URLs are decoded and checked,
+  http(s) URLs are fetched by Kathan (``kathan.backends.fetch``: SSRF-safe,
+  size-limited), because Gemini's ``fileData`` only takes URIs of files
+  uploaded to its Files API. All inline images of one request share a 20 MiB
+  budget, Gemini's limit on inline data. ``image_url.detail`` has no Gemini
+  counterpart (its ``mediaResolution`` is per request) and is not sent.
+- Calls an assistant made become ``functionCall`` parts. The first call of a
+  turn carries the thought signature Google documents for history the model
+  did not sign (``skip_thought_signature_validator``): Kathan cannot keep
+  Gemini's real signatures, and Gemini 3 refuses unsigned calls.
+- ``tools``/``functions`` become ``functionDeclarations``, their parameters
+  converted to Gemini's OpenAPI subset (``to_gemini_schema``); ``tool_choice``
+  none/auto/required/named becomes mode ``NONE``/``AUTO``/``ANY``/``ANY`` with
+  ``allowedFunctionNames``. ``parallel_tool_calls: false`` cannot be sent, so
+  it is enforced on the way back: only a choice's first call is kept.
+- ``generationConfig``: ``temperature``, ``topP``, ``topK``,
+  ``maxOutputTokens``, ``stopSequences``, ``candidateCount`` (``n``),
+  ``presencePenalty``, ``frequencyPenalty``, ``seed``, ``responseLogprobs``
+  and ``logprobs`` (``top_logprobs``), ``responseMimeType``/``responseSchema``
+  (``response_format``) and ``thinkingConfig.thinkingBudget``
+  (``reasoning_effort``).
+- Refused with a 400 naming the field: ``logit_bias``, ``repetition_penalty``,
+  ``min_p`` and the voice extras. Not sent, having no Gemini counterpart and
+  no effect on the answer: ``user`` and the participants' ``name``.
+
+Gemini's thought parts are the model's reasoning summaries, not its answer:
+they are dropped. Parts Kathan never asks for (code execution, inline images
+from the model) are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from kathan.backends.base import Delta, LoadStats, TokenUsage, ToolCallDelta
+from kathan.backends.fetch import MAX_IMAGE_BYTES, fetch_image, parse_data_url
+from kathan.backends.sse_client import sse_events
+from kathan.backends.toolcalls import ToolUse, new_call_id, tool_use
+from kathan.backends.upstream import Deployment, UpstreamError, error_for_status, transport_error
+from kathan.errors import InvalidRequestError, UnsupportedParameterError
+from kathan.protocol.chat import (
+    AssistantMessage,
+    ChatCompletionRequest,
+    ChatMessage,
+    ContentPart,
+    FunctionDefinition,
+    SystemMessage,
+    TextPart,
+    TokenLogprob,
+    ToolMessage,
+    TopLogprob,
+    UserMessage,
+)
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+
+THINKING_BUDGETS = {
+    "none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768,
+}
+
+# Google's documented stand-in signature for function calls Gemini did not produce itself.
+FOREIGN_SIGNATURE = "skip_thought_signature_validator"
+
+# Gemini's finish reasons as OpenAI's; any other reason is "stop".
+_FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length"} | dict.fromkeys(
+    ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
+     "IMAGE_PROHIBITED_CONTENT"), "content_filter",
+)
+
+_MAX_ERROR_BODY = 64 * 1024
+MAX_INLINE_BYTES = MAX_IMAGE_BYTES  # all inline images of one request: Gemini's limit
+
+
+# -- schemas ---------------------------------------------------------------
+
+# The OpenAPI-subset keywords Gemini's Schema has and that pass unchanged.
+_SCHEMA_KEEP = (
+    "title", "description", "minItems", "maxItems", "minProperties", "maxProperties",
+    "minLength", "maxLength", "pattern", "minimum", "maximum", "default", "example",
+    "propertyOrdering",
+)
+# Keywords whose meaning cannot be kept by loosening the schema: refused.
+_SCHEMA_REFUSE = (
+    "not", "if", "then", "else", "prefixItems", "dependentSchemas", "$dynamicRef",
+    "$recursiveRef",
+)
+_SCHEMA_TYPES = frozenset({"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT"})
+_SCHEMA_FORMATS = {
+    "STRING": frozenset({"enum", "date-time"}),
+    "NUMBER": frozenset({"float", "double"}),
+    "INTEGER": frozenset({"int32", "int64"}),
+}
+_MAX_SCHEMA_DEPTH = 64
+
+
+def to_gemini_schema(schema: dict[str, Any], *, param: str) -> dict[str, Any]:
+    """A JSON Schema as Gemini's ``Schema`` (a subset of OpenAPI 3.0's schema object).
+
+    - Converted: ``type`` (upper-cased; ``["x", "null"]`` becomes ``nullable``,
+      several types become ``anyOf``; a missing one is inferred from
+      ``properties``, ``items`` or a string ``enum``), ``oneOf`` (becomes
+      ``anyOf``: "exactly one" loosens to "at least one"), ``const`` (a
+      one-value ``enum``), local ``$ref``s into ``$defs``/``definitions``
+      (inlined; a recursive one is refused), a one-schema ``allOf`` (merged).
+    - Kept: ``properties``, ``required`` (names of listed properties),
+      ``items``, ``anyOf``, ``enum`` (of strings), ``nullable``, ``format``
+      (those Gemini knows for the type) and ``_SCHEMA_KEEP``.
+    - Dropped, loosening the schema: everything else, notably ``$schema``,
+      ``$id``, ``$defs``, ``additionalProperties``, ``strict``, ``examples``,
+      ``exclusiveMinimum``/``exclusiveMaximum``, ``multipleOf``,
+      ``uniqueItems``, ``patternProperties``, ``contains``, enums of
+      non-strings, other formats, and empty ``properties``.
+    - Refused (400, ``invalid_json_schema``): ``_SCHEMA_REFUSE``, an ``allOf``
+      of several schemas, tuple-form ``items``, an array without an ``items``
+      schema (Gemini requires one), non-local ``$ref``s.
+
+    >>> to_gemini_schema({"type": "object", "properties": {"a": {"type": "string"}},
+    ...                   "additionalProperties": False}, param="p")
+    {'type': 'OBJECT', 'properties': {'a': {'type': 'STRING'}}}
+    """
+    return _SchemaConverter(schema, param).convert(schema, (), "")
+
+
+class _SchemaConverter:
+    def __init__(self, root: dict[str, Any], param: str) -> None:
+        self.root = root
+        self.param = param
+
+    def fail(self, at: str, message: str) -> InvalidRequestError:
+        where = f"{self.param} (at {at})" if at else self.param
+        return InvalidRequestError(
+            f"{where}: {message}", param=self.param, code="invalid_json_schema"
+        )
+
+    def convert(self, node: Any, refs: tuple[str, ...], at: str) -> dict[str, Any]:
+        """``node`` converted; ``at`` is its place in the schema, as a JSON pointer."""
+        if at.count("/") > _MAX_SCHEMA_DEPTH:
+            raise self.fail(at, "the schema is nested too deeply.")
+        if node is True:
+            return {}
+        if not isinstance(node, dict):
+            raise self.fail(at, "a schema must be a JSON object (or true).")
+        node = dict(node)
+        if (ref := node.pop("$ref", None)) is not None:
+            if ref in refs:
+                raise self.fail(at, f"'{ref}' refers to itself; Gemini schemas cannot recurse.")
+            return self.convert({**self.resolve(ref, at), **node}, (*refs, ref), at)
+        for keyword in _SCHEMA_REFUSE:
+            if keyword in node:
+                raise self.fail(at, f"'{keyword}' cannot be expressed in a Gemini schema.")
+        if (all_of := node.pop("allOf", None)) is not None:
+            if not isinstance(all_of, list) or len(all_of) != 1 or not isinstance(all_of[0], dict):
+                raise self.fail(at, "only an 'allOf' of one schema can be expressed.")
+            return self.convert({**all_of[0], **node}, refs, at)
+        nullable = node.get("nullable") is True
+        enum = [node["const"]] if "const" in node else node.get("enum")
+        if isinstance(enum, list) and None in enum:
+            nullable, enum = True, [e for e in enum if e is not None]
+        raw = node.get("type")
+        types = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, list) else []
+        if "null" in types:
+            nullable, types = True, [t for t in types if t != "null"]
+        if "anyOf" in node or "oneOf" in node:
+            return self.variants(node, nullable, refs, at)
+        if len(types) > 1:
+            rest = {k: v for k, v in node.items() if k not in ("type", "nullable")}
+            out: dict[str, Any] = {"anyOf": [
+                self.convert({**rest, "type": t}, refs, f"{at}/type/{i}")
+                for i, t in enumerate(types)
+            ]}
+            return {**out, "nullable": True} if nullable else out
+        string_enum = isinstance(enum, list) and enum and all(isinstance(e, str) for e in enum)
+        # Gemini needs a type; one missing is inferred from the keywords, as JSON Schema implies.
+        kind = str(types[0]).upper() if types else (
+            "OBJECT" if "properties" in node else "ARRAY" if "items" in node
+            else "STRING" if string_enum else None)
+        out = {}
+        if kind is not None:
+            if kind not in _SCHEMA_TYPES:
+                raise self.fail(at, f"unknown type {types[0]!r}.")
+            out["type"] = kind
+        if string_enum and kind == "STRING":
+            out["enum"] = enum
+        out.update((k, node[k]) for k in _SCHEMA_KEEP if k in node)
+        if node.get("format") in _SCHEMA_FORMATS.get(kind or "", ()):
+            out["format"] = node["format"]
+        properties = node.get("properties")
+        if isinstance(properties, dict) and properties:
+            out["properties"] = {
+                str(name): self.convert(sub, refs, f"{at}/properties/{name}")
+                for name, sub in properties.items()
+            }
+            if required := [r for r in node.get("required") or () if r in properties]:
+                out["required"] = required
+        items = node.get("items")
+        if isinstance(items, list):
+            raise self.fail(at, "tuple-form 'items' (a list of schemas) cannot be expressed.")
+        if isinstance(items, dict) and items:
+            out["items"] = self.convert(items, refs, f"{at}/items")
+        elif kind == "ARRAY":
+            raise self.fail(at, "Gemini needs the schema of an array's 'items'.")
+        return {**out, "nullable": True} if nullable else out
+
+    def variants(
+        self, node: dict[str, Any], nullable: bool, refs: tuple[str, ...], at: str
+    ) -> dict[str, Any]:
+        """``anyOf``/``oneOf``: the alternatives, a ``{"type": "null"}`` one as ``nullable``."""
+        key = "anyOf" if "anyOf" in node else "oneOf"
+        variants = node[key]
+        if "anyOf" in node and "oneOf" in node:
+            raise self.fail(at, "'anyOf' and 'oneOf' together cannot be expressed.")
+        if not isinstance(variants, list) or not variants:
+            raise self.fail(at, f"'{key}' must be a non-empty list of schemas.")
+        converted = []
+        for i, variant in enumerate(variants):
+            if isinstance(variant, dict) and variant.get("type") == "null" and len(variant) == 1:
+                nullable = True
+            else:
+                converted.append(self.convert(variant, refs, f"{at}/{key}/{i}"))
+        notes = {k: node[k] for k in ("title", "description", "default", "example") if k in node}
+        if len(converted) == 1:
+            out = {**converted[0], **notes}
+        else:
+            out = {"anyOf": converted, **notes} if converted else notes
+        return {**out, "nullable": True} if nullable else out
+
+    def resolve(self, ref: Any, at: str) -> Any:
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            raise self.fail(at, f"only local references ('#/$defs/...') can be inlined, not "
+                                f"{ref!r}.")
+        target: Any = self.root
+        for token in ref[2:].split("/"):
+            token = token.replace("~1", "/").replace("~0", "~")
+            if not isinstance(target, dict) or token not in target:
+                raise self.fail(at, f"'{ref}' points to nothing in the schema.")
+            target = target[token]
+        return target
+
+
+# -- requests --------------------------------------------------------------
+
+
+def _refuse_unsupported(request: ChatCompletionRequest) -> None:
+    checks = (
+        (bool(request.logit_bias), "logit_bias"),
+        (request.repetition_penalty is not None, "repetition_penalty"),
+        (request.min_p is not None, "min_p"),
+        (bool(request.finetune), "finetune"),
+        (request.language is not None, "language"),
+        (request.gender is not None, "gender"),
+        (request.accent is not None, "accent"),
+    )
+    for failed, field in checks:
+        if failed:
+            raise UnsupportedParameterError(
+                f"'{field}' is not supported by the gemini backend (model '{request.model}').",
+                param=field,
+            )
+    if request.top_logprobs is not None and not request.logprobs:
+        raise InvalidRequestError("'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
+
+
+def _text(content: str | list[TextPart] | list[ContentPart] | None) -> str:
+    if isinstance(content, list):
+        return "".join(part.text for part in content if isinstance(part, TextPart))
+    return content or ""
+
+
+@dataclass
+class _Images:
+    """Inlines a request's images, all of them within one byte budget."""
+
+    session: aiohttp.ClientSession
+    allow_private: bool
+    remaining: int
+
+    async def part(self, url: str, param: str) -> dict[str, Any]:
+        if url[:5].lower() == "data:":
+            mime, data = parse_data_url(url, param=param, max_bytes=self.remaining)
+        else:
+            mime, data = await fetch_image(
+                url, self.session, param=param, max_bytes=self.remaining,
+                allow_private=self.allow_private,
+            )
+        self.remaining -= len(data)
+        return {"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode("ascii")}}
+
+
+def _arguments(arguments: str, param: str) -> dict[str, Any]:
+    if not arguments.strip():
+        return {}
+    try:
+        value = json.loads(arguments)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(
+            f"{param} is not valid JSON; Gemini needs a call's arguments as an object.",
+            param=param,
+        ) from exc
+    if not isinstance(value, dict):
+        raise InvalidRequestError(f"{param} must be a JSON object for Gemini.", param=param)
+    return value
+
+
+def _function_response(name: str, content: str) -> dict[str, Any]:
+    try:
+        value = json.loads(content)
+    except json.JSONDecodeError:
+        value = None
+    response = value if isinstance(value, dict) else {"content": content}
+    return {"functionResponse": {"name": name, "response": response}}
+
+
+def _model_parts(message: AssistantMessage, i: int, names: dict[str, str]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    text = _text(message.content) or message.refusal or ""
+    if text:
+        parts.append({"text": text})
+    calls: list[tuple[str | None, str, str, str]] = [
+        (c.id, c.function.name, c.function.arguments, f"messages[{i}].tool_calls[{j}].function")
+        for j, c in enumerate(message.tool_calls or ())
+    ]
+    if message.function_call is not None:
+        fc = message.function_call
+        calls.append((None, fc.name, fc.arguments, f"messages[{i}].function_call"))
+    for k, (call_id, name, arguments, where) in enumerate(calls):
+        if call_id is not None:
+            names[call_id] = name
+        part: dict[str, Any] = {
+            "functionCall": {"name": name, "args": _arguments(arguments, f"{where}.arguments")}
+        }
+        if k == 0:
+            part["thoughtSignature"] = FOREIGN_SIGNATURE
+        parts.append(part)
+    return parts
+
+
+async def _contents(
+    messages: list[ChatMessage], images: _Images
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The system texts and Gemini's ``contents``."""
+    system: list[str] = []
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool_call_id -> function name
+    for i, message in enumerate(messages):
+        parts: list[dict[str, Any]] = []
+        role = "user"
+        if isinstance(message, SystemMessage):
+            if text := _text(message.content):
+                system.append(text)
+            continue
+        if isinstance(message, UserMessage):
+            items = [message.content] if isinstance(message.content, str) else message.content
+            for j, item in enumerate(items):
+                if isinstance(item, str | TextPart):
+                    text = item if isinstance(item, str) else item.text
+                    if text:  # Gemini refuses empty text parts
+                        parts.append({"text": text})
+                else:
+                    param = f"messages[{i}].content[{j}].image_url.url"
+                    parts.append(await images.part(item.image_url.url, param))
+        elif isinstance(message, AssistantMessage):
+            role = "model"
+            parts = _model_parts(message, i, names)
+        elif isinstance(message, ToolMessage):
+            name = names.get(message.tool_call_id)
+            if name is None:
+                raise InvalidRequestError(
+                    f"messages[{i}] answers tool call '{message.tool_call_id}', but no "
+                    "earlier assistant message made a call with that id.",
+                    param=f"messages[{i}].tool_call_id",
+                )
+            parts = [_function_response(name, _text(message.content))]
+        else:
+            parts = [_function_response(message.name, message.content or "")]
+        if not parts:
+            continue
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+    if not contents:
+        raise InvalidRequestError(
+            "Gemini needs at least one non-empty user or assistant message besides the "
+            "system messages.",
+            param="messages",
+        )
+    return system, contents
+
+
+def _declaration(function: FunctionDefinition, where: str) -> dict[str, Any]:
+    declaration: dict[str, Any] = {"name": function.name}
+    if function.description:
+        declaration["description"] = function.description
+    if function.parameters:
+        parameters = to_gemini_schema(function.parameters, param=f"{where}.parameters")
+        if parameters.get("properties"):  # Gemini refuses an OBJECT with empty properties
+            declaration["parameters"] = parameters
+    return declaration
+
+
+def _tools(use: ToolUse) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "none": {"mode": "NONE"}, "auto": {"mode": "AUTO"}, "required": {"mode": "ANY"},
+    }.get(use.choice, {"mode": "ANY", "allowedFunctionNames": [use.choice]})
+    return {
+        "tools": [{"functionDeclarations": [
+            _declaration(f, use.where(i)) for i, f in enumerate(use.functions)
+        ]}],
+        "toolConfig": {"functionCallingConfig": config},
+    }
+
+
+def _generation_config(request: ChatCompletionRequest) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    simple = (
+        ("temperature", request.temperature),
+        ("topP", request.top_p),
+        ("topK", request.top_k or None),  # llama.cpp's 0 means "off"; Gemini's minimum is 1
+        ("maxOutputTokens", request.max_completion_tokens or request.max_tokens),
+        ("stopSequences", list(request.stop_list) or None),
+        ("candidateCount", request.n),
+        ("presencePenalty", request.presence_penalty),
+        ("frequencyPenalty", request.frequency_penalty),
+        ("seed", request.seed),
+    )
+    config.update((key, value) for key, value in simple if value is not None)
+    if request.logprobs:
+        config["responseLogprobs"] = True
+        if request.top_logprobs:
+            config["logprobs"] = request.top_logprobs
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        config["responseMimeType"] = "application/json"
+        if fmt.type == "json_schema" and fmt.json_schema.schema_ is not None:
+            config["responseSchema"] = to_gemini_schema(
+                fmt.json_schema.schema_, param="response_format.json_schema.schema"
+            )
+    if request.reasoning_effort is not None:
+        config["thinkingConfig"] = {"thinkingBudget": THINKING_BUDGETS[request.reasoning_effort]}
+    return config
+
+
+async def to_gemini(
+    request: ChatCompletionRequest,
+    *,
+    session: aiohttp.ClientSession,
+    allow_private_fetch: bool = False,
+) -> dict[str, Any]:
+    """The ``GenerateContentRequest`` body for ``request`` (async: images may be fetched).
+
+    Raises ``InvalidRequestError`` naming the field for what Gemini cannot be asked.
+
+    >>> body = await to_gemini(request, session=session)
+    >>> body["contents"][0]
+    {'role': 'user', 'parts': [{'text': 'Hello'}]}
+    """
+    _refuse_unsupported(request)
+    use = tool_use(request)
+    images = _Images(session, allow_private_fetch, MAX_INLINE_BYTES)
+    system, contents = await _contents(request.messages, images)
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": text} for text in system]}
+    if use is not None:
+        body.update(_tools(use))
+    if config := _generation_config(request):
+        body["generationConfig"] = config
+    return body
+
+
+# -- responses -------------------------------------------------------------
+
+
+def _count(usage: dict[str, Any], key: str) -> int:
+    value = usage.get(key)
+    return value if isinstance(value, int) else 0
+
+
+def _logprobs(result: Any) -> tuple[TokenLogprob, ...]:
+    """A candidate's ``logprobsResult`` as OpenAI's per-token logprobs."""
+    if not isinstance(result, dict):
+        return ()
+    top = result.get("topCandidates") or []
+    out = []
+    for i, chosen in enumerate(result.get("chosenCandidates") or ()):
+        alternatives = top[i].get("candidates") or [] if i < len(top) else []
+        token = str(chosen.get("token", ""))
+        out.append(TokenLogprob(
+            token=token,
+            logprob=float(chosen.get("logProbability", 0.0)),
+            bytes=list(token.encode()),
+            top_logprobs=[
+                TopLogprob(
+                    token=str(alt.get("token", "")),
+                    logprob=float(alt.get("logProbability", 0.0)),
+                    bytes=list(str(alt.get("token", "")).encode()),
+                )
+                for alt in alternatives
+            ],
+        ))
+    return tuple(out)
+
+
+def _stream_error(error: Any) -> UpstreamError:
+    """The error of an ``{"error": {...}}`` event inside the stream."""
+    error = error if isinstance(error, dict) else {}
+    code = error.get("code")
+    message = str(error.get("message") or "an error event in the stream")
+    return error_for_status(code if isinstance(code, int) else 500, message)
+
+
+class StreamTranslator:
+    """Gemini's ``GenerateContentResponse`` chunks as ``Delta``s, one chunk at a time.
+
+    Per candidate (``index``, default 0): text parts become content, thought
+    parts are dropped, each ``functionCall`` becomes a whole tool call at once
+    (id and name, then the arguments), ``finishReason`` becomes the choice's
+    finish delta (``STOP`` is ``tool_calls`` once the candidate called a
+    function). The last ``usageMetadata`` becomes one usage delta, sent by
+    ``finish`` after every choice finished; ``finish`` raises if one did not.
+    With ``parallel_tool_calls=False`` a choice keeps only its first call.
+
+    >>> t = StreamTranslator()
+    >>> t.feed({"candidates": [{"content": {"parts": [{"text": "Hi"}]}, "finishReason": "STOP"}]})
+    [Delta(index=0, content='Hi', ...), Delta(index=0, finish_reason='stop', ...)]
+    >>> t.finish()
+    []
+    """
+
+    def __init__(self, *, n: int = 1, parallel_tool_calls: bool = True) -> None:
+        self._expected = set(range(n))
+        self._max_calls = None if parallel_tool_calls else 1
+        self._calls: dict[int, int] = {}
+        self._finished: set[int] = set()
+        self._usage: TokenUsage | None = None
+
+    def feed(self, chunk: dict[str, Any]) -> list[Delta]:
+        if "error" in chunk:
+            raise _stream_error(chunk["error"])
+        candidates = chunk.get("candidates") or []
+        feedback = chunk.get("promptFeedback")
+        if not candidates and isinstance(feedback, dict) and feedback.get("blockReason"):
+            raise UpstreamError(
+                f"The upstream blocked the prompt ({feedback['blockReason']}).",
+                status_code=400, retryable=False, upstream_status=200,
+                error_type="invalid_request_error", code="prompt_blocked", param="messages",
+            )
+        out: list[Delta] = []
+        for candidate in candidates:
+            if isinstance(candidate, dict):
+                out.extend(self._candidate(candidate))
+        usage = chunk.get("usageMetadata")
+        if isinstance(usage, dict):
+            self._usage = TokenUsage(
+                prompt_tokens=_count(usage, "promptTokenCount"),
+                completion_tokens=(
+                    _count(usage, "candidatesTokenCount") + _count(usage, "thoughtsTokenCount")
+                ),
+                cached_tokens=_count(usage, "cachedContentTokenCount"),
+            )
+        return out
+
+    def finish(self) -> list[Delta]:
+        unfinished = sorted(self._expected - self._finished)
+        if unfinished:
+            raise UpstreamError(
+                f"The upstream closed the stream before choice {unfinished[0]} finished.",
+                status_code=503, retryable=False, retry_after=1, code="upstream_stream_incomplete",
+            )
+        return [Delta(usage=self._usage)] if self._usage is not None else []
+
+    def _candidate(self, candidate: dict[str, Any]) -> list[Delta]:
+        index = candidate.get("index", 0)
+        index = index if isinstance(index, int) else 0
+        self._expected.add(index)
+        texts: list[str] = []
+        calls: list[ToolCallDelta] = []
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts or ():
+            if not isinstance(part, dict) or part.get("thought") is True:
+                continue
+            if isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif isinstance(part.get("functionCall"), dict):
+                k = self._calls.get(index, 0)
+                if self._max_calls is not None and k >= self._max_calls:
+                    continue
+                self._calls[index] = k + 1
+                call = part["functionCall"]
+                calls.append(ToolCallDelta(k, id=new_call_id(), name=str(call.get("name", ""))))
+                calls.append(ToolCallDelta(
+                    k, arguments=json.dumps(call.get("args") or {}, ensure_ascii=False)
+                ))
+        out: list[Delta] = []
+        text = "".join(texts)
+        logprobs = _logprobs(candidate.get("logprobsResult"))
+        if text or calls or logprobs:
+            out.append(Delta(index, content=text or None, logprobs=logprobs, tool_calls=tuple(calls)))
+        reason = candidate.get("finishReason")
+        if isinstance(reason, str) and index not in self._finished:
+            self._finished.add(index)
+            finish = _FINISH_REASONS.get(reason, "stop")
+            if finish == "stop" and self._calls.get(index):
+                finish = "tool_calls"
+            out.append(Delta(index, finish_reason=finish))
+        return out
+
+
+# -- the backend -------------------------------------------------------------
+
+
+def _google_error(raw: bytes) -> tuple[str, bool, int | None]:
+    """Google's error body: its message, whether the key was invalid, its retry delay."""
+    try:
+        body: Any = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return raw.decode("utf-8", "replace").strip()[:500] or "no details", False, None
+    if isinstance(body, list) and body:  # the JSON-array framing of streamGenerateContent
+        body = body[0]
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return str(body)[:500], False, None
+    message = str(error.get("message") or "no details")
+    if isinstance(error.get("status"), str):
+        message = f"{message} ({error['status']})"
+    key_invalid, delay = False, None
+    for detail in error.get("details") or ():
+        if not isinstance(detail, dict):
+            continue
+        key_invalid = key_invalid or detail.get("reason") == "API_KEY_INVALID"
+        if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            delay = _seconds(str(detail.get("retryDelay", "")).removesuffix("s"))
+    return message, key_invalid, delay
+
+
+def _seconds(value: str | None) -> int | None:
+    try:
+        seconds = float(value) if value else math.nan
+    except ValueError:
+        return None  # an HTTP date, or nonsense
+    return max(1, math.ceil(seconds)) if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _upstream_error(status: int, raw: bytes, retry_after: str | None) -> UpstreamError:
+    message, key_invalid, delay = _google_error(raw)
+    retry = _seconds(retry_after) or delay
+    if status == 400 and key_invalid:
+        # Google answers a wrong key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID): the
+        # operator's fault, not the client's; reported as the 401 it means, for the router.
+        status = 401
+    return error_for_status(status, message, retry_after=retry)
+
+
+async def _deltas(
+    response: aiohttp.ClientResponse, translator: StreamTranslator
+) -> AsyncGenerator[Delta]:
+    """The response's deltas; the response is closed however the stream ends."""
+    complete = False
+    try:
+        try:
+            async for _, data in sse_events(response):
+                chunk = json.loads(data)
+                for delta in translator.feed(chunk if isinstance(chunk, dict) else {}):
+                    yield delta
+        except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
+            raise UpstreamError(
+                f"The upstream connection failed mid-stream: {type(exc).__name__}.",
+                status_code=503, retryable=False, retry_after=1, code="upstream_stream_broken",
+            ) from exc
+        except ValueError as exc:  # JSON and UTF-8 decoding errors, values of the wrong type
+            raise UpstreamError(
+                "The upstream sent a malformed event.", status_code=503,
+                retryable=False, retry_after=1, code="upstream_bad_response",
+            ) from exc
+        tail = translator.finish()
+        complete = True
+    finally:
+        if complete:
+            response.release()
+        else:
+            response.close()  # drops the connection: the upstream stops generating
+    for delta in tail:
+        yield delta
+
+
+async def _chain(first: Delta | None, rest: AsyncGenerator[Delta]) -> AsyncIterator[Delta]:
+    try:
+        if first is not None:
+            yield first
+        async for delta in rest:
+            yield delta
+    finally:
+        await rest.aclose()
+
+
+class GeminiBackend:
+    """Answers chat requests with one Gemini deployment.
+
+    ``allow_private_fetch`` lets image URLs reach private addresses: for tests only.
+
+    >>> backend = GeminiBackend(
+    ...     Deployment(backend="gemini", model="gemini-2.5-flash", api_key=key), session)
+    >>> deltas = await backend.open(request)   # raises KathanError before any output
+    >>> async for delta in deltas:
+    ...     ...
+    """
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        session: aiohttp.ClientSession,
+        *,
+        allow_private_fetch: bool = False,
+    ) -> None:
+        self.deployment = deployment
+        self._session = session
+        self._allow_private_fetch = allow_private_fetch
+        base = (deployment.base_url or DEFAULT_BASE_URL).rstrip("/")
+        model = quote(deployment.model.removeprefix("models/"), safe="")
+        self.url = f"{base}/v1beta/models/{model}:streamGenerateContent?alt=sse"
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def stats(self) -> LoadStats | None:
+        return None
+
+    async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
+        body = await to_gemini(
+            request, session=self._session, allow_private_fetch=self._allow_private_fetch
+        )
+        response = await self._post(body)
+        translator = StreamTranslator(
+            n=request.n or 1, parallel_tool_calls=request.parallel_tool_calls is not False
+        )
+        deltas = _deltas(response, translator)
+        try:
+            # The first event may still be an error (a blocked prompt, an error event):
+            # waiting for it lets those be answered with a status code.
+            first = await anext(deltas, None)
+        except BaseException:
+            await deltas.aclose()
+            raise
+        return _chain(first, deltas)
+
+    async def _post(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        d = self.deployment
+        headers = {**d.headers, "Content-Type": "application/json"}
+        if d.api_key:
+            headers["x-goog-api-key"] = d.api_key
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=d.connect_timeout, sock_read=d.read_timeout
+        )
+        try:
+            response = await self._session.post(
+                self.url, data=json.dumps(body).encode(), headers=headers, timeout=timeout
+            )
+        except TimeoutError:
+            raise transport_error(
+                f"no answer within the deployment's timeouts ({d.name or d.model})"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise transport_error(f"{type(exc).__name__}: {exc}") from exc
+        if 200 <= response.status < 300:
+            return response
+        raw = b""
+        try:
+            while len(raw) < _MAX_ERROR_BODY and (
+                piece := await response.content.read(_MAX_ERROR_BODY - len(raw))
+            ):
+                raw += piece
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            pass  # the status alone must do
+        finally:
+            response.close()
+        raise _upstream_error(response.status, raw, response.headers.get("Retry-After"))
