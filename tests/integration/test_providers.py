@@ -107,3 +107,46 @@ async def test_anthropic_refused_key_and_overload(tmp_path: Path) -> None:
                     assert info.value.response.headers.get("retry-after")
         finally:
             await asyncio.to_thread(stop_server, server)
+
+
+async def test_gemini_text_json_tools_and_errors(tmp_path: Path) -> None:
+    from tests.upstreams import gemini_fake
+
+    script = gemini_fake.Script(api_key=PROVIDER_KEY)
+    model = min(gemini_fake.MODELS)
+    async with gemini_fake.serve(script) as url:
+        text = ("local: null\nmodels:\n  - id: gemini\n    deployments:\n"
+                f"      - backend: gemini\n        base_url: {url}\n"
+                f"        api_key_env: PROVIDER_KEY\n        model: {model}\n")
+        server = await gateway(tmp_path, text)
+        try:
+            async with AsyncOpenAI(base_url=server.v1, api_key=server.api_key,
+                                   max_retries=0) as c:
+                r, streamed, _, finish = await both(
+                    c, model="gemini", messages=[{"role": "system", "content": "Be brief."},
+                                                 {"role": "user", "content": "Hello!"}])
+                assert r.choices[0].message.content and streamed == r.choices[0].message.content
+                assert finish == "stop" and r.usage is not None and r.usage.prompt_tokens > 0
+                r, _, _, _ = await both(
+                    c, model="gemini", response_format={"type": "json_object"},
+                    messages=[{"role": "user", "content": "A recipe as JSON."}])
+                json.loads(r.choices[0].message.content or "")
+                r, _, pieces, finish = await both(
+                    c, model="gemini", tools=[WEATHER], tool_choice="required",
+                    messages=[{"role": "user", "content": "Weather in Paris?"}])
+                call = (r.choices[0].message.tool_calls or [])[0]
+                assert finish == "tool_calls" and call.function.name
+                assert pieces[0].id and pieces[0].function.name == call.function.name
+                assert isinstance(json.loads(call.function.arguments), dict)
+                with pytest.raises(openai.BadRequestError) as info:
+                    await c.chat.completions.create(
+                        model="gemini", messages=[{"role": "user", "content": "hi"}],
+                        logit_bias={"1": 1})
+                assert info.value.response.json()["error"]["param"] == "logit_bias"
+                script.status, script.retry_after = 429, 4
+                with pytest.raises(openai.RateLimitError) as limited:
+                    await c.chat.completions.create(
+                        model="gemini", messages=[{"role": "user", "content": "hi"}])
+                assert limited.value.response.headers["retry-after"]
+        finally:
+            await asyncio.to_thread(stop_server, server)
