@@ -95,19 +95,23 @@ def ensure_litellm(venv: Path) -> Path | None:
     return litellm if litellm.exists() else None
 
 
+LITELLM_KEY = "sk-litellm-bench-0123456789abcdef0123456789abcdef"
+
+
 def start_litellm(binary: Path, mock: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """LiteLLM's proxy with a master key (its auth on; it has no database here)."""
     home = Path(tempfile.mkdtemp())
     port = free_port()
     config = home / "litellm.yaml"
     config.write_text(
         "model_list:\n  - model_name: mock\n    litellm_params:\n      model: openai/mock\n"
         f"      api_base: {mock}\n      api_key: sk-mock\n")
-    env = {**os.environ, "LITELLM_LOG": "ERROR"}
+    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": LITELLM_KEY}
     process = subprocess.Popen(
         [str(binary), "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
     base = f"http://127.0.0.1:{port}/v1"
-    _wait(f"{base}/models", process, {"Authorization": "Bearer sk-none"})
+    _wait(f"{base}/models", process, {"Authorization": f"Bearer {LITELLM_KEY}"})
     return base, process
 
 
@@ -166,7 +170,7 @@ def main() -> None:
         if binary is not None:
             litellm, process = start_litellm(binary, mock)
             processes.append(process)
-            targets.append(("litellm proxy", litellm, "sk-none"))
+            targets.append(("litellm proxy", litellm, LITELLM_KEY))
         rows = []
         for name, base, token in targets:
             plain = sequential(base, token, args.requests, stream=False)

@@ -8,10 +8,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from kathan.api import responses
-from kathan.api.deps import ApiKeyDep, ChatServiceDep, MeteringDep
+from kathan.api.deps import ApiKeyDep
 from kathan.api.disconnect import unless_disconnected
 from kathan.api.sse import encode_stream
 from kathan.protocol.chat import ChatCompletion, ChatCompletionRequest
+from kathan.service.chat import ChatService
+from kathan.service.metering import Metering
 
 router = APIRouter()
 
@@ -28,12 +30,13 @@ _STREAM_DOC = {
     responses={200: _STREAM_DOC, **responses.errors(400, 401, 403, 404, 413, 422, 429, 503)},
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest,
-    service: ChatServiceDep,
-    principal: ApiKeyDep,
-    metering: MeteringDep,
-    request: Request,
+    body: ChatCompletionRequest, principal: ApiKeyDep, request: Request
 ) -> Response:
+    # The app's resources are read from its state directly: this is the hot path, and
+    # each FastAPI dependency costs a little on every request.
+    state = request.app.state
+    service: ChatService = state.chat
+    metering: Metering | None = state.metering
     meter = None
     if metering is not None:
         meter = metering.begin(principal, request_id=uuid.uuid4().hex, streamed=bool(body.stream))

@@ -11,8 +11,6 @@ from kathan.auth.authenticator import Authenticator
 from kathan.auth.principal import Principal
 from kathan.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
 from kathan.routing.registry import ModelRegistry
-from kathan.service.chat import ChatService
-from kathan.service.metering import Metering
 from kathan.store.db import Database
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk-...`")
@@ -20,19 +18,9 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 Kind = Literal["static", "key", "session"]
 
 
-async def chat_service(request: Request) -> ChatService:
-    service: ChatService = request.app.state.chat
-    return service
-
-
 async def registry(request: Request) -> ModelRegistry:
     reg: ModelRegistry = request.app.state.registry
     return reg
-
-
-async def metering(request: Request) -> Metering | None:
-    meter: Metering | None = request.app.state.metering
-    return meter
 
 
 async def database(request: Request) -> Database:
@@ -98,9 +86,7 @@ async def require_admin(
     return principal
 
 
-ChatServiceDep = Annotated[ChatService, Depends(chat_service)]
 RegistryDep = Annotated[ModelRegistry, Depends(registry)]
-MeteringDep = Annotated[Metering | None, Depends(metering)]
 DatabaseDep = Annotated[Database, Depends(database)]
 ApiKeyDep = Annotated[Principal, Depends(require_api_key)]
 AccountDep = Annotated[Principal, Depends(require_account)]
