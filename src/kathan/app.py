@@ -227,6 +227,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         version=__version__,
         description="OpenAI-compatible chat completions from an embedded llama.cpp engine.",
         lifespan=lifespan,
+        telemetry=None if settings.opentelemetry else {
+            "tracing": False, "metrics": False, "logs": False},
     )
     def load_stats() -> list[tuple[str, LoadStats]]:
         reg: ModelRegistry | None = getattr(app.state, "registry", None)

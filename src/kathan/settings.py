@@ -179,6 +179,11 @@ class Settings(BaseSettings):
         2, ge=1, description="`Retry-After` sent with 503 while the model is not ready."
     )
     log_level: str = Field("info", description="Log level for Kathan and uvicorn.")
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry traces and metrics, for an operator who "
+        "configures a provider. Off: no per-request check for one (/metrics is always on).",
+    )
     local: LocalModelSettings | None = Field(
         default_factory=LocalModelSettings,
         description="The embedded local model; null in the config file turns it off.",
