@@ -123,10 +123,10 @@ class OpenAIBackend:
         try:
             body = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+            response.close()
             raise UpstreamError(f"The upstream's answer could not be read: {type(exc).__name__}",
                                 status_code=503, retryable=False, retry_after=1) from exc
-        finally:
-            response.close()
+        response.release()  # read to the end: the connection goes back to the pool
         for choice in body.get("choices") or ():
             message = choice.get("message") or {}
             as_delta = {"index": choice.get("index", 0), "logprobs": choice.get("logprobs"),
@@ -169,11 +169,24 @@ class OpenAIBackend:
             raise UpstreamError("The upstream sent a chunk that is not JSON.",
                                 status_code=503, retryable=False, retry_after=1) from exc
         finally:
-            response.close()
+            if done:
+                await _drain(response)  # to the end, so the connection can be reused
+            else:
+                response.close()  # abandoned (the client left, or an error): cancel upstream
         if not done:
             raise UpstreamError("The upstream closed the stream before it finished.",
                                 status_code=503, retryable=False, retry_after=1)
         yield Delta(usage=usage or TokenUsage(0, pieces))
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    try:
+        async for _ in response.content.iter_any():
+            pass
+    except (aiohttp.ClientError, TimeoutError):
+        response.close()
+        return
+    response.release()
 
 
 def _choice_deltas(choice: dict[str, Any]) -> list[Delta]:
