@@ -52,7 +52,13 @@ import aiohttp
 from kathan.backends.base import Delta, LoadStats, TokenUsage, ToolCallDelta
 from kathan.backends.sse_client import sse_events
 from kathan.backends.toolcalls import ToolUse, tool_use
-from kathan.backends.upstream import Deployment, UpstreamError, error_for_status, transport_error
+from kathan.backends.upstream import (
+    Deployment,
+    UpstreamError,
+    error_for_status,
+    refuse_unsupported,
+    transport_error,
+)
 from kathan.errors import InvalidRequestError, UnsupportedParameterError
 from kathan.protocol.chat import (
     AssistantMessage,
@@ -152,12 +158,7 @@ def _check_supported(request: ChatCompletionRequest) -> None:
         (request.gender is not None, "gender"),
         (request.accent is not None, "accent"),
     ]
-    for failed, field in checks:
-        if failed:
-            raise UnsupportedParameterError(
-                f"'{field}' is not supported by the anthropic backend (model "
-                f"'{request.model}').", param=field,
-            )
+    refuse_unsupported(checks, backend="anthropic", model=request.model)
     if request.temperature is not None and request.temperature > 1:
         raise UnsupportedParameterError(
             f"'temperature' {request.temperature} is not supported by the anthropic backend: "

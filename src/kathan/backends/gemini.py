@@ -62,8 +62,14 @@ from kathan.backends.fetch import MAX_IMAGE_BYTES, fetch_image, parse_data_url
 from kathan.backends.gemini_schema import to_gemini_schema
 from kathan.backends.sse_client import sse_events
 from kathan.backends.toolcalls import ToolUse, new_call_id, tool_use
-from kathan.backends.upstream import Deployment, UpstreamError, error_for_status, transport_error
-from kathan.errors import InvalidRequestError, UnsupportedParameterError
+from kathan.backends.upstream import (
+    Deployment,
+    UpstreamError,
+    error_for_status,
+    refuse_unsupported,
+    transport_error,
+)
+from kathan.errors import InvalidRequestError
 from kathan.protocol.chat import (
     AssistantMessage,
     ChatCompletionRequest,
@@ -110,12 +116,7 @@ def _refuse_unsupported(request: ChatCompletionRequest) -> None:
         (request.gender is not None, "gender"),
         (request.accent is not None, "accent"),
     )
-    for failed, field in checks:
-        if failed:
-            raise UnsupportedParameterError(
-                f"'{field}' is not supported by the gemini backend (model '{request.model}').",
-                param=field,
-            )
+    refuse_unsupported(checks, backend="gemini", model=request.model)
     if request.top_logprobs is not None and not request.logprobs:
         raise InvalidRequestError("'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
 

@@ -10,10 +10,11 @@ router's (``kathan.routing``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from kathan.errors import KathanError
+from kathan.errors import KathanError, UnsupportedParameterError
 
 BackendKind = Literal["local", "openai", "anthropic", "gemini"]
 
@@ -107,3 +108,15 @@ def transport_error(what: str) -> UpstreamError:
         f"The upstream could not be reached: {what}", status_code=503, retryable=True,
         retry_after=1, code="upstream_unreachable",
     )
+
+
+def refuse_unsupported(
+    checks: Iterable[tuple[bool, str]], *, backend: str, model: str
+) -> None:
+    """Raise a 400 naming the first field whose check failed (``(failed, field)`` pairs)."""
+    for failed, name in checks:
+        if failed:
+            raise UnsupportedParameterError(
+                f"'{name}' is not supported by the {backend} backend (model '{model}').",
+                param=name,
+            )
