@@ -119,5 +119,20 @@ def build_registry(
         for fallback in model.fallbacks:
             if fallback not in known:
                 raise ConfigError(f"model {model.id}: fallback {fallback!r} is not a model")
+    _refuse_fallback_cycles(settings, registry)
     registry_box.append(registry)
     return registry, routers
+
+
+def _refuse_fallback_cycles(settings: Settings, registry: ModelRegistry) -> None:
+    """A model must not fall back, directly or not, to itself (requests would loop)."""
+    edges = {m.id: [registry.resolve(f).id for f in m.fallbacks] for m in settings.models}
+
+    def visit(model: str, path: tuple[str, ...]) -> None:
+        for nxt in edges.get(model, ()):
+            if nxt in path:
+                raise ConfigError("fallbacks loop: " + " -> ".join((*path, nxt)))
+            visit(nxt, (*path, nxt))
+
+    for model in edges:
+        visit(model, (model,))
