@@ -33,8 +33,8 @@ MESSAGES = [{"role": "user", "content": "Say hi."}]
 
 
 def _limits() -> dict[str, Any]:
-    return {"rpm": 1_000_000, "tpm": 1_000_000_000, "max_concurrent": 64,
-            "quota_tokens": 1_000_000_000, "quota_period": "day"}
+    return {"rpm": 1_000_000, "tpm": 2_000_000_000, "max_concurrent": 64,
+            "quota_tokens": 2_000_000_000, "quota_period": "day"}
 
 
 def end_to_end(requests: int, redis_url: str | None) -> None:

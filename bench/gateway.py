@@ -75,8 +75,8 @@ def start_kathan(mock: str) -> tuple[str, str, subprocess.Popen[bytes]]:
     account = httpx.post(f"{url}/admin/accounts", headers=auth, json={"name": "bench"}).json()
     key = httpx.post(f"{url}/admin/keys", headers=auth, json={
         "account_id": account["id"], "name": "bench", "limits": {
-            "rpm": 10_000_000, "tpm": 10_000_000_000, "max_concurrent": 1024,
-            "quota_tokens": 10_000_000_000, "quota_period": "day"}}).json()["key"]
+            "rpm": 10_000_000, "tpm": 2_000_000_000, "max_concurrent": 1024,
+            "quota_tokens": 2_000_000_000, "quota_period": "day"}}).json()["key"]
     return f"{url}/v1", key, process
 
 

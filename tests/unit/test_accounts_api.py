@@ -191,3 +191,10 @@ def test_store_outage_is_503_not_500(app_client: TestClient) -> None:
         db.session = real
     assert app_client.post("/v1/chat/completions", json=BODY,
                            headers=bearer(key)).status_code == 200
+
+
+def test_limits_beyond_the_stores_integers_are_422(app_client: TestClient) -> None:
+    r = app_client.post("/admin/accounts", headers=bearer(ADMIN), json={
+        "name": "big", "limits": {"max_concurrent": 409120613384536457216}})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"][-1] == "max_concurrent"

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from kathan.limits.base import Limits
 
 Email = str
+MAX_LIMIT = 2**31 - 1
 _EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,255}$"
 
 
@@ -20,10 +21,17 @@ class _In(BaseModel):
 class LimitsModel(_In):
     """A key's limits. Absent or null: unlimited."""
 
-    rpm: int | None = Field(None, ge=1, description="Requests per minute.")
-    tpm: int | None = Field(None, ge=1, description="Prompt + completion tokens per minute.")
-    max_concurrent: int | None = Field(None, ge=1, description="Requests in flight at once.")
-    quota_tokens: int | None = Field(None, ge=1, description="Tokens per quota period.")
+    # The store keeps limits in 32-bit integer columns (PostgreSQL's INTEGER).
+    rpm: int | None = Field(None, ge=1, le=MAX_LIMIT, description="Requests per minute.")
+    tpm: int | None = Field(
+        None, ge=1, le=MAX_LIMIT, description="Prompt + completion tokens per minute."
+    )
+    max_concurrent: int | None = Field(
+        None, ge=1, le=MAX_LIMIT, description="Requests in flight at once."
+    )
+    quota_tokens: int | None = Field(
+        None, ge=1, le=MAX_LIMIT, description="Tokens per quota period."
+    )
     quota_period: Literal["day", "month"] | None = Field(None, description="UTC day or month.")
 
     @model_validator(mode="after")
