@@ -57,6 +57,7 @@ from kathan.backends.upstream import (
     UpstreamError,
     error_for_status,
     refuse_unsupported,
+    retry_after_of,
     transport_error,
 )
 from kathan.errors import InvalidRequestError, UnsupportedParameterError
@@ -523,13 +524,6 @@ class StreamTranslator:
 # The backend
 
 
-def _retry_after(response: aiohttp.ClientResponse) -> int | None:
-    try:
-        return max(1, int(float(response.headers.get("Retry-After", ""))))
-    except (ValueError, OverflowError):
-        return None
-
-
 async def _error_message(response: aiohttp.ClientResponse) -> str:
     """Anthropic's ``{"type": "error", "error": {"type", "message"}}``, or the body's text."""
     text = (await response.text(errors="replace"))[:2000]
@@ -617,9 +611,7 @@ class AnthropicBackend:
         if deployment.api_key:
             self._headers["x-api-key"] = deployment.api_key
         self._headers.update(deployment.headers)
-        self._timeout = aiohttp.ClientTimeout(
-            sock_connect=deployment.connect_timeout, sock_read=deployment.read_timeout
-        )
+        self._timeout = deployment.timeout()
 
     @property
     def ready(self) -> bool:
@@ -643,5 +635,5 @@ class AnthropicBackend:
                 message = response.reason or ""
             finally:
                 response.release()
-            raise error_for_status(response.status, message, retry_after=_retry_after(response))
+            raise error_for_status(response.status, message, retry_after=retry_after_of(response))
         return _DeltaStream(response)

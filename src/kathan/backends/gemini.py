@@ -611,9 +611,7 @@ class GeminiBackend:
         headers = {**d.headers, "Content-Type": "application/json"}
         if d.api_key:
             headers["x-goog-api-key"] = d.api_key
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=d.connect_timeout, sock_read=d.read_timeout
-        )
+        timeout = d.timeout()
         try:
             response = await self._session.post(
                 self.url, data=json.dumps(body).encode(), headers=headers, timeout=timeout

@@ -27,6 +27,7 @@ from kathan.backends.upstream import (
     Deployment,
     UpstreamError,
     error_for_status,
+    retry_after_of,
     transport_error,
 )
 from kathan.protocol.chat import ChatCompletionRequest, TokenLogprob
@@ -45,14 +46,6 @@ def upstream_body(request: ChatCompletionRequest, model: str) -> dict[str, Any]:
         body["stream"] = False
         body.pop("stream_options", None)
     return body
-
-
-def retry_after_of(response: aiohttp.ClientResponse) -> int | None:
-    value = response.headers.get("Retry-After", "")
-    try:
-        return max(1, int(float(value)))
-    except ValueError:
-        return None
 
 
 async def error_message(response: aiohttp.ClientResponse) -> str:
@@ -87,9 +80,7 @@ class OpenAIBackend:
         self._headers = {"Content-Type": "application/json", **deployment.headers}
         if deployment.api_key:
             self._headers["Authorization"] = f"Bearer {deployment.api_key}"
-        self._timeout = aiohttp.ClientTimeout(
-            sock_connect=deployment.connect_timeout, sock_read=deployment.read_timeout
-        )
+        self._timeout = deployment.timeout()
 
     @property
     def ready(self) -> bool:

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import aiohttp
+
 from kathan.errors import KathanError, UnsupportedParameterError
 
 BackendKind = Literal["local", "openai", "anthropic", "gemini"]
@@ -33,6 +35,12 @@ class Deployment:
     read_timeout: float = 120.0  # longest silence between two bytes of a response
     headers: dict[str, str] = field(default_factory=dict)
     name: str = ""  # for logs and metrics, e.g. "gpt-4#0"
+
+    def timeout(self) -> aiohttp.ClientTimeout:
+        """No total limit (streams may be long): the connect and between-bytes limits."""
+        return aiohttp.ClientTimeout(
+            total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
+        )
 
 
 class UpstreamError(KathanError):
@@ -120,3 +128,11 @@ def refuse_unsupported(
                 f"'{name}' is not supported by the {backend} backend (model '{model}').",
                 param=name,
             )
+
+
+def retry_after_of(response: aiohttp.ClientResponse) -> int | None:
+    """An upstream's ``Retry-After`` in whole seconds (at least 1), when it sent a number."""
+    try:
+        return max(1, int(float(response.headers.get("Retry-After", ""))))
+    except (ValueError, OverflowError):
+        return None
