@@ -109,9 +109,16 @@ class UsageLedger:
             await self.flush()
 
     async def flush(self) -> bool:
-        """Write what is buffered; on failure keep it for the next try. True when all written."""
-        while self._rows:
-            batch = self._rows[: self._max_batch]
+        """Write what is buffered now; on failure keep it for the next try. True when all
+        of it was written.
+
+        Rows that arrive while a batch is being written wait for the next flush:
+        chasing them would turn a busy server's ledger into a stream of tiny
+        transactions, each with the full cost of a commit.
+        """
+        remaining = len(self._rows)
+        while remaining > 0:
+            batch = self._rows[: min(self._max_batch, remaining)]
             try:
                 await self._write(batch)
             except Exception:
@@ -119,6 +126,7 @@ class UsageLedger:
                 return False
             del self._rows[: len(batch)]
             self.written += len(batch)
+            remaining -= len(batch)
         return True
 
     async def close(self, *, attempts: int = 5) -> None:
@@ -126,8 +134,12 @@ class UsageLedger:
         self._wake.set()
         if self._task is not None:
             await self._task
-        for attempt in range(attempts):
-            if await self.flush():
-                return
-            await asyncio.sleep(0.2 * (attempt + 1))
+        failures = 0
+        while self._rows and failures < attempts:
+            # Requests still finishing may add rows while a batch is written.
+            if not await self.flush():
+                failures += 1
+                await asyncio.sleep(0.2 * failures)
+        if not self._rows:
+            return
         logger.error("%d usage rows could not be written at shutdown", len(self._rows))

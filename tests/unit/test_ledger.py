@@ -1,0 +1,70 @@
+"""The usage ledger's batching, with a fake writer at its seam."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from kathan.store.ledger import UsageLedger, UsageRow
+
+
+def _row(n: int) -> UsageRow:
+    return UsageRow(id=f"req-{n}", created_at=datetime(2026, 1, 2, tzinfo=UTC), account_id=None,
+                    key_id=None, key_prefix=None, model="m", status="succeeded",
+                    http_status=200, streamed=False)
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.fail = 0
+        self.during: list[UsageRow] = []  # recorded while a batch is being written
+        self.ledger: UsageLedger | None = None
+
+    async def __call__(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise OSError("store down")
+        self.batches.append([r["id"] for r in rows])
+        assert self.ledger is not None
+        while self.during:
+            self.ledger.record(self.during.pop(0))
+
+
+async def test_rows_arriving_during_a_write_wait_for_the_next_flush() -> None:
+    writer = Writer()
+    ledger = writer.ledger = UsageLedger(writer, max_batch=2)
+    for n in range(3):
+        ledger.record(_row(n))
+    writer.during = [_row(10), _row(11)]
+    assert await ledger.flush()
+    # The three rows buffered when the flush began, in batches of two; not the newcomers.
+    assert writer.batches == [["req-0", "req-1"], ["req-2"]]
+    assert ledger.pending == 2
+    assert await ledger.flush()
+    assert writer.batches[-1] == ["req-10", "req-11"]
+    assert ledger.pending == 0 and ledger.written == 5
+
+
+async def test_a_failed_write_keeps_its_rows_for_the_next_try() -> None:
+    writer = Writer()
+    ledger = writer.ledger = UsageLedger(writer)
+    ledger.record(_row(1))
+    writer.fail = 1
+    assert not await ledger.flush()
+    assert ledger.pending == 1
+    assert await ledger.flush()
+    assert writer.batches == [["req-1"]]
+
+
+async def test_close_writes_everything_including_rows_that_arrive_meanwhile() -> None:
+    writer = Writer()
+    ledger = writer.ledger = UsageLedger(writer, flush_seconds=60)
+    ledger.start()
+    ledger.record(_row(1))
+    writer.during = [_row(2)]
+    writer.fail = 1
+    await ledger.close()
+    assert [i for batch in writer.batches for i in batch] == ["req-1", "req-2"]
+    assert ledger.pending == 0
