@@ -246,10 +246,11 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         count=lambda status: metrics.requests.labels(status).inc(),
         path="/v1/chat/completions",
     )
+    # The chat route first: routes are matched in order, and it is the hot path.
+    app.include_router(chat.router)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.include_router(models.router)
-    app.include_router(chat.router)
     app.include_router(accounts.router)
     app.include_router(accounts.admin)
     return app

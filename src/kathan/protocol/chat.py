@@ -10,7 +10,8 @@ so nothing a client sends is dropped silently.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import functools
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -19,6 +20,7 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     model_serializer,
 )
+from pydantic_core import PydanticUndefined
 
 
 class _Wire(BaseModel):
@@ -315,3 +317,36 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChunkChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+@functools.cache
+def _layout(cls: type[BaseModel]) -> tuple[tuple[str, Any, Any], ...]:
+    """(name, default, default factory) of each field, in the model's order."""
+    return tuple(
+        (name, None if f.default is PydanticUndefined else f.default, f.default_factory)
+        for name, f in cls.model_fields.items()
+    )
+
+
+def construct(cls: type[_M], /, **values: Any) -> _M:
+    """What ``cls.model_construct(**values)`` builds (trusted values, no validation), in
+    a fraction of its time: streaming builds three models per token. Fields left out
+    take their defaults.
+
+    >>> construct(ChoiceDelta, content="Hel").model_dump_json()
+    '{"content":"Hel"}'
+    """
+    fields = {
+        name: values[name] if name in values else (factory() if factory else default)
+        for name, default, factory in _layout(cls)
+    }
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", fields)
+    object.__setattr__(model, "__pydantic_fields_set__", set(values))
+    object.__setattr__(
+        model, "__pydantic_extra__", {} if cls.model_config.get("extra") == "allow" else None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model

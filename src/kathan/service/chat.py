@@ -20,6 +20,7 @@ from kathan.protocol.chat import (
     FunctionCallDelta,
     ToolCallChunk,
     Usage,
+    construct,
 )
 from kathan.routing.registry import ModelRegistry
 from kathan.service.accumulate import accumulate
@@ -52,16 +53,16 @@ def _add_calls(delta: ChoiceDelta, calls: tuple[ToolCallDelta, ...], legacy: boo
     if legacy:
         # The legacy form has one call per reply and no ids.
         call = calls[0]
-        delta.function_call = FunctionCallDelta.model_construct(
+        delta.function_call = construct(FunctionCallDelta, 
             name=call.name, arguments="".join(c.arguments for c in calls)
         )
         return
     delta.tool_calls = [
-        ToolCallChunk.model_construct(
+        construct(ToolCallChunk, 
             index=c.index,
             id=c.id,
             type="function" if c.id is not None else None,
-            function=FunctionCallDelta.model_construct(name=c.name, arguments=c.arguments),
+            function=construct(FunctionCallDelta, name=c.name, arguments=c.arguments),
         )
         for c in calls
     ]
@@ -136,7 +137,7 @@ class ChatService:
         created = int(time.time())
 
         def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
-            return ChatCompletionChunk.model_construct(
+            return construct(ChatCompletionChunk, 
                 id=chunk_id,
                 object="chat.completion.chunk",
                 created=created,
@@ -152,12 +153,12 @@ class ChatService:
             finish: str | None = None,
             logprobs: ChoiceLogprobs | None = None,
         ) -> ChunkChoice:
-            return ChunkChoice.model_construct(
+            return construct(ChunkChoice, 
                 index=index, delta=delta, finish_reason=finish, logprobs=logprobs
             )
 
         yield chunk(
-            [choice(i, ChoiceDelta.model_construct(role="assistant", content="")) for i in range(n)]
+            [choice(i, construct(ChoiceDelta, role="assistant", content="")) for i in range(n)]
         )
         first = last = None
         try:
@@ -167,16 +168,16 @@ class ChatService:
                     if first is None:
                         first = last
                     logprobs = (
-                        ChoiceLogprobs.model_construct(content=list(delta.logprobs), refusal=None)
+                        construct(ChoiceLogprobs, content=list(delta.logprobs), refusal=None)
                         if delta.logprobs
                         else None
                     )
-                    content = ChoiceDelta.model_construct(role=None, content=delta.content)
+                    content = construct(ChoiceDelta, role=None, content=delta.content)
                     if delta.tool_calls:
                         _add_calls(content, delta.tool_calls, legacy)
                     yield chunk([choice(delta.index, content, logprobs=logprobs)])
                 elif delta.finish_reason is not None:
-                    empty = ChoiceDelta.model_construct(role=None, content=None)
+                    empty = construct(ChoiceDelta, role=None, content=None)
                     finish = delta.finish_reason
                     if delta.index == 0:
                         finish_reason = finish

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -44,6 +45,16 @@ class _EngineCollector(Collector):
         yield from gauges.values()
 
 
+@dataclass(frozen=True, slots=True)
+class _ModelMetrics:
+    ttft: Histogram
+    tpot: Histogram
+    generated: Counter
+    prompt: Counter
+    prefix_hits: Counter
+    prefix_tokens: Counter
+
+
 class Metrics:
     """Counters and histograms for chat requests, plus the engine's gauges."""
 
@@ -69,20 +80,28 @@ class Metrics:
             "kathan_prefix_cache_tokens", "Prompt tokens served from cached KV.", ["model"],
             registry=r)
         r.register(_EngineCollector(engine_stats))
+        self._per_model: dict[str, _ModelMetrics] = {}
 
     def observe_completion(
         self, model: str, *, ttft: float | None, tpot: float | None,
         prompt: int, completion: int, cached: int,
     ) -> None:
+        m = self._per_model.get(model)
+        if m is None:
+            # ``labels()`` looks the child up under a lock on every call; once per model is enough.
+            m = self._per_model[model] = _ModelMetrics(
+                self.ttft.labels(model), self.tpot.labels(model), self.generated.labels(model),
+                self.prompt.labels(model), self.prefix_hits.labels(model),
+                self.prefix_tokens.labels(model))
         if ttft is not None:
-            self.ttft.labels(model).observe(ttft)
+            m.ttft.observe(ttft)
         if tpot is not None:
-            self.tpot.labels(model).observe(tpot)
-        self.generated.labels(model).inc(completion)
-        self.prompt.labels(model).inc(prompt)
+            m.tpot.observe(tpot)
+        m.generated.inc(completion)
+        m.prompt.inc(prompt)
         if cached:
-            self.prefix_hits.labels(model).inc()
-            self.prefix_tokens.labels(model).inc(cached)
+            m.prefix_hits.inc()
+            m.prefix_tokens.inc(cached)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
