@@ -1,8 +1,10 @@
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from pydantic import BaseModel
 
-from kathan.api.sse import DONE, encode, encode_stream
+from kathan.api.sse import DONE, EventStreamResponse, encode, encode_stream
 from kathan.errors import ContextLengthExceededError
 
 
@@ -55,3 +57,78 @@ async def test_unexpected_error_is_reported_without_internals() -> None:
     assert parts[0].startswith(b"event: error")
     assert b"secret" not in parts[0]
     assert parts[-1] == DONE
+
+
+async def test_events_ready_together_leave_in_one_write() -> None:
+    gate = asyncio.Event()
+
+    async def events() -> AsyncIterator[bytes]:
+        for n in range(5):  # a burst: ready without waiting
+            yield f"data: {n}\n\n".encode()
+        await gate.wait()  # then the next one takes a while
+        yield b"data: late\n\n"
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if len(sent) == 2:
+            gate.set()
+
+    await EventStreamResponse(events()).stream_response(send)
+    bodies = [m["body"] for m in sent[1:]]
+    assert bodies == [b"".join(f"data: {n}\n\n".encode() for n in range(5)),
+                      b"data: late\n\n", b""]
+    assert sent[-1]["more_body"] is False
+
+
+async def test_a_slow_client_holds_back_the_producer() -> None:
+    produced = 0
+
+    async def events() -> AsyncIterator[bytes]:
+        nonlocal produced
+        for _ in range(1000):
+            produced += 1
+            yield b"data: x\n\n"
+
+    release = asyncio.Event()
+    sent: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message["body"]:
+            await release.wait()  # the client does not read
+            sent.append(message["body"])
+
+    task = asyncio.create_task(EventStreamResponse(events()).stream_response(send))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    # One write in flight and at most max_pending more events waiting, not all 1000.
+    assert produced <= 2 * EventStreamResponse.max_pending
+    release.set()
+    await task
+    assert b"".join(sent) == b"data: x\n\n" * 1000
+
+
+async def test_a_failed_write_stops_the_events() -> None:
+    closed = False
+
+    async def events() -> AsyncIterator[bytes]:
+        nonlocal closed
+        try:
+            while True:
+                yield b"data: x\n\n"
+                await asyncio.sleep(0)
+        finally:
+            closed = True
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("client gone")
+
+    try:
+        await EventStreamResponse(events()).stream_response(send)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the write error was swallowed")
+    assert closed

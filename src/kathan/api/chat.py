@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from kathan.api import responses
 from kathan.api.deps import ApiKeyDep
 from kathan.api.disconnect import unless_disconnected
-from kathan.api.sse import encode_stream
+from kathan.api.sse import EventStreamResponse, encode_stream
 from kathan.protocol.chat import ChatCompletion, ChatCompletionRequest
 from kathan.service.chat import ChatService
 from kathan.service.metering import Metering
@@ -42,7 +42,7 @@ async def create_chat_completion(
         meter = metering.begin(principal, request_id=uuid.uuid4().hex, streamed=bool(body.stream))
     if body.stream:
         chunks = await unless_disconnected(request, service.stream(body, meter=meter))
-        return StreamingResponse(
+        return EventStreamResponse(
             encode_stream(chunks),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

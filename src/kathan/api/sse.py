@@ -6,11 +6,14 @@ status code, so it becomes an ``error`` event followed by ``data: [DONE]``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
 
 from pydantic import BaseModel
+from starlette.responses import StreamingResponse
+from starlette.types import Send
 
 from kathan.errors import EngineError, KathanError
 
@@ -42,3 +45,67 @@ async def encode_stream(items: AsyncIterator[BaseModel]) -> AsyncIterator[bytes]
         if aclose is not None:
             await aclose()
     yield DONE
+
+
+class EventStreamResponse(StreamingResponse):
+    """A ``text/event-stream`` response that sends, in one write, every event that is
+    ready when the socket is free.
+
+    The request's task runs the event iterator, as with Starlette's own
+    response (a client that leaves cancels it, and with it the upstream or
+    engine work); a writer task sends what has accumulated. Nothing waits to be
+    batched: an event goes out as soon as the writer is free, so a local
+    model's tokens still leave one by one, while an upstream's burst of events
+    that arrived in one read (OpenAI-compatible servers often send a dozen at
+    once) leaves in one write instead of a dozen, each a trip through the ASGI
+    stack and a system call. At most ``max_pending`` events wait for a slow
+    client before the iterator waits too.
+    """
+
+    max_pending = 64
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        ready: list[bytes] = []
+        wake = asyncio.Event()
+        room = asyncio.Event()
+        room.set()
+        finished = False
+
+        async def write() -> None:
+            try:
+                while True:
+                    if not ready:
+                        if finished:
+                            return
+                        await wake.wait()
+                        wake.clear()
+                        continue
+                    body = b"".join(ready)
+                    ready.clear()
+                    room.set()
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+            finally:
+                room.set()  # an iterator waiting for room must see that the writer stopped
+
+        writer = asyncio.create_task(write())
+        try:
+            async for event in self.body_iterator:
+                if writer.done():
+                    # The writer failed (the client is gone): stop the work, raise its error.
+                    aclose = getattr(self.body_iterator, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+                    break
+                ready.append(event if isinstance(event, bytes) else bytes(event))
+                wake.set()
+                if len(ready) >= self.max_pending:
+                    room.clear()
+                    await room.wait()
+            finished = True
+            wake.set()
+            await writer
+        finally:
+            writer.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
