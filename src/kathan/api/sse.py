@@ -98,7 +98,7 @@ class EventStreamResponse(StreamingResponse):
                     if aclose is not None:
                         await aclose()
                     break
-                ready.append(event if isinstance(event, bytes) else bytes(event))
+                ready.append(event.encode(self.charset) if isinstance(event, str) else bytes(event))
                 wake.set()
                 if len(ready) >= self.max_pending:
                     room.clear()
