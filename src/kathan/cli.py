@@ -69,6 +69,8 @@ def serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
+        # Access lines are info-level: below that, skip building them at all.
+        access_log=settings.log_level in ("debug", "info"),
         timeout_graceful_shutdown=5,
     )
     return 0
