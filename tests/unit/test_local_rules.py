@@ -23,19 +23,12 @@ def test_plain_request_is_supported() -> None:
 @pytest.mark.parametrize(
     ("kw", "field"),
     [
-        ({"finetune": True}, "finetune"),
-        ({"gender": "female"}, "gender"),
-        ({"accent": "british"}, "accent"),
         ({"reasoning_effort": "low"}, "reasoning_effort"),
     ],
 )
 def test_unhonoured_fields_are_named(kw: dict[str, object], field: str) -> None:
     problem = _unsupported(req(**kw))
     assert problem is not None and problem[0] == field
-
-
-def test_finetune_false_is_the_normal_path() -> None:
-    assert _unsupported(req(finetune=False)) is None
 
 
 def test_developer_role_renders_as_system_and_parts_join() -> None:

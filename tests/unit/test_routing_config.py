@@ -32,6 +32,8 @@ async def test_minimal_models_build_with_aliases(monkeypatch: pytest.MonkeyPatch
         ([model("a", fallbacks=["a"])], "fallbacks loop"),
         ([model("a", fallbacks=["nope"])], "is not a model"),
         ([model("a"), model("a")], "configured twice"),
+        ([model("a", voice_model="nope")], "voice_model 'nope' is not a model"),
+        ([model("a", aliases=["b"], voice_model="b")], "voice_model names the model itself"),
     ],
 )
 async def test_bad_model_configurations_are_refused(models: list[Any], words: str) -> None:
@@ -49,3 +51,10 @@ async def test_missing_key_variable_is_named(monkeypatch: pytest.MonkeyPatch) ->
         with pytest.raises(ConfigError, match="NO_SUCH_KEY_VAR"):
             build_registry(Settings(local=None, models=[entry]), local=None, local_created=0,
                            session=session)
+
+
+async def test_a_voice_variant_is_kept_on_the_entry() -> None:
+    settings = Settings(local=None, models=[model("a", voice_model="a-voice"), model("a-voice")])
+    async with aiohttp.ClientSession() as session:
+        registry, _ = build_registry(settings, local=None, local_created=0, session=session)
+    assert registry.resolve("a").voice_model == "a-voice"

@@ -30,7 +30,7 @@ Where the two APIs differ, this backend does the following:
   OpenAI client cannot send back: when the request continues a tool-use loop
   (its last assistant turn called tools) or a final assistant message.
 - Parameters Anthropic lacks (``seed``, ``logprobs``, penalties, ``min_p``,
-  ``logit_bias``, ``n`` > 1, JSON response formats, the voice extras) are
+  ``logit_bias``, ``n`` > 1, JSON response formats) are
   refused with a 400 naming them, unless they hold their no-op value
   (``presence_penalty: 0``, ``n: 1`` ...). ``top_k: 0`` (llama.cpp's "off") is
   not sent.
@@ -154,10 +154,6 @@ def _check_supported(request: ChatCompletionRequest) -> None:
         (bool(request.min_p), "min_p"),
         (request.seed is not None, "seed"),
         (fmt is not None and fmt.type != "text", "response_format"),
-        (bool(request.finetune), "finetune"),
-        (request.language is not None, "language"),
-        (request.gender is not None, "gender"),
-        (request.accent is not None, "accent"),
     ]
     refuse_unsupported(checks, backend="anthropic", model=request.model)
     if request.temperature is not None and request.temperature > 1:

@@ -35,8 +35,8 @@ How a chat request becomes a Gemini request (``to_gemini``):
   and ``logprobs`` (``top_logprobs``), ``responseMimeType``/``responseSchema``
   (``response_format``) and ``thinkingConfig.thinkingBudget``
   (``reasoning_effort``).
-- Refused with a 400 naming the field: ``logit_bias``, ``repetition_penalty``,
-  ``min_p`` and the voice extras. Not sent, having no Gemini counterpart and
+- Refused with a 400 naming the field: ``logit_bias``, ``repetition_penalty``
+  and ``min_p``. Not sent, having no Gemini counterpart and
   no effect on the answer: ``user`` and the participants' ``name``.
 
 Gemini's thought parts are the model's reasoning summaries, not its answer:
@@ -111,10 +111,6 @@ def _refuse_unsupported(request: ChatCompletionRequest) -> None:
         (bool(request.logit_bias), "logit_bias"),
         (request.repetition_penalty is not None, "repetition_penalty"),
         (request.min_p is not None, "min_p"),
-        (bool(request.finetune), "finetune"),
-        (request.language is not None, "language"),
-        (request.gender is not None, "gender"),
-        (request.accent is not None, "accent"),
     )
     refuse_unsupported(checks, backend="gemini", model=request.model)
     if request.top_logprobs is not None and not request.logprobs:

@@ -67,10 +67,6 @@ def _unsupported(request: ChatCompletionRequest) -> tuple[str, str] | None:
     for extra in request.model_extra or {}:
         return extra, ""
     checks: list[tuple[bool, str, str]] = [
-        (bool(request.finetune), "finetune", "voice-agent mode"),
-        (request.language is not None, "language", "voice-agent mode"),
-        (request.gender is not None, "gender", "voice-agent mode"),
-        (request.accent is not None, "accent", "voice-agent mode"),
         (
             request.reasoning_effort is not None,
             "reasoning_effort",

@@ -18,9 +18,13 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
     model_serializer,
 )
 from pydantic_core import PydanticUndefined
+
+from kathan.voice.profile import check_accent, check_language, check_pair
 
 
 class _Wire(BaseModel):
@@ -192,15 +196,35 @@ class ChatCompletionRequest(_Wire):
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    # The voice-agent extras of the first seed.
-    finetune: bool | None = Field(None, description="Use the voice-agent variant.")
-    language: str | None = Field(None, description="Target language code, e.g. en, hi, es, fr.")
-    gender: Literal["male", "female"] | None = Field(None, description="Voice gender.")
-    accent: str | None = Field(None, description="Accent, e.g. american, british, indian.")
+    # The voice-agent extras of the first seed (supported values: voice/data/voices.yaml).
+    finetune: bool | None = Field(
+        None, description="Voice-agent mode: speakable replies, from the model's voice "
+        "variant when it has one.")
+    language: str | None = Field(
+        None, description="Reply language for voice mode: en, hi, es or fr. Turns voice "
+        "mode on, as does gender or accent.")
+    gender: Literal["male", "female"] | None = Field(
+        None, description="The voice's gender: the agent refers to itself accordingly.")
+    accent: str | None = Field(
+        None, description="Regional variety: american, british, indian (en), indian (hi), "
+        "mexican (es), french (fr).")
     # llama.cpp's sampling extras.
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        return None if value is None else check_language(value)
+
+    @field_validator("accent")
+    @classmethod
+    def _known_accent(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        check_pair(info.data.get("language"), check_accent(value))
+        return value
 
     @property
     def stop_list(self) -> tuple[str, ...]:

@@ -85,6 +85,7 @@ def build_registry(
         entries.append(ModelEntry(
             id=settings.local.id, owned_by=settings.local.owned_by, created=local_created,
             backend=local, aliases=tuple(settings.local.aliases),
+            voice_model=settings.local.voice_model,
         ))
     routers: list[Router] = []
     registry_box: list[ModelRegistry] = []
@@ -109,7 +110,8 @@ def build_registry(
                         tuple(model.fallbacks), resolve)
         routers.append(router)
         entries.append(ModelEntry(id=model.id, owned_by=model.owned_by, created=created,
-                                  backend=router, aliases=tuple(model.aliases)))
+                                  backend=router, aliases=tuple(model.aliases),
+                                  voice_model=model.voice_model))
     try:
         registry = ModelRegistry(entries)
     except ValueError as exc:
@@ -120,6 +122,13 @@ def build_registry(
             if fallback not in known:
                 raise ConfigError(f"model {model.id}: fallback {fallback!r} is not a model")
     _refuse_fallback_cycles(settings, registry)
+    for entry in registry.entries:
+        if entry.voice_model is None:
+            continue
+        if entry.voice_model not in known:
+            raise ConfigError(f"model {entry.id}: voice_model {entry.voice_model!r} is not a model")
+        if registry.resolve(entry.voice_model).id == entry.id:
+            raise ConfigError(f"model {entry.id}: voice_model names the model itself")
     registry_box.append(registry)
     return registry, routers
 

@@ -15,6 +15,7 @@ class ModelEntry:
     created: int
     backend: Backend
     aliases: tuple[str, ...] = field(default=())
+    voice_model: str | None = None  # where `finetune: true` goes (an id or alias)
 
 
 class ModelRegistry:

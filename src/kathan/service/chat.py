@@ -26,6 +26,8 @@ from kathan.routing.registry import ModelRegistry
 from kathan.service.accumulate import accumulate
 from kathan.service.metering import Meter
 from kathan.service.metrics import Metrics
+from kathan.service.voice import speak, voice_request
+from kathan.voice.profile import voice_of
 
 
 def _usage(delta: Delta) -> Usage:
@@ -94,11 +96,21 @@ class ChatService:
         and the request's ledger row is written however it ends.
         """
         started = time.perf_counter()
+        voice = voice_of(request.finetune, request.language, request.gender, request.accent)
         try:
             entry = self.registry.resolve(request.model)
             if meter is not None:
                 await meter.admit(entry.id, entry.aliases)
+            if voice is not None:
+                request = voice_request(request, voice)
+                if voice.finetune and entry.voice_model is not None:
+                    # The response's `model` names the variant that answered.
+                    entry = self.registry.resolve(entry.voice_model)
+                    if meter is not None:
+                        meter.model = entry.id
             deltas = await entry.backend.open(request)
+            if voice is not None:
+                deltas = speak(deltas, voice.locale)
         except BaseException as exc:
             if meter is not None:
                 meter.model = meter.model or request.model

@@ -25,6 +25,7 @@ class Voice:
     accent: str
     gender: str | None
     locale: str  # e.g. "en-GB": the speech shaper's rules
+    finetune: bool = False  # the request asked for the model's voice variant
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,7 @@ def voice_of(
     first language that has it (``indian`` alone is Indian English).
 
     >>> voice_of(True, "es", "female", None)
-    Voice(language='es', accent='mexican', gender='female', locale='es-MX')
+    Voice(language='es', accent='mexican', gender='female', locale='es-MX', finetune=True)
     >>> voice_of(None, None, None, None) is None
     True
     """
@@ -109,4 +110,4 @@ def voice_of(
         language = next((lang for lang, t in table.items() if accent in t), next(iter(table)))
     if accent is None:
         accent = next(iter(table[language]))
-    return Voice(language, accent, gender, table[language][accent])
+    return Voice(language, accent, gender, table[language][accent], bool(finetune))

@@ -1,0 +1,72 @@
+"""Voice-agent mode in the serving layer: the persona goes into the request, and
+every backend's deltas go through the speech shaper on the way out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from kathan.backends.base import Delta
+from kathan.errors import InvalidRequestError
+from kathan.protocol.chat import ChatCompletionRequest
+from kathan.voice.persona import with_persona
+from kathan.voice.profile import Voice
+from kathan.voice.shaper import SpeechShaper
+
+
+def voice_request(request: ChatCompletionRequest, voice: Voice) -> ChatCompletionRequest:
+    """The request a backend gets in voice mode: the persona merged into its messages,
+    and the voice fields consumed here (an upstream must not apply them again)."""
+    if request.logprobs or request.top_logprobs:
+        raise InvalidRequestError(
+            "logprobs cannot be honoured in voice mode: the reply is rewritten for speech, "
+            "so its text is not the tokens the model chose. Drop logprobs, or the voice "
+            "fields (finetune, language, gender, accent).",
+            param="logprobs" if request.logprobs else "top_logprobs",
+        )
+    return request.model_copy(update={
+        "messages": with_persona(request.messages, voice),
+        "finetune": None, "language": None, "gender": None, "accent": None,
+    })
+
+
+async def speak(deltas: AsyncIterator[Delta], locale: str) -> AsyncIterator[Delta]:
+    """Each choice's text as speakable pieces: every content delta that comes out is one
+    whole piece (a sentence, or an early clause first), cleaned and normalized for
+    ``locale``. Pieces after a choice's first start with a space, so the
+    concatenation a client makes reads as the whole cleaned text. Tool calls, finish
+    reasons and usage pass through; a choice's text is flushed before it finishes.
+    """
+    shapers: dict[int, SpeechShaper] = {}
+    started: set[int] = set()
+
+    def pieces(index: int, texts: list[str]) -> list[Delta]:
+        out = []
+        for text in texts:
+            out.append(Delta(index=index, content=f" {text}" if index in started else text))
+            started.add(index)
+        return out
+
+    try:
+        async for delta in deltas:
+            index = delta.index
+            if delta.content or delta.tool_calls:
+                if delta.content:
+                    shaper = shapers.get(index)
+                    if shaper is None:
+                        shaper = shapers[index] = SpeechShaper(locale)
+                    for piece in pieces(index, shaper.feed(delta.content)):
+                        yield piece
+                if delta.tool_calls:
+                    yield Delta(index=index, tool_calls=delta.tool_calls)
+            elif delta.finish_reason is not None:
+                shaper = shapers.pop(index, None)
+                if shaper is not None:
+                    for piece in pieces(index, shaper.flush()):
+                        yield piece
+                yield delta
+            else:
+                yield delta
+    finally:
+        aclose = getattr(deltas, "aclose", None)
+        if aclose is not None:
+            await aclose()
