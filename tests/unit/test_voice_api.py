@@ -141,5 +141,5 @@ def test_stop_sequences_apply_to_the_model_text_before_shaping() -> None:
     with client_for(ModelEntry(id="fake", owned_by="t", created=1, backend=backend)) as c:
         r = c.post("/v1/chat/completions", json={**BODY, "finetune": True, "language": "en",
                    "stop": ["!", "\n"]}, headers=AUTH)
-    assert r.json()["choices"][0]["message"]["content"] == "Dream big, work hard"
+    assert r.json()["choices"][0]["message"]["content"] == "Dream big, work hard."
     assert backend.requests[0].stop == ["!", "\n"]

@@ -3,6 +3,7 @@ every backend's deltas go through the speech shaper on the way out."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 from kathan.backends.base import Delta
@@ -29,12 +30,24 @@ def voice_request(request: ChatCompletionRequest, voice: Voice) -> ChatCompletio
     })
 
 
+_ENDED = re.compile(r"[.?!।॥…][\"'”’»)]*$")
+
+
+def _closed(text: str, locale: str) -> str:
+    """The last piece of a reply ends as a sentence, so the voice's intonation falls."""
+    if _ENDED.search(text):
+        return text
+    return text + ("।" if locale.startswith("hi") else ".")
+
+
 async def speak(deltas: AsyncIterator[Delta], locale: str) -> AsyncIterator[Delta]:
     """Each choice's text as speakable pieces: every content delta that comes out is one
     whole piece (a sentence, or an early clause first), cleaned and normalized for
     ``locale``. Pieces after a choice's first start with a space, so the
     concatenation a client makes reads as the whole cleaned text. Tool calls, finish
-    reasons and usage pass through; a choice's text is flushed before it finishes.
+    reasons and usage pass through; a choice's text is flushed before it finishes,
+    its last piece closed with a full stop when it lacks one (a reply cut by
+    ``max_tokens`` or a stop sequence, a last line without punctuation).
     """
     shapers: dict[int, SpeechShaper] = {}
     started: set[int] = set()
@@ -61,7 +74,10 @@ async def speak(deltas: AsyncIterator[Delta], locale: str) -> AsyncIterator[Delt
             elif delta.finish_reason is not None:
                 shaper = shapers.pop(index, None)
                 if shaper is not None:
-                    for piece in pieces(index, shaper.flush()):
+                    rest = shaper.flush()
+                    if rest:
+                        rest[-1] = _closed(rest[-1], locale)
+                    for piece in pieces(index, rest):
                         yield piece
                 yield delta
             else:
