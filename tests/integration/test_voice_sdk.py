@@ -116,8 +116,8 @@ async def test_seed_stop_sequences_with_finetune(client: AsyncOpenAI) -> None:
     content = r.choices[0].message.content or ""
     assert "!" not in content and "\n" not in content
     assert not UNSPEAKABLE.search(content), content
-    pieces, finish = await voice_stream(client, MODEL, messages, extra, temperature=0.7,
-                                        max_tokens=150, stop=["!", "\n"])
+    pieces, _ = await voice_stream(client, MODEL, messages, extra, temperature=0.7,
+                                   max_tokens=150, stop=["!", "\n"])
     assert "!" not in "".join(pieces)
     for piece in pieces:
         assert not UNSPEAKABLE.search(piece), piece
