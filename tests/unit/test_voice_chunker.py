@@ -15,16 +15,20 @@ def identity(text: str, locale: str) -> str:
     return text
 
 
-def shape(text: str, locale: str, cuts: list[int] | None = None) -> list[str]:
-    """Feed `text` split at the positions `cuts`; return every piece."""
-    shaper = SpeechShaper(locale, identity)
+def split_feed(stage: SpeechShaper | SentenceChunker, text: str,
+               cuts: list[int] | None) -> list[str]:
+    """Feed `text` to `stage` split at the positions `cuts`; return every piece."""
     out: list[str] = []
     prev = 0
     for cut in cuts or []:
-        out += shaper.feed(text[prev:cut])
+        out += stage.feed(text[prev:cut])
         prev = cut
-    out += shaper.feed(text[prev:])
-    return out + shaper.flush()
+    out += stage.feed(text[prev:])
+    return out + stage.flush()
+
+
+def shape(text: str, locale: str, cuts: list[int] | None = None) -> list[str]:
+    return split_feed(SpeechShaper(locale, identity), text, cuts)
 
 
 def reply(*lines: str) -> str:
@@ -32,14 +36,7 @@ def reply(*lines: str) -> str:
 
 
 def chunk(text: str, locale: str = "en-US", cuts: list[int] | None = None, **kw: int) -> list[str]:
-    chunker = SentenceChunker(locale, **kw)
-    out: list[str] = []
-    prev = 0
-    for cut in cuts or []:
-        out += chunker.feed(text[prev:cut])
-        prev = cut
-    out += chunker.feed(text[prev:])
-    return out + chunker.flush()
+    return split_feed(SentenceChunker(locale, **kw), text, cuts)
 
 
 # --- golden replies ---------------------------------------------------------------------
