@@ -143,3 +143,19 @@ def test_stop_sequences_apply_to_the_model_text_before_shaping() -> None:
                    "stop": ["!", "\n"]}, headers=AUTH)
     assert r.json()["choices"][0]["message"]["content"] == "Dream big, work hard."
     assert backend.requests[0].stop == ["!", "\n"]
+
+
+@pytest.mark.parametrize(
+    ("pieces", "language", "spoken"),
+    [
+        (["नमस्ते, आप कैसे", " हैं,"], "hi", "नमस्ते, आप कैसे हैं।"),
+        (["Cut off by the limit, mid"], "en", "Cut off by the limit, mid."),
+        (["- **1. Arrive early**: be calm\n- **2.", " Smile**"], "en",
+         "Arrive early: be calm. Smile."),
+    ],
+)
+def test_a_reply_ends_as_a_spoken_sentence(pieces: list[str], language: str, spoken: str) -> None:
+    backend = FakeBackend(pieces)
+    with client_for(ModelEntry(id="fake", owned_by="t", created=1, backend=backend)) as c:
+        r = c.post("/v1/chat/completions", json={**BODY, "language": language}, headers=AUTH)
+    assert r.json()["choices"][0]["message"]["content"] == spoken

@@ -31,12 +31,15 @@ def voice_request(request: ChatCompletionRequest, voice: Voice) -> ChatCompletio
 
 
 _ENDED = re.compile(r"[.?!।॥…][\"'”’»)]*$")
+_CLAUSE_END = re.compile(r"[\s,;:—–-]+$")
 
 
 def _closed(text: str, locale: str) -> str:
     """The last piece of a reply ends as a sentence, so the voice's intonation falls."""
     if _ENDED.search(text):
         return text
+    # A clause mark left where the reply was cut becomes the full stop.
+    text = _CLAUSE_END.sub("", text)
     return text + ("।" if locale.startswith("hi") else ".")
 
 

@@ -254,12 +254,18 @@ class SentenceChunker:
             return nxt.isupper()
         if (len(token) == 2 and token[0].isupper()) or _INITIALS.fullmatch(token):
             return False  # J. K. Rowling, U.S. Army
-        # "1. Preheat the oven" is a list item, not a sentence.
-        return not (token[:-1].isdigit() and len(token) <= 4 and self._at_line_start(buf, ts))
+        # "1. Preheat the oven" (or "- **1. Preheat**") is a list item, not a sentence.
+        number = token.lstrip("*_")
+        return not (number[:-1].isdigit() and len(number) <= 4 and self._at_line_start(buf, ts))
 
     def _at_line_start(self, buf: str, i: int) -> bool:
+        """Whether only blanks, or a list bullet, stand before ``i`` on its line."""
         while i > 0 and buf[i - 1] in " \t":
             i -= 1
+        if i > 0 and buf[i - 1] in "-*+•" and buf[i] in " \t":
+            i -= 1
+            while i > 0 and buf[i - 1] in " \t":
+                i -= 1
         return (buf[i - 1] if i else self._prev) == "\n"
 
     def _clause_break(self, buf: str, i: int, final: bool) -> int:

@@ -205,7 +205,9 @@ _HR = re.compile(r"(?:[-*_][ \t]*){3,}|=+")
 _TABLE_SEP = re.compile(r"[\s|:\-]*\|[\s|:\-]*")
 _PREFIX = re.compile(
     r"[ \t]*(?:>[ \t]?)*[ \t]*"
-    r"(?:(#{1,6})[ \t]+|(?:[-*+•‣◦▪]|\d{1,3}[.)])[ \t]+(?:\[[ xX]\][ \t]+)?)?"
+    # A bullet, a number, or both ("- **1. Title**": a number inside emphasis too).
+    r"(?:(#{1,6})[ \t]+|(?=[-*+•‣◦▪_\d])(?:[-*+•‣◦▪][ \t]+)?"
+    r"(?:(?:\*\*|__)?\d{1,3}[.)][ \t]+)?(?:\[[ xX]\][ \t]+)?)?"
 )
 _HEADING_TAIL = re.compile(r"[ \t]+#+[ \t]*$")
 _CODE = re.compile(r"(`+)(.+?)\1")
