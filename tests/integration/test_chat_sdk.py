@@ -214,8 +214,6 @@ def test_choices_that_cannot_all_fit_are_400(client: OpenAI) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"extra_body": {"finetune": True}}, "finetune"),
-        ({"extra_body": {"language": "hi"}}, "language"),
         ({"reasoning_effort": "low"}, "reasoning_effort"),
         ({"messages": [{"role": "user", "content": [
             {"type": "text", "text": "what is this?"},
