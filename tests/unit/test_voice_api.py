@@ -159,3 +159,16 @@ def test_a_reply_ends_as_a_spoken_sentence(pieces: list[str], language: str, spo
     with client_for(ModelEntry(id="fake", owned_by="t", created=1, backend=backend)) as c:
         r = c.post("/v1/chat/completions", json={**BODY, "language": language}, headers=AUTH)
     assert r.json()["choices"][0]["message"]["content"] == spoken
+
+
+def test_later_pieces_cut_at_a_line_break_end_as_sentences() -> None:
+    backend = FakeBackend(["Sure, here it is. Watch the following:\n",
+                           "- the first step\n- the last step"])
+    with client_for(ModelEntry(id="fake", owned_by="t", created=1, backend=backend)) as c:
+        r = c.post("/v1/chat/completions", json={**BODY, "language": "en", "stream": True},
+                   headers=AUTH)
+    chunks = [json.loads(data) for _, data in sse_events(r.text)[:-1]]
+    pieces = [c["choices"][0]["delta"]["content"] for c in chunks
+              if c["choices"] and c["choices"][0]["delta"].get("content")]
+    assert pieces == ["Sure, here it is.", " Watch the following.",
+                      " the first step. the last step."]

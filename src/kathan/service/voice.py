@@ -46,7 +46,7 @@ def _closed(text: str, locale: str) -> str:
 async def speak(deltas: AsyncIterator[Delta], locale: str) -> AsyncIterator[Delta]:
     """Each choice's text as speakable pieces: every content delta that comes out is one
     whole piece (a sentence, or an early clause first), cleaned and normalized for
-    ``locale``. Pieces after a choice's first start with a space, so the
+    ``locale``. Pieces after a choice's first end as sentences and start with a space, so the
     concatenation a client makes reads as the whole cleaned text. Tool calls, finish
     reasons and usage pass through; a choice's text is flushed before it finishes,
     its last piece closed with a full stop when it lacks one (a reply cut by
@@ -58,8 +58,13 @@ async def speak(deltas: AsyncIterator[Delta], locale: str) -> AsyncIterator[Delt
     def pieces(index: int, texts: list[str]) -> list[Delta]:
         out = []
         for text in texts:
-            out.append(Delta(index=index, content=f" {text}" if index in started else text))
-            started.add(index)
+            if index in started:
+                # Only the first piece may end at a clause; a later one cut at a line
+                # break after "Watch the following:" is spoken as a sentence too.
+                out.append(Delta(index=index, content=" " + _closed(text, locale)))
+            else:
+                out.append(Delta(index=index, content=text))
+                started.add(index)
         return out
 
     try:
