@@ -52,6 +52,7 @@ def genders() -> tuple[str, ...]:
     return _catalog().genders
 
 
+@functools.cache
 def accents() -> tuple[str, ...]:
     """Every accent of every language, each once, in the file's order."""
     return tuple(dict.fromkeys(a for table in _catalog().accents.values() for a in table))
