@@ -216,3 +216,51 @@ def test_unknown_route_is_404_in_kathan_shape(client: TestClient) -> None:
     r = client.get("/v2/nothing")
     assert r.status_code == 404
     assert r.json()["error"]["type"] == "not_found_error"
+
+
+def test_a_missing_key_is_401_before_the_body_is_judged(client: TestClient) -> None:
+    for content in (b"{not json", json.dumps({"model": "fake"}).encode()):
+        r = client.post("/v1/chat/completions", content=content,
+                        headers={"Content-Type": "application/json"})
+        assert r.status_code == 401, content
+        assert r.headers["www-authenticate"] == "Bearer"
+    r = client.post("/v1/chat/completions", json=BODY, headers={"Authorization": f"Basic {KEY}"})
+    assert r.status_code == 401
+
+
+def test_an_empty_body_is_422_missing(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", content=b"", headers=AUTH)
+    assert r.status_code == 422
+    assert r.json()["detail"] == [{"loc": ["body"], "msg": "Field required", "type": "missing"}]
+
+
+def test_json_is_read_whatever_the_content_type(client: TestClient) -> None:
+    # `curl -d '{...}'` sends application/x-www-form-urlencoded unless told otherwise.
+    r = client.post("/v1/chat/completions", content=json.dumps(BODY).encode(), headers={
+        **AUTH, "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200
+    assert r.json()["choices"][0]["message"]["content"] == "Hello!"
+
+
+def test_chat_responses_are_counted_by_status(client: TestClient) -> None:
+    def count(status: str) -> float:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith(f'kathan_requests_total{{status="{status}"}}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    before = count("200"), count("401"), count("422")
+    client.post("/v1/chat/completions", json=BODY, headers=AUTH)
+    client.post("/v1/chat/completions", json={**BODY, "stream": True}, headers=AUTH)
+    client.post("/v1/chat/completions", json=BODY)
+    client.post("/v1/chat/completions", json={"model": "fake"}, headers=AUTH)
+    after = count("200"), count("401"), count("422")
+    assert [b - a for a, b in zip(before, after, strict=True)] == [2, 1, 1]
+
+
+def test_the_chat_route_is_still_described_in_openapi(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/v1/chat/completions"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["$ref"].endswith("/ChatCompletionRequest")
+    assert {"200", "401", "413", "422", "429", "503"} <= set(operation["responses"])
+    assert operation["security"] == [{"HTTPBearer": []}]

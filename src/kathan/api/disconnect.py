@@ -11,24 +11,25 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from fastapi import Request
+from starlette.types import Receive
 
 from kathan.errors import ClientDisconnected
 
 T = TypeVar("T")
 
 
-async def _disconnected(request: Request) -> None:
+async def _disconnected(receive: Receive) -> None:
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             return
 
 
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``; if the client disconnects first, cancel it and raise."""
+async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+    """Await ``work``; if the client disconnects first (``receive``, the request's ASGI
+    channel, says so), cancel it and raise."""
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    watcher = asyncio.ensure_future(_disconnected(receive))
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from kathan.errors import (
     KathanError,
@@ -40,31 +40,10 @@ async def _kathan_error(request: Request, exc: Exception) -> JSONResponse:
 
 logger = logging.getLogger(__name__)
 
-CHAT_PATH = "/v1/chat/completions"
-
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    error = RequestValidationFailed([_issue(e) for e in exc.errors()])
-    if request.url.path == CHAT_PATH:
-        await _record_rejected_chat(request, exc, error)
-    return render(error)
-
-
-async def _record_rejected_chat(
-    request: Request, exc: RequestValidationError, error: KathanError
-) -> None:
-    """A chat request from a known caller that failed validation still gets its ledger row."""
-    principal = getattr(request.state, "principal", None)
-    metering = getattr(request.app.state, "metering", None)
-    if principal is None or metering is None:
-        return
-    body = exc.body if isinstance(exc.body, dict) else {}
-    meter = metering.begin(principal, request_id=uuid.uuid4().hex,
-                           streamed=body.get("stream") is True)
-    model = body.get("model")
-    meter.model = model[:200] if isinstance(model, str) else ""
-    await meter.fail(error)
+    return render(RequestValidationFailed([_issue(e) for e in exc.errors()]))
 
 
 class _HTTPError(KathanError):
@@ -86,19 +65,34 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return render(_HTTPError(exc.status_code, str(exc.detail), exc.headers))
 
 
-async def _store_error(request: Request, exc: Exception) -> JSONResponse:
+_STORE_ERRORS = (OperationalError, InterfaceError, ConnectionError)
+
+
+def _store_unavailable(method: str, path: str, exc: Exception) -> JSONResponse:
     """The store (database) failed: the request can be retried, it is not a bug to report."""
-    logger.error("store error on %s %s: %s", request.method, request.url.path,
-                 type(exc).__name__)
+    logger.error("store error on %s %s: %s", method, path, type(exc).__name__)
     return render(ServiceUnavailableError(
         "The account store is unavailable right now. Retry shortly.", retry_after=2,
         code="store_unavailable"))
 
 
+async def _store_error(request: Request, exc: Exception) -> JSONResponse:
+    return _store_unavailable(request.method, request.url.path, exc)
+
+
+def response_for(exc: Exception, scope: Scope) -> JSONResponse | None:
+    """The answer to an error raised by an app that runs outside FastAPI's exception
+    handlers (the chat route), as those handlers give it; None for a bug (a 500)."""
+    if isinstance(exc, KathanError):
+        return render(exc)
+    if isinstance(exc, _STORE_ERRORS):
+        return _store_unavailable(scope["method"], scope["path"], exc)
+    return None
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(KathanError, _kathan_error)
-    app.add_exception_handler(OperationalError, _store_error)
-    app.add_exception_handler(InterfaceError, _store_error)
-    app.add_exception_handler(ConnectionError, _store_error)
+    for kind in _STORE_ERRORS:
+        app.add_exception_handler(kind, _store_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

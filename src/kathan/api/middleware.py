@@ -1,13 +1,44 @@
-"""ASGI middleware: the request body size limit."""
+"""ASGI middleware: the request body size limit, and the chat route's shortcut."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kathan.api import errors
 from kathan.errors import PayloadTooLargeError
+
+
+async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes | None:
+    """The whole request body, or None when the client left before sending it.
+
+    Raises ``PayloadTooLargeError`` (which closes the connection) for a body
+    over ``max_bytes``, whether or not it declared its length.
+    """
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > max_bytes:
+                raise _too_large(max_bytes)
+            break
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body = message.get("body", b"")
+        size += len(body)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(body)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(max_bytes: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"The request body exceeds the limit of {max_bytes} bytes.",
+        headers={"Connection": "close"},
+    )
 
 
 class BodyLimitMiddleware:
@@ -25,74 +56,45 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        try:
+            body = await read_body(scope, receive, self.max_bytes)
+        except PayloadTooLargeError as exc:
+            await errors.render(exc)(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                # The client left before sending its body.
-                return
-            body = message.get("body", b"")
-            size += len(body)
-            if size > self.max_bytes:
-                await self._reject(send)
-                return
-            chunks.append(body)
-            more = message.get("more_body", False)
+        if body is None:
+            return  # the client left before sending its body
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send) -> None:
-        error = PayloadTooLargeError(f"The request body exceeds the limit of {self.max_bytes} bytes.")
-        body = json.dumps(error.body()).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": error.status_code,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
+class ShortcutMiddleware:
+    """Sends the requests of one route straight to its app.
 
-class StatusCounterMiddleware:
-    """Counts chat completion responses by status for /metrics."""
+    For the hot route (chat completions) the router's matching and the
+    middleware inside this one are skipped; the route's app does its own
+    body limit and error answers. Everything else goes through as usual.
+    """
 
-    def __init__(self, app: ASGIApp, count: Callable[[str], None], path: str) -> None:
+    def __init__(self, app: ASGIApp, path: str, method: str, route_app: ASGIApp) -> None:
         self.app = app
-        self.count = count
         self.path = path
+        self.method = method
+        self.route_app = route_app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == self.method
+            and scope["path"] in (self.path, scope.get("root_path", "") + self.path)
+        ):
+            await self.route_app(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
-        status = "disconnected"
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = str(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            self.count(status)
