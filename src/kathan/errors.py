@@ -48,6 +48,15 @@ class KathanError(Exception):
         }
 
 
+class InternalServerError(KathanError):
+    """500: a bug; the server log has the traceback."""
+
+    default_code = "internal_error"
+
+    def __init__(self, message: str = "Internal server error; the server log has the cause.") -> None:
+        super().__init__(message)
+
+
 class InvalidRequestError(KathanError):
     status_code = 400
     error_type = "invalid_request_error"

@@ -264,3 +264,27 @@ def test_the_chat_route_is_still_described_in_openapi(client: TestClient) -> Non
     assert schema["$ref"].endswith("/ChatCompletionRequest")
     assert {"200", "401", "413", "422", "429", "503"} <= set(operation["responses"])
     assert operation["security"] == [{"HTTPBearer": []}]
+
+
+def test_a_bug_is_a_500_in_kathans_shape_and_the_server_goes_on() -> None:
+    backend = FakeBackend(error=RuntimeError("a bug"))  # type: ignore[arg-type]
+    with make_client(backend) as c:
+        r = c.post("/v1/chat/completions", json=BODY, headers=AUTH)
+        assert r.status_code == 500
+        assert r.json()["error"]["code"] == "internal_error"
+        assert "a bug" not in r.text  # the cause goes to the log, not to the caller
+        assert c.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("opentelemetry", [False, True])
+def test_chat_answers_alike_with_and_without_the_shortcut(opentelemetry: bool) -> None:
+    # With OpenTelemetry on, chat requests go through FastAPI's stack and router.
+    with make_client(FakeBackend(), opentelemetry=opentelemetry) as c:
+        assert (c.app.shortcut is None) == opentelemetry  # type: ignore[attr-defined]
+        assert c.post("/v1/chat/completions", json=BODY, headers=AUTH).json()[
+            "choices"][0]["message"]["content"] == "Hello!"
+        assert c.post("/v1/chat/completions", json=BODY).status_code == 401
+        r = c.post("/v1/chat/completions", json={"model": "fake"}, headers=AUTH)
+        assert r.status_code == 422
+        assert r.json()["detail"][0]["loc"] == ["body", "messages"]
+        assert c.get("/v1/chat/completions", headers=AUTH).status_code == 405

@@ -313,6 +313,24 @@ async def test_memory_forgets_idle_keys() -> None:
     assert set(limiter._keys) == {"key_x"}
 
 
+async def test_memory_windows_age_out_in_time_order_after_the_clock_steps_back() -> None:
+    limiter = MemoryLimiter(lease_ttl=LEASE_TTL)
+    limits = Limits(tpm=1000, max_concurrent=2)
+    late = await limiter.acquire(KEY, limits, now=T0 + 20)
+    early = await limiter.acquire(KEY, limits, now=T0)  # the clock stepped back 20 s
+    await limiter.release(await limiter.acquire(KEY, Limits(tpm=1000), now=T0 + 20), 600,
+                          now=T0 + 20)
+    await limiter.release(await limiter.acquire(KEY, Limits(tpm=1000), now=T0), 500, now=T0)
+    # At T0 + 61 the tokens of T0 have left the window though they were counted last,
+    # and at T0 + LEASE_TTL the earlier lease's slot is free though it was taken last.
+    assert (await refused(limiter, Limits(max_concurrent=2), T0 + LEASE_TTL - 1)).limit == (
+        "max_concurrent")
+    assert await admitted(limiter, Limits(max_concurrent=2), T0 + LEASE_TTL)
+    assert (await refused(limiter, Limits(tpm=1000), T0 + 40)).limit == "tpm"
+    assert await admitted(limiter, Limits(tpm=1000), T0 + 61)
+    del late, early
+
+
 # Redis: replicas, expiry, outages
 
 

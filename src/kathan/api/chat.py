@@ -12,7 +12,7 @@ in the order a client can act on: 413, then 401, then 422.
 from __future__ import annotations
 
 import json
-import uuid
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -29,10 +29,18 @@ from kathan.api.middleware import read_body
 from kathan.api.sse import EventStreamResponse, encode_stream
 from kathan.auth.authenticator import Authenticator
 from kathan.auth.principal import Principal
-from kathan.errors import AuthenticationError, KathanError, RequestValidationFailed
+from kathan.errors import (
+    AuthenticationError,
+    InternalServerError,
+    KathanError,
+    RequestValidationFailed,
+)
+from kathan.ids import random_id
 from kathan.protocol.chat import ChatCompletion, ChatCompletionRequest
 from kathan.service.chat import ChatService
 from kathan.service.metering import Metering
+
+logger = logging.getLogger(__name__)
 
 PATH = "/v1/chat/completions"
 
@@ -51,7 +59,7 @@ async def create_chat_completion(
     metering: Metering | None = state.metering
     meter = None
     if metering is not None:
-        meter = metering.begin(principal, request_id=uuid.uuid4().hex, streamed=bool(body.stream))
+        meter = metering.begin(principal, request_id=random_id(), streamed=bool(body.stream))
     if body.stream:
         chunks = await unless_disconnected(request.receive, service.stream(body, meter=meter))
         return EventStreamResponse(
@@ -131,6 +139,11 @@ class ChatEndpoint:
             response = await self._respond(scope, receive)
             if response is not None:
                 await response(scope, receive, send_and_record)
+        except Exception:
+            if status != "disconnected":
+                raise  # the response began: the server closes the connection
+            logger.exception("chat request failed")
+            await errors.render(InternalServerError())(scope, receive, send_and_record)
         finally:
             self.count(scope, status)
 
@@ -169,7 +182,7 @@ async def _record_rejected(
     if metering is None:
         return
     body = _partial_body(raw)
-    meter = metering.begin(principal, request_id=uuid.uuid4().hex,
+    meter = metering.begin(principal, request_id=random_id(),
                            streamed=body.get("stream") is True)
     model = body.get("model")
     meter.model = model[:200] if isinstance(model, str) else ""

@@ -1,4 +1,4 @@
-"""ASGI middleware: the request body size limit, and the chat route's shortcut."""
+"""ASGI middleware: the request body size limit."""
 
 from __future__ import annotations
 
@@ -73,28 +73,3 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
-
-
-class ShortcutMiddleware:
-    """Sends the requests of one route straight to its app.
-
-    For the hot route (chat completions) the router's matching and the
-    middleware inside this one are skipped; the route's app does its own
-    body limit and error answers. Everything else goes through as usual.
-    """
-
-    def __init__(self, app: ASGIApp, path: str, method: str, route_app: ASGIApp) -> None:
-        self.app = app
-        self.path = path
-        self.method = method
-        self.route_app = route_app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == self.method
-            and scope["path"] in (self.path, scope.get("root_path", "") + self.path)
-        ):
-            await self.route_app(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)

@@ -16,13 +16,13 @@ import bisect
 import functools
 import math
 import time
-import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from kathan.errors import RateLimitError
+from kathan.ids import random_id
 from kathan.limits.base import Lease, Limits
 
 WINDOW = 60.0  # seconds covered by rpm and tpm
@@ -105,18 +105,45 @@ def _rpm_wait(times: Sequence[float], rpm: int, now: float) -> int:
 
 @dataclass(slots=True)
 class _KeyState:
+    """One key's windows. ``tokens`` and ``leases`` are kept in ascending order of their
+    values' times (``add_tokens`` and ``add_lease`` see to it), so pruning stops at
+    the first entry still inside its window instead of visiting every entry."""
+
     requests: deque[float] = field(default_factory=deque)  # admission times, ascending
     tokens: dict[int, int] = field(default_factory=dict)  # second of release -> tokens
+    token_total: int = 0  # the sum of ``tokens``
     leases: dict[str, float] = field(default_factory=dict)  # lease id -> expiry
 
     def prune(self, now: float) -> None:
         cutoff = now - WINDOW
-        while self.requests and self.requests[0] <= cutoff:
-            self.requests.popleft()
-        for second in [s for s in self.tokens if s <= cutoff]:
-            del self.tokens[second]
-        for lease_id in [i for i, expiry in self.leases.items() if expiry <= now]:
-            del self.leases[lease_id]
+        requests = self.requests
+        while requests and requests[0] <= cutoff:
+            requests.popleft()
+        tokens = self.tokens
+        while tokens:
+            second = next(iter(tokens))
+            if second > cutoff:
+                break
+            self.token_total -= tokens.pop(second)
+        leases = self.leases
+        while leases:
+            lease_id = next(iter(leases))
+            if leases[lease_id] > now:
+                break
+            del leases[lease_id]
+
+    def add_tokens(self, second: int, tokens: int) -> None:
+        last = next(reversed(self.tokens), None)
+        self.tokens[second] = self.tokens.get(second, 0) + tokens
+        self.token_total += tokens
+        if last is not None and second < last:  # a clock that stepped back
+            self.tokens = dict(sorted(self.tokens.items()))
+
+    def add_lease(self, lease_id: str, expiry: float) -> None:
+        last = next(reversed(self.leases.values()), None)
+        self.leases[lease_id] = expiry
+        if last is not None and expiry < last:  # a clock that stepped back
+            self.leases = dict(sorted(self.leases.items(), key=lambda item: item[1]))
 
     @property
     def idle(self) -> bool:
@@ -152,7 +179,7 @@ class MemoryLimiter:
         self._calls = 0
 
     async def acquire(self, key_id: str, limits: Limits, *, now: float | None = None) -> Lease:
-        lease = Lease(key_id, uuid.uuid4().hex, limits)
+        lease = Lease(key_id, random_id(), limits)
         if limits.none:
             return lease
         now = time.time() if now is None else now
@@ -169,7 +196,7 @@ class MemoryLimiter:
             else:
                 state.requests.append(now)
         if limits.max_concurrent is not None:
-            state.leases[lease.lease_id] = now + self._lease_ttl
+            state.add_lease(lease.lease_id, now + self._lease_ttl)
         self._store(key_id, state)
         return lease
 
@@ -187,7 +214,7 @@ class MemoryLimiter:
             wait = _rpm_wait(state.requests, limits.rpm, now)
             return refusal("rpm", limits, len(state.requests), wait)
         if limits.tpm is not None:
-            total = sum(state.tokens.values())
+            total = state.token_total
             if total >= limits.tpm:
                 wait = _tpm_wait(list(state.tokens.items()), total, limits.tpm, now)
                 return refusal("tpm", limits, total, wait)
@@ -210,8 +237,7 @@ class MemoryLimiter:
         state = self._keys.get(lease.key_id) or _KeyState()
         state.leases.pop(lease.lease_id, None)
         if tokens and limits.tpm is not None:
-            second = math.floor(now)
-            state.tokens[second] = state.tokens.get(second, 0) + tokens
+            state.add_tokens(math.floor(now), tokens)
         window = quota_window(limits, now)
         if tokens and window is not None:
             self._quota(lease.key_id, window).used += tokens

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -34,6 +33,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from kathan.ids import random_id
 from kathan.limits.base import Lease, Limits
 from kathan.limits.memory import WINDOW, quota_window, refusal, retry_after
 
@@ -198,7 +198,7 @@ class RedisLimiter:
         self._release = client.register_script(_RELEASE)
 
     async def acquire(self, key_id: str, limits: Limits, *, now: float | None = None) -> Lease:
-        lease = Lease(key_id, uuid.uuid4().hex, limits)
+        lease = Lease(key_id, random_id(), limits)
         if limits.none:
             return lease
         now = time.time() if now is None else now

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from kathan.backends.base import Delta, TokenUsage, ToolCallDelta
 from kathan.errors import ClientDisconnected, KathanError
+from kathan.ids import random_id
 from kathan.protocol.chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -119,7 +119,7 @@ class ChatService:
         if include_usage is None:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
         legacy = bool(request.functions)
-        request_id = meter.request_id if meter is not None else uuid.uuid4().hex
+        request_id = meter.request_id if meter is not None else random_id()
         return self._chunks(
             entry.id, deltas, include_usage, request.n or 1, started, legacy, meter, request_id
         )
@@ -143,7 +143,7 @@ class ChatService:
         request_id: str = "",
     ) -> AsyncIterator[ChatCompletionChunk]:
         """``legacy``: the request used ``functions``, so calls go out as ``function_call``."""
-        chunk_id = f"chatcmpl-{request_id or uuid.uuid4().hex}"
+        chunk_id = f"chatcmpl-{request_id or random_id()}"
         usage: TokenUsage | None = None
         finish_reason: str | None = None
         created = int(time.time())
