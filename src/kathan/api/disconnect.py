@@ -27,18 +27,16 @@ async def _disconnected(receive: Receive) -> None:
 
 async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     """Await ``work``; if the client disconnects first (``receive``, the request's ASGI
-    channel, says so), cancel it and raise."""
+    channel, says so), cancel it and raise ``ClientDisconnected``."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_disconnected(receive))
+    watcher.add_done_callback(lambda w: None if w.cancelled() else task.cancel())
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await task  # cancelling the caller cancels the work too
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            raise ClientDisconnected(
+                "The client disconnected before the response was ready.") from None
+        raise
     finally:
         watcher.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    raise ClientDisconnected("The client disconnected before the response was ready.")

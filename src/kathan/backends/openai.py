@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+from pydantic_core import to_json
 
 from kathan.backends.base import Delta, LoadStats, TokenUsage, ToolCallDelta
 from kathan.backends.sse_client import sse_events
@@ -93,7 +94,7 @@ class OpenAIBackend:
         body = upstream_body(request, self.deployment.model)
         try:
             response = await self._session.post(
-                self._url, json=body, headers=self._headers, timeout=self._timeout
+                self._url, data=to_json(body), headers=self._headers, timeout=self._timeout
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise transport_error(f"{type(exc).__name__}: {exc}") from exc

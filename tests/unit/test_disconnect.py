@@ -1,0 +1,81 @@
+"""``unless_disconnected``: the work of a request ends with its client or its caller."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kathan.api.disconnect import unless_disconnected
+from kathan.errors import ClientDisconnected
+
+
+class Channel:
+    """An ASGI ``receive`` whose client leaves when ``leave()`` is called."""
+
+    def __init__(self) -> None:
+        self._gone = asyncio.Event()
+
+    def leave(self) -> None:
+        self._gone.set()
+
+    async def __call__(self) -> dict[str, object]:
+        await self._gone.wait()
+        return {"type": "http.disconnect"}
+
+
+async def test_the_works_result_comes_back_and_the_watcher_stops() -> None:
+    async def work() -> int:
+        await asyncio.sleep(0)
+        return 7
+
+    before = len(asyncio.all_tasks())
+    assert await unless_disconnected(Channel(), work()) == 7
+    await asyncio.sleep(0)
+    assert len(asyncio.all_tasks()) == before
+
+
+async def test_a_client_that_leaves_cancels_the_work() -> None:
+    channel = Channel()
+    cancelled = asyncio.Event()
+
+    async def work() -> int:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    asyncio.get_running_loop().call_later(0.01, channel.leave)
+    with pytest.raises(ClientDisconnected):
+        await unless_disconnected(channel, work())
+    assert cancelled.is_set()
+
+
+async def test_cancelling_the_caller_cancels_the_work_and_is_not_a_disconnect() -> None:
+    cancelled = asyncio.Event()
+
+    async def work() -> int:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    caller = asyncio.create_task(unless_disconnected(Channel(), work()))
+    await asyncio.sleep(0.01)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await asyncio.sleep(0)
+    assert cancelled.is_set()
+
+
+async def test_the_works_own_error_comes_through() -> None:
+    async def work() -> int:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await unless_disconnected(Channel(), work())
