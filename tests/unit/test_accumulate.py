@@ -1,4 +1,17 @@
-from kathan.protocol.chat import ChatCompletionChunk, ChoiceDelta, ChunkChoice, Usage
+import pytest
+from pydantic import BaseModel
+
+from kathan.protocol.chat import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChoiceDelta,
+    ChunkChoice,
+    FunctionCall,
+    ResponseMessage,
+    ToolCall,
+    Usage,
+    construct,
+)
 from kathan.service.accumulate import Accumulator
 
 
@@ -39,3 +52,28 @@ def test_empty_completion_keeps_empty_string_content() -> None:
 def test_delta_serializes_only_set_fields() -> None:
     assert chunk("x").choices[0].delta.model_dump() == {"content": "x"}
     assert '"finish_reason":null' in chunk("x").model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("cls", "values"),
+    [
+        (ChatCompletionChunk, {"id": "c", "created": 1, "model": "m", "choices": []}),
+        (ChoiceDelta, {"content": "Hel"}),
+        (ChoiceDelta, {"role": "assistant", "content": ""}),
+        (ChunkChoice, {"index": 0, "delta": ChoiceDelta(content="x"), "finish_reason": "stop"}),
+        (ResponseMessage, {"content": None, "tool_calls": [
+            ToolCall(id="call_1", type="function",
+                     function=FunctionCall(name="f", arguments="{}"))]}),
+        (Usage, {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}),
+        (ChatCompletionRequest, {"model": "m", "messages": []}),
+    ],
+)
+def test_construct_builds_what_model_construct_builds(
+    cls: type[BaseModel], values: dict[str, object]
+) -> None:
+    fast, slow = construct(cls, **values), cls.model_construct(**values)
+    assert fast.model_dump_json() == slow.model_dump_json()
+    assert fast.model_fields_set == slow.model_fields_set
+    assert fast.model_extra == slow.model_extra
+    assert list(fast.__dict__) == list(slow.__dict__)  # fields in the model's order
+    assert fast == slow

@@ -164,9 +164,7 @@ class ChatEndpoint:
                 error = RequestValidationFailed(_issues(exc, raw))
                 await _record_rejected(state.metering, principal, raw, error)
                 raise error from None
-            request = Request(scope, receive)
-            request.state.principal = principal
-            response: Response = await self.endpoint(body, principal, request)
+            response: Response = await self.endpoint(body, principal, Request(scope, receive))
             return response
         except Exception as exc:
             handled = errors.response_for(exc, scope)

@@ -347,12 +347,18 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 @functools.cache
-def _layout(cls: type[BaseModel]) -> tuple[tuple[str, Any, Any], ...]:
-    """(name, default, default factory) of each field, in the model's order."""
-    return tuple(
-        (name, None if f.default is PydanticUndefined else f.default, f.default_factory)
-        for name, f in cls.model_fields.items()
-    )
+def _blank(cls: type[BaseModel]) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...], bool]:
+    """The defaults of ``cls``'s fields in the model's order, its default factories,
+    and whether it keeps extra fields."""
+    defaults: dict[str, Any] = {}
+    factories = []
+    for name, f in cls.model_fields.items():
+        if f.default_factory is not None:
+            defaults[name] = None  # holds the field's place in the order
+            factories.append((name, f.default_factory))
+        else:
+            defaults[name] = None if f.default is PydanticUndefined else f.default
+    return defaults, tuple(factories), cls.model_config.get("extra") == "allow"
 
 
 def construct(cls: type[_M], /, **values: Any) -> _M:
@@ -363,14 +369,15 @@ def construct(cls: type[_M], /, **values: Any) -> _M:
     >>> construct(ChoiceDelta, content="Hel").model_dump_json()
     '{"content":"Hel"}'
     """
-    fields = {
-        name: values[name] if name in values else (factory() if factory else default)
-        for name, default, factory in _layout(cls)
-    }
+    defaults, factories, extra = _blank(cls)
+    fields = defaults.copy()
+    fields.update(values)
+    for name, factory in factories:
+        if name not in values:
+            fields[name] = factory()
     model = cls.__new__(cls)
     object.__setattr__(model, "__dict__", fields)
     object.__setattr__(model, "__pydantic_fields_set__", set(values))
-    object.__setattr__(
-        model, "__pydantic_extra__", {} if cls.model_config.get("extra") == "allow" else None)
+    object.__setattr__(model, "__pydantic_extra__", {} if extra else None)
     object.__setattr__(model, "__pydantic_private__", None)
     return model

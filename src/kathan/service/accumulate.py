@@ -18,6 +18,7 @@ from kathan.protocol.chat import (
     TokenLogprob,
     ToolCall,
     Usage,
+    construct,
 )
 
 
@@ -77,18 +78,21 @@ class Accumulator:
         if self._first is None:
             raise ValueError("no chunks to accumulate")
         first = self._first
-        return ChatCompletion(
+        # Built without validation: every value comes from chunks Kathan built itself.
+        return construct(
+            ChatCompletion,
             id=first.id,
             created=first.created,
             model=first.model,
             system_fingerprint=first.system_fingerprint,
             choices=[
-                Choice(
+                construct(
+                    Choice,
                     index=index,
                     message=self._message(index, parts),
                     finish_reason=self._finish[index],
                     logprobs=(
-                        ChoiceLogprobs(content=self._logprobs[index])
+                        construct(ChoiceLogprobs, content=self._logprobs[index])
                         if index in self._logprobs
                         else None
                     ),
@@ -103,18 +107,19 @@ class Accumulator:
         calls = self._calls.get(index, {})
         legacy = self._function.get(index)
         tool_calls = [
-            ToolCall(
-                id=c.id, type="function",
-                function=FunctionCall(name=c.name, arguments="".join(c.arguments)),
+            construct(
+                ToolCall, id=c.id, type="function",
+                function=construct(FunctionCall, name=c.name, arguments="".join(c.arguments)),
             )
             for _, c in sorted(calls.items())
         ]
-        return ResponseMessage(
+        return construct(
+            ResponseMessage,
             # Content is null when the reply only called tools.
             content="".join(parts) if parts or not (calls or legacy) else None,
             tool_calls=tool_calls or None,
             function_call=(
-                FunctionCall(name=legacy.name, arguments="".join(legacy.arguments))
+                construct(FunctionCall, name=legacy.name, arguments="".join(legacy.arguments))
                 if legacy is not None
                 else None
             ),

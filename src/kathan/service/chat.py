@@ -33,7 +33,8 @@ from kathan.voice.profile import voice_of
 def _usage(delta: Delta) -> Usage:
     assert delta.usage is not None
     u = delta.usage
-    return Usage(
+    return construct(
+        Usage,
         prompt_tokens=u.prompt_tokens,
         completion_tokens=u.completion_tokens,
         total_tokens=u.prompt_tokens + u.completion_tokens,
