@@ -1,6 +1,12 @@
+import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from kathan.backends.base import Delta, TokenUsage, ToolCallDelta
 from kathan.protocol.chat import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -8,11 +14,15 @@ from kathan.protocol.chat import (
     ChunkChoice,
     FunctionCall,
     ResponseMessage,
+    TokenLogprob,
     ToolCall,
     Usage,
     construct,
 )
+from kathan.routing.registry import ModelRegistry
 from kathan.service.accumulate import Accumulator
+from kathan.service.chat import ChatService, _Opened
+from kathan.service.metrics import Metrics
 
 
 def chunk(content: str | None = None, finish: str | None = None, usage: Usage | None = None,
@@ -77,3 +87,50 @@ def test_construct_builds_what_model_construct_builds(
     assert fast.model_extra == slow.model_extra
     assert list(fast.__dict__) == list(slow.__dict__)  # fields in the model's order
     assert fast == slow
+
+
+# The service folds deltas straight into the completion; a streaming client gets
+# chunks. Both must give the same reply, whatever the deltas.
+
+_token = st.builds(TokenLogprob, token=st.sampled_from(["a", "b"]),
+                   logprob=st.floats(-5, 0), top_logprobs=st.just([]))
+_call = st.builds(
+    ToolCallDelta, index=st.integers(0, 1), id=st.one_of(st.none(), st.just("call_1")),
+    name=st.one_of(st.none(), st.sampled_from(["f", "g"])),
+    arguments=st.sampled_from(["", "{", '"a"', "}"]))
+_delta = st.one_of(
+    st.builds(Delta, index=st.integers(0, 1), content=st.one_of(
+        st.none(), st.sampled_from(["", "Hel", "lo"])),
+        logprobs=st.lists(_token, max_size=2).map(tuple),
+        tool_calls=st.lists(_call, max_size=2).map(tuple)),
+    st.builds(Delta, index=st.integers(0, 1),
+              finish_reason=st.sampled_from(["stop", "length", "tool_calls"])),
+    st.builds(Delta, usage=st.builds(TokenUsage, st.integers(0, 9), st.integers(0, 9),
+                                     st.integers(0, 9))),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(deltas=st.lists(_delta, max_size=8), n=st.integers(1, 2), legacy=st.booleans())
+def test_folding_deltas_equals_folding_the_chunks_a_stream_sends(
+    deltas: list[Delta], n: int, legacy: bool
+) -> None:
+    async def source() -> AsyncIterator[Delta]:
+        for d in deltas:
+            yield d
+
+    async def both() -> tuple[str, str]:
+        opened = _Opened(model="m", deltas=source(), n=n, started=0.0, legacy=legacy,
+                         meter=None, chunk_id="chatcmpl-1", created=7)
+        service = ChatService(ModelRegistry([]), Metrics(list))
+        acc = Accumulator()
+        async for c in service._chunks(opened, include_usage=True):
+            acc.add(c)
+        direct = Accumulator.of_deltas(id="chatcmpl-1", created=7, model="m", n=n,
+                                       legacy=legacy)
+        for d in deltas:
+            direct.add_delta(d)
+        return acc.result().model_dump_json(), direct.result().model_dump_json()
+
+    via_chunks, via_deltas = asyncio.run(both())
+    assert via_deltas == via_chunks

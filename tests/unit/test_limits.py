@@ -393,3 +393,13 @@ async def test_unreachable_redis_raises_limiter_unavailable() -> None:
 
 def test_make_limiter_picks_memory_without_a_redis_url() -> None:
     assert isinstance(make_limiter(None), MemoryLimiter)
+
+
+def test_quota_periods_start_on_the_first_utc_day() -> None:
+    from kathan.service.metering import period_start
+
+    late = datetime(2024, 5, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+    assert period_start("day", late) == "2024-05-31"
+    assert period_start("month", late) == "2024-05-01"
+    assert period_start("day", late + 1) == "2024-06-01"
+    assert period_start("month", late + 1) == "2024-06-01"

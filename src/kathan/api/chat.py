@@ -195,7 +195,7 @@ class ChatRoute(APIRoute):
         self.app: ASGIApp = ChatEndpoint(
             endpoint,
             max_body_bytes=lambda scope: int(scope["app"].state.settings.max_body_bytes),
-            count=lambda scope, status: scope["app"].state.metrics.requests.labels(status).inc(),
+            count=lambda scope, status: scope["app"].state.metrics.count_request(status),
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from dataclasses import dataclass
 
 from kathan.backends.base import Delta, TokenUsage, ToolCallDelta
 from kathan.errors import ClientDisconnected, KathanError
@@ -23,23 +23,11 @@ from kathan.protocol.chat import (
     construct,
 )
 from kathan.routing.registry import ModelRegistry
-from kathan.service.accumulate import accumulate
+from kathan.service.accumulate import Accumulator, usage_of
 from kathan.service.metering import Meter
 from kathan.service.metrics import Metrics
 from kathan.service.voice import speak, voice_request
 from kathan.voice.profile import voice_of
-
-
-def _usage(delta: Delta) -> Usage:
-    assert delta.usage is not None
-    u = delta.usage
-    return construct(
-        Usage,
-        prompt_tokens=u.prompt_tokens,
-        completion_tokens=u.completion_tokens,
-        total_tokens=u.prompt_tokens + u.completion_tokens,
-        prompt_tokens_details={"cached_tokens": u.cached_tokens},
-    )
 
 
 async def _end_meter(meter: Meter, exc: BaseException, *, ttft: float | None = None) -> None:
@@ -96,6 +84,35 @@ class ChatService:
         caller's allow-list and limits are checked before the backend is asked,
         and the request's ledger row is written however it ends.
         """
+        opened = await self._open(request, meter)
+        if include_usage is None:
+            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return self._chunks(opened, include_usage)
+
+    async def complete(
+        self, request: ChatCompletionRequest, *, meter: Meter | None = None
+    ) -> ChatCompletion:
+        """The whole reply: the same deltas a stream renders as chunks, accumulated."""
+        opened = await self._open(request, meter)
+        acc = Accumulator.of_deltas(
+            id=opened.chunk_id, created=opened.created, model=opened.model, n=opened.n,
+            legacy=opened.legacy,
+        )
+        progress = _Progress(self.metrics, opened)
+        deltas = opened.deltas
+        try:
+            async for delta in deltas:
+                progress.see(delta)
+                acc.add_delta(delta)
+        except BaseException as exc:
+            await progress.failed(exc)
+            raise
+        finally:
+            await _close(deltas)
+        await progress.finished()
+        return acc.result()
+
+    async def _open(self, request: ChatCompletionRequest, meter: Meter | None) -> _Opened:
         started = time.perf_counter()
         voice = voice_of(request.finetune, request.language, request.gender, request.accent)
         try:
@@ -117,40 +134,23 @@ class ChatService:
                 meter.model = meter.model or request.model
                 await _end_meter(meter, exc)
             raise
-        if include_usage is None:
-            include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        legacy = bool(request.functions)
         request_id = meter.request_id if meter is not None else random_id()
-        return self._chunks(
-            entry.id, deltas, include_usage, request.n or 1, started, legacy, meter, request_id
+        return _Opened(
+            model=entry.id, deltas=deltas, n=request.n or 1, started=started,
+            legacy=bool(request.functions), meter=meter, chunk_id=f"chatcmpl-{request_id}",
+            created=int(time.time()),
         )
 
-    async def complete(
-        self, request: ChatCompletionRequest, *, meter: Meter | None = None
-    ) -> ChatCompletion:
-        chunks = await self.stream(request, include_usage=True, meter=meter)
-        async with aclosing(chunks):  # type: ignore[type-var]
-            return await accumulate(chunks)
-
     async def _chunks(
-        self,
-        model: str,
-        deltas: AsyncIterator[Delta],
-        include_usage: bool,
-        n: int,
-        started: float,
-        legacy: bool = False,
-        meter: Meter | None = None,
-        request_id: str = "",
+        self, opened: _Opened, include_usage: bool
     ) -> AsyncIterator[ChatCompletionChunk]:
-        """``legacy``: the request used ``functions``, so calls go out as ``function_call``."""
-        chunk_id = f"chatcmpl-{request_id or random_id()}"
-        usage: TokenUsage | None = None
-        finish_reason: str | None = None
-        created = int(time.time())
+        """The deltas as chunks. With ``opened.legacy`` (the request used ``functions``),
+        calls go out as ``function_call``."""
+        chunk_id, created, model, legacy = (
+            opened.chunk_id, opened.created, opened.model, opened.legacy)
 
         def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
-            return construct(ChatCompletionChunk, 
+            return construct(ChatCompletionChunk,
                 id=chunk_id,
                 object="chat.completion.chunk",
                 created=created,
@@ -166,20 +166,20 @@ class ChatService:
             finish: str | None = None,
             logprobs: ChoiceLogprobs | None = None,
         ) -> ChunkChoice:
-            return construct(ChunkChoice, 
+            return construct(ChunkChoice,
                 index=index, delta=delta, finish_reason=finish, logprobs=logprobs
             )
 
         yield chunk(
-            [choice(i, construct(ChoiceDelta, role="assistant", content="")) for i in range(n)]
+            [choice(i, construct(ChoiceDelta, role="assistant", content=""))
+             for i in range(opened.n)]
         )
-        first = last = None
+        progress = _Progress(self.metrics, opened)
+        deltas = opened.deltas
         try:
             async for delta in deltas:
+                progress.see(delta)
                 if delta.content or delta.logprobs or delta.tool_calls:
-                    last = time.perf_counter()
-                    if first is None:
-                        first = last
                     logprobs = (
                         construct(ChoiceLogprobs, content=list(delta.logprobs), refusal=None)
                         if delta.logprobs
@@ -191,45 +191,105 @@ class ChatService:
                     yield chunk([choice(delta.index, content, logprobs=logprobs)])
                 elif delta.finish_reason is not None:
                     empty = construct(ChoiceDelta, role=None, content=None)
-                    finish = delta.finish_reason
-                    if delta.index == 0:
-                        finish_reason = finish
-                    if legacy and finish == "tool_calls":
-                        finish = "function_call"
-                    yield chunk([choice(delta.index, empty, finish)])
-                elif delta.usage is not None:
-                    u = usage = delta.usage
-                    per_choice = max(u.completion_tokens // n, 1)
-                    self.metrics.observe_completion(
-                        model,
-                        ttft=None if first is None else first - started,
-                        tpot=(
-                            (last - first) / (per_choice - 1)
-                            if first is not None and last is not None and per_choice > 1
-                            else None
-                        ),
-                        prompt=u.prompt_tokens,
-                        completion=u.completion_tokens,
-                        cached=u.cached_tokens,
-                    )
-                    if include_usage:
-                        yield chunk([], _usage(delta))
+                    yield chunk([choice(delta.index, empty, finish_of(delta, legacy))])
+                elif delta.usage is not None and include_usage:
+                    yield chunk([], usage_of(delta.usage))
         except BaseException as exc:
-            if meter is not None:
-                await _end_meter(meter, exc, ttft=None if first is None else first - started)
+            await progress.failed(exc)
             raise
         finally:
-            aclose = getattr(deltas, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        if meter is not None:
-            if finish_reason == "function_call" or (legacy and finish_reason == "tool_calls"):
-                finish_reason = "function_call"
-            await meter.finish(
-                "succeeded",
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                cached_tokens=usage.cached_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-                ttft=None if first is None else first - started,
-                finish_reason=finish_reason,
+            await _close(deltas)
+        await progress.finished()
+
+
+@dataclass(slots=True)
+class _Opened:
+    """A request whose backend has answered: its deltas and what its replies are named."""
+
+    model: str
+    deltas: AsyncIterator[Delta]
+    n: int
+    started: float
+    legacy: bool  # the request used ``functions``: calls go out as ``function_call``
+    meter: Meter | None
+    chunk_id: str
+    created: int
+
+
+class _Progress:
+    """What a request's deltas tell its metrics and its ledger row, whichever way the
+    reply is rendered (chunks or one completion)."""
+
+    __slots__ = ("_metrics", "_opened", "finish_reason", "first", "last", "usage")
+
+    def __init__(self, metrics: Metrics, opened: _Opened) -> None:
+        self._metrics = metrics
+        self._opened = opened
+        self.first: float | None = None
+        self.last: float | None = None
+        self.usage: TokenUsage | None = None
+        self.finish_reason: str | None = None
+
+    def see(self, delta: Delta) -> None:
+        if delta.content or delta.logprobs or delta.tool_calls:
+            self.last = time.perf_counter()
+            if self.first is None:
+                self.first = self.last
+        elif delta.finish_reason is not None:
+            if delta.index == 0:
+                self.finish_reason = delta.finish_reason
+        elif delta.usage is not None:
+            u = self.usage = delta.usage
+            first, last = self.first, self.last
+            per_choice = max(u.completion_tokens // self._opened.n, 1)
+            self._metrics.observe_completion(
+                self._opened.model,
+                ttft=None if first is None else first - self._opened.started,
+                tpot=(
+                    (last - first) / (per_choice - 1)
+                    if first is not None and last is not None and per_choice > 1
+                    else None
+                ),
+                prompt=u.prompt_tokens,
+                completion=u.completion_tokens,
+                cached=u.cached_tokens,
             )
+
+    def _ttft(self) -> float | None:
+        return None if self.first is None else self.first - self._opened.started
+
+    async def failed(self, exc: BaseException) -> None:
+        if self._opened.meter is not None:
+            await _end_meter(self._opened.meter, exc, ttft=self._ttft())
+
+    async def finished(self) -> None:
+        meter = self._opened.meter
+        if meter is None:
+            return
+        finish_reason = self.finish_reason
+        if finish_reason == "function_call" or (
+            self._opened.legacy and finish_reason == "tool_calls"
+        ):
+            finish_reason = "function_call"
+        usage = self.usage
+        await meter.finish(
+            "succeeded",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            cached_tokens=usage.cached_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            ttft=self._ttft(),
+            finish_reason=finish_reason,
+        )
+
+
+def finish_of(delta: Delta, legacy: bool) -> str | None:
+    """The finish reason a client sees: ``function_call`` for a legacy request's calls."""
+    if legacy and delta.finish_reason == "tool_calls":
+        return "function_call"
+    return delta.finish_reason
+
+
+async def _close(deltas: AsyncIterator[Delta]) -> None:
+    aclose = getattr(deltas, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -8,7 +8,9 @@ or ``rate_limited`` (429). Rows go to the ledger, which writes them later.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -30,8 +32,15 @@ logger = logging.getLogger(__name__)
 QuotaSource = Callable[[str, str], Awaitable[int]]
 
 
-def period_start(period: str, now: datetime) -> str:
-    day = now.astimezone(UTC)
+def period_start(period: str, now: float) -> str:
+    """The first UTC day of the quota ``period`` ("day" or "month") holding ``now``
+    (a Unix time), as ``YYYY-MM-DD``."""
+    return _period_start(period, math.floor(now / 86400))
+
+
+@functools.lru_cache(maxsize=64)
+def _period_start(period: str, day_number: int) -> str:
+    day = datetime.fromtimestamp(day_number * 86400, UTC)  # computed once per day
     return day.strftime("%Y-%m-01") if period == "month" else day.strftime("%Y-%m-%d")
 
 
@@ -79,7 +88,7 @@ class Metering:
             return
         if self._quota_source is None:
             return
-        start = period_start(limits.quota_period, datetime.now(UTC))
+        start = period_start(limits.quota_period, time.time())
         if (key_id, start) in self._seeded:
             return
         used = await self._quota_source(key_id, start)

@@ -81,6 +81,14 @@ class Metrics:
             registry=r)
         r.register(_EngineCollector(engine_stats))
         self._per_model: dict[str, _ModelMetrics] = {}
+        self._per_status: dict[str, Counter] = {}
+
+    def count_request(self, status: str) -> None:
+        """One chat response with this HTTP status (or "disconnected")."""
+        child = self._per_status.get(status)
+        if child is None:
+            child = self._per_status[status] = self.requests.labels(status)
+        child.inc()
 
     def observe_completion(
         self, model: str, *, ttft: float | None, tpot: float | None,
