@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,8 +63,10 @@ def serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    tune_gc()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -74,6 +77,23 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def tune_gc() -> None:
+    """The cyclic garbage collector, set for a long-lived server.
+
+    Requests free nearly everything they make by reference counting, yet with
+    the default threshold (700 net new objects) a collection ran every few
+    dozen requests, and now and then a full one walked every module, schema
+    and route, stalling all requests for a hundred milliseconds and more. What
+    exists before serving (imported modules, the app) is frozen out of the
+    collector's sight, and the youngest generation is collected ten times
+    less often.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(7000, middle, old)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

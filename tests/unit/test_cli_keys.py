@@ -170,3 +170,18 @@ def test_postgresql_urls_are_shown_without_the_password(
         assert token[:18] in run(capsys, "keys", "list")[1]
     finally:
         asyncio.run(drop_database(base, name))
+
+
+def test_serve_tunes_the_collector_for_a_long_lived_process() -> None:
+    import gc
+
+    from kathan.cli import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold()[0] == 7000
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
