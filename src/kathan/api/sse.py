@@ -33,7 +33,8 @@ async def encode_stream(items: AsyncIterator[BaseModel]) -> AsyncIterator[bytes]
     """Frame every item as JSON, then ``[DONE]``; errors become an ``error`` event."""
     try:
         async for item in items:
-            yield encode(item.model_dump_json())
+            # Serialized JSON has no raw newline, so it is one ``data:`` line.
+            yield b"data: " + item.__pydantic_serializer__.to_json(item) + b"\n\n"
     except KathanError as exc:
         yield encode(json.dumps(exc.body()), event="error")
     except Exception:

@@ -6,41 +6,70 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
+Event = tuple[str | None, str]
 
-async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str | None, str]]:
+
+class SSEParser:
+    """Turns the bytes of an event stream, however they were cut, into events.
+
+    >>> parser = SSEParser()
+    >>> parser.feed(b"event: ping\\ndata: a\\ndata: b\\n\\nda")
+    [('ping', 'a\\nb')]
+    >>> parser.feed(b"ta: c\\n\\n") + parser.end()
+    [(None, 'c')]
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._event: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        """The events completed by ``chunk`` (lines are split here, in one pass per read)."""
+        self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        events: list[Event] = []
+        for raw in lines:
+            self._line(raw.rstrip(b"\r").decode("utf-8"), events)
+        return events
+
+    def end(self) -> list[Event]:
+        """What is left when the stream ends: a last line and event without their blank line."""
+        events: list[Event] = []
+        if self._pending:
+            self._line(self._pending.rstrip(b"\r").decode("utf-8"), events)
+            self._pending = b""
+        if self._data:
+            events.append((self._event, "\n".join(self._data)))
+            self._event, self._data = None, []
+        return events
+
+    def _line(self, line: str, events: list[Event]) -> None:
+        if not line:
+            if self._data:
+                events.append((self._event, "\n".join(self._data)))
+            self._event, self._data = None, []
+        elif line.startswith(":"):
+            return  # a comment (keep-alive)
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                self._event = value
+            elif name == "data":
+                self._data.append(value)
+
+
+async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
     """Yield each event's name (None when unnamed) and its data lines joined by newlines.
 
     >>> async for event, data in sse_events(response):
     ...     if data == "[DONE]":
     ...         break
     """
-    event: str | None = None
-    data: list[str] = []
-    async for line in _lines(response):
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = None, []
-        elif line.startswith(":"):
-            continue  # a comment (keep-alive)
-        else:
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
-    if data:
-        yield event, "\n".join(data)
-
-
-async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """Lines of any length (aiohttp's own line reader stops at 64 KiB)."""
-    pending = b""
+    parser = SSEParser()
     async for chunk in response.content.iter_any():
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield line.rstrip(b"\r").decode("utf-8")
-    if pending:
-        yield pending.rstrip(b"\r").decode("utf-8")
+        for event in parser.feed(chunk):
+            yield event
+    for event in parser.end():
+        yield event
