@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from kathan.backends.base import Delta, LoadStats, TokenUsage, ToolCallDelta
 from kathan.backends.sse_client import sse_events
@@ -113,8 +113,8 @@ class OpenAIBackend:
     async def _whole(self, response: aiohttp.ClientResponse) -> AsyncIterator[Delta]:
         """A non-streamed answer, as deltas."""
         try:
-            body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+            body = await response.json(content_type=None, loads=from_json)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             response.close()
             raise UpstreamError(f"The upstream's answer could not be read: {type(exc).__name__}",
                                 status_code=503, retryable=False, retry_after=1) from exc
@@ -140,7 +140,7 @@ class OpenAIBackend:
                 if data.strip() == "[DONE]":
                     done = True
                     break
-                chunk = json.loads(data)
+                chunk = from_json(data)
                 if "error" in chunk:
                     error = chunk["error"]
                     message = error.get("message") if isinstance(error, dict) else str(error)
@@ -157,7 +157,7 @@ class OpenAIBackend:
                 f"The upstream connection failed mid-stream: {type(exc).__name__}",
                 status_code=503, retryable=False, retry_after=1,
             ) from exc
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # pydantic-core's JSON error
             raise UpstreamError("The upstream sent a chunk that is not JSON.",
                                 status_code=503, retryable=False, retry_after=1) from exc
         finally:
@@ -184,6 +184,7 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
 def _choice_deltas(choice: dict[str, Any]) -> list[Delta]:
     index = int(choice.get("index", 0))
     delta = choice.get("delta") or {}
+    raw_calls = delta.get("tool_calls")
     calls = tuple(
         ToolCallDelta(
             index=int(call.get("index", 0)),
@@ -191,16 +192,15 @@ def _choice_deltas(choice: dict[str, Any]) -> list[Delta]:
             name=(call.get("function") or {}).get("name"),
             arguments=(call.get("function") or {}).get("arguments") or "",
         )
-        for call in delta.get("tool_calls") or ()
-    )
+        for call in raw_calls
+    ) if raw_calls else ()
     legacy = delta.get("function_call")
     if legacy:
         calls += (ToolCallDelta(0, id=None, name=legacy.get("name"),
                                 arguments=legacy.get("arguments") or ""),)
-    logprobs = tuple(
-        TokenLogprob.model_validate(entry)
-        for entry in ((choice.get("logprobs") or {}).get("content") or ())
-    )
+    raw_logprobs = choice.get("logprobs")
+    entries = raw_logprobs.get("content") if raw_logprobs else None
+    logprobs = tuple(TokenLogprob.model_validate(entry) for entry in entries) if entries else ()
     out: list[Delta] = []
     content = delta.get("content")
     if content or calls or logprobs:
