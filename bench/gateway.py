@@ -5,11 +5,14 @@ concurrency and a daily quota set). LiteLLM's proxy is installed in its own
 virtual environment (``--litellm-venv``, created on first use with
 ``pip install 'litellm[proxy]'``), never as a Kathan dependency. Measured:
 
-- sequential latency, JSON and streaming, straight to the mock and through
-  each gateway; "added" is the gateway's p50/p99 minus the mock's;
-- requests/s at 32 concurrent connections with wrk (a POST Lua script), JSON.
+- sequential latency, JSON and streaming, through each gateway, each request
+  paired with one straight to the mock (alternating which goes first);
+  "added" is the gateway's p50/p99 minus the mock's over the same pairs;
+- requests/s at 32 concurrent connections with wrk (a POST Lua script), JSON:
+  the median of ``--rounds`` runs per target, the targets taking turns.
 
-    python -m bench.gateway [--requests 300] [--duration 10] [--litellm-venv /tmp/litellm-venv]
+    python -m bench.gateway [--requests 300] [--duration 10] [--rounds 3]
+                            [--litellm-venv /tmp/litellm-venv]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -115,24 +119,40 @@ def start_litellm(binary: Path, mock: str) -> tuple[str, subprocess.Popen[bytes]
     return base, process
 
 
-def sequential(base: str, key: str, n: int, stream: bool) -> list[float]:
-    times = []
+def _timed(client: httpx.Client, base: str, key: str, stream: bool) -> float:
     headers = {"Authorization": f"Bearer {key}"}
-    with httpx.Client(timeout=30) as client:
+    start = time.perf_counter()
+    if stream:
+        with client.stream("POST", f"{base}/chat/completions", headers=headers,
+                           json={**BODY, "stream": True}) as r:
+            for _ in r.iter_bytes():
+                pass
+    else:
+        r = client.post(f"{base}/chat/completions", headers=headers, json=BODY)
+    if r.status_code != 200:
+        raise RuntimeError(f"{base}: HTTP {r.status_code}")
+    return (time.perf_counter() - start) * 1000
+
+
+def sequential(
+    direct: tuple[str, str], gateway: tuple[str, str], n: int, stream: bool
+) -> tuple[list[float], list[float]]:
+    """``n`` requests straight to the mock and ``n`` through the gateway, one at a time,
+    interleaved (alternating which goes first), so that both see the same machine: a
+    slow spell of a shared host lands on both, not on one of them."""
+    straight, through = [], []
+    with httpx.Client(timeout=30) as a, httpx.Client(timeout=30) as b:
         for i in range(n + 20):
-            start = time.perf_counter()
-            if stream:
-                with client.stream("POST", f"{base}/chat/completions", headers=headers,
-                                   json={**BODY, "stream": True}) as r:
-                    for _ in r.iter_bytes():
-                        pass
+            if i % 2:
+                t_through = _timed(b, *gateway, stream)
+                t_straight = _timed(a, *direct, stream)
             else:
-                r = client.post(f"{base}/chat/completions", headers=headers, json=BODY)
-            if r.status_code != 200:
-                raise RuntimeError(f"{base}: HTTP {r.status_code}")
+                t_straight = _timed(a, *direct, stream)
+                t_through = _timed(b, *gateway, stream)
             if i >= 20:
-                times.append((time.perf_counter() - start) * 1000)
-    return times
+                straight.append(t_straight)
+                through.append(t_through)
+    return straight, through
 
 
 def throughput(base: str, key: str, duration: int) -> float:
@@ -155,6 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per target, alternating")
     parser.add_argument("--litellm-venv", type=Path, default=Path("/tmp/litellm-venv"))
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -172,11 +193,17 @@ def main() -> None:
             processes.append(process)
             targets.append(("litellm proxy", litellm, LITELLM_KEY))
         rows = []
-        for name, base, token in targets:
-            plain = sequential(base, token, args.requests, stream=False)
-            streamed = sequential(base, token, args.requests, stream=True)
-            rps = throughput(base, token, args.duration)
-            rows.append((name, plain, streamed, rps))
+        direct = (mock, "sk-mock")
+        for name, base, token in targets[1:]:
+            plain = sequential(direct, (base, token), args.requests, stream=False)
+            streamed = sequential(direct, (base, token), args.requests, stream=True)
+            rows.append((name, plain, streamed))
+        # wrk runs alternate between the targets, so each sees the machine's spells alike.
+        rates: dict[str, list[float]] = {name: [] for name, _, _ in targets}
+        for _ in range(args.rounds):
+            for name, base, token in targets:
+                rates[name].append(throughput(base, token, args.duration))
+        mock_rps = statistics.median(rates["mock (direct)"])
     finally:
         for process in processes:
             process.terminate()
@@ -184,19 +211,27 @@ def main() -> None:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
-    direct_json, direct_stream = rows[0][1], rows[0][2]
-    print(f"sequential: {args.requests} requests each; wrk -t2 -c32 -d{args.duration}s (JSON)")
+    print(f"sequential: {args.requests} requests each, interleaved with as many straight to "
+          f"the mock; wrk -t2 -c32 -d{args.duration}s (JSON)")
     print(f"{'target':<16} {'JSON p50':>9} {'p99':>7} {'added p50':>10} {'p99':>7}  "
           f"{'stream p50':>10} {'p99':>7} {'added p50':>10} {'p99':>7}  {'req/s @32':>10}")
-    for name, plain, streamed, rps in rows:
-        print(f"{name:<16} {pct(plain, 50):9.2f} {pct(plain, 99):7.2f} "
-              f"{pct(plain, 50) - pct(direct_json, 50):10.2f} "
-              f"{pct(plain, 99) - pct(direct_json, 99):7.2f}  "
-              f"{pct(streamed, 50):10.2f} {pct(streamed, 99):7.2f} "
-              f"{pct(streamed, 50) - pct(direct_stream, 50):10.2f} "
-              f"{pct(streamed, 99) - pct(direct_stream, 99):7.2f}  {rps:10.1f}")
-    if len(rows) == 3:
-        print(f"kathan / litellm requests/s: {rows[1][3] / rows[2][3]:.1f}x")
+    for name, (j_direct, j_gate), (s_direct, s_gate) in rows:
+        rps = statistics.median(rates[name])
+        print(f"{name:<16} {pct(j_gate, 50):9.2f} {pct(j_gate, 99):7.2f} "
+              f"{pct(j_gate, 50) - pct(j_direct, 50):10.2f} "
+              f"{pct(j_gate, 99) - pct(j_direct, 99):7.2f}  "
+              f"{pct(s_gate, 50):10.2f} {pct(s_gate, 99):7.2f} "
+              f"{pct(s_gate, 50) - pct(s_direct, 50):10.2f} "
+              f"{pct(s_gate, 99) - pct(s_direct, 99):7.2f}  {rps:10.1f}")
+        print(f"{'  (mock, paired)':<16} {pct(j_direct, 50):9.2f} {pct(j_direct, 99):7.2f} "
+              f"{'':>10} {'':>7}  {pct(s_direct, 50):10.2f} {pct(s_direct, 99):7.2f}")
+    print(f"{'mock (direct)':<16} {'':>9} {'':>7} {'':>10} {'':>7}  {'':>10} {'':>7} "
+          f"{'':>10} {'':>7}  {mock_rps:10.1f}")
+    if len(rows) == 2:
+        ratio = statistics.median(rates["kathan"]) / statistics.median(rates["litellm proxy"])
+        print(f"kathan / litellm requests/s: {ratio:.1f}x (medians of {args.rounds} alternating "
+              f"wrk runs; kathan {', '.join(f'{r:.0f}' for r in rates['kathan'])}; litellm "
+              f"{', '.join(f'{r:.1f}' for r in rates['litellm proxy'])})")
     print("(latencies in ms)")
 
 
