@@ -221,7 +221,11 @@ async def test_n_choices_share_the_prompt(client: AsyncOpenAI) -> None:
             streamed[c.index] += c.delta.content or ""
             finishes[c.index] = c.finish_reason or finishes[c.index]
     assert all(finishes)
-    assert [s[:20] for s in streamed] == [greedy.choices[0].message.content[:20]] * 2
+    assert streamed[0][:20] == streamed[1][:20]
+    # Across two requests the batches differ (what else is decoding, where each
+    # sequence sits in them), and a near-tie a few tokens in may flip: seen once
+    # on a loaded machine ("The colour I like is" / "The colour I'm most").
+    assert [s[:10] for s in streamed] == [greedy.choices[0].message.content[:10]] * 2
 
 
 async def test_logprobs_streamed_and_not(client: AsyncOpenAI) -> None:
