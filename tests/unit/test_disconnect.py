@@ -79,3 +79,23 @@ async def test_the_works_own_error_comes_through() -> None:
 
     with pytest.raises(ValueError, match="boom"):
         await unless_disconnected(Channel(), work())
+
+
+async def test_a_client_that_leaves_just_after_the_work_ended_cancels_nothing() -> None:
+    # The watcher finishes in the same loop pass as the work: its callback is already
+    # scheduled when the caller goes on to send the answer, and must not cancel it.
+    channel = Channel()
+
+    async def work() -> int:
+        channel.leave()
+        await asyncio.sleep(0)
+        return 3
+
+    async def caller() -> int:
+        value = await unless_disconnected(channel, work())
+        await asyncio.sleep(0.01)  # sending the answer
+        return value
+
+    task = asyncio.create_task(caller())
+    assert await task == 3
+    assert task.cancelling() == 0
