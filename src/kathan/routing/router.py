@@ -141,6 +141,11 @@ class Router:
 
     def _pick(self, tried: set[int]) -> Route | None:
         now = self.clock()
+        if len(self.routes) == 1:  # the common case, without the lists below
+            only = self.routes[0]
+            if only.closed(now) and only.in_flight < only.deployment.max_in_flight:
+                return only
+            return None
         usable = [
             r for r in self.routes
             if r.closed(now) and r.in_flight < r.deployment.max_in_flight
