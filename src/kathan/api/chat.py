@@ -86,17 +86,12 @@ def bearer_token(scope: Scope) -> str | None:
 
 def _issues(exc: ValidationError, raw: bytes) -> list[dict[str, Any]]:
     """Pydantic's errors as the seeds' ``detail`` items, located in the body."""
-    issues = []
-    for e in exc.errors(include_url=False, include_input=False):
-        loc: list[Any] = ["body", *e["loc"]]
-        if e["type"] == "json_invalid":
-            # Where the JSON broke, as a character offset (FastAPI's form).
-            loc = ["body"]
-        issues.append({"loc": [p if isinstance(p, int) else str(p) for p in loc],
-                       "msg": e["msg"], "type": e["type"]})
     if not raw.strip():
-        issues = [{"loc": ["body"], "msg": "Field required", "type": "missing"}]
-    return issues
+        return [{"loc": ["body"], "msg": "Field required", "type": "missing"}]
+    return [
+        errors.issue({**e, "loc": ("body",) if e["type"] == "json_invalid" else ("body", *e["loc"])})
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
 
 
 def _partial_body(raw: bytes) -> dict[str, Any]:
@@ -111,8 +106,9 @@ def _partial_body(raw: bytes) -> dict[str, Any]:
 class ChatEndpoint:
     """The ASGI app of the chat route: key check, validation, then ``endpoint``.
 
-    ``count(status)`` is called once per request with the response status, or
-    ``"disconnected"`` when none went out (for /metrics).
+    ``count(scope, status)`` is called once per request with the response status, or
+    ``"disconnected"`` when none went out (for /metrics); ``max_body_bytes(scope)`` is
+    the body limit.
     """
 
     def __init__(

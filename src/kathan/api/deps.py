@@ -42,7 +42,6 @@ async def _principal(
         principal = await auth.verify(credentials.credentials, allow=kinds)
     if principal is None:
         raise AuthenticationError()
-    request.state.principal = principal
     return principal
 
 

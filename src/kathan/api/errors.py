@@ -25,7 +25,8 @@ def render(exc: KathanError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
 
-def _issue(error: Any) -> dict[str, Any]:
+def issue(error: Any) -> dict[str, Any]:
+    """One item of the seeds' ``detail`` array, from a pydantic error."""
     return {
         "loc": [p if isinstance(p, int) else str(p) for p in error.get("loc", ())],
         "msg": str(error.get("msg", "")),
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return render(RequestValidationFailed([_issue(e) for e in exc.errors()]))
+    return render(RequestValidationFailed([issue(e) for e in exc.errors()]))
 
 
 class _HTTPError(KathanError):
