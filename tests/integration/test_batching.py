@@ -203,7 +203,7 @@ async def test_n_choices_share_the_prompt(client: AsyncOpenAI) -> None:
     assert r.usage is not None
     assert 3 <= r.usage.completion_tokens <= 3 * 24  # the sum over the choices
     # Greedy choices computed from the one shared prompt agree with each other,
-    # streamed and not (batched numerics may only flip a late near-tie). A first,
+    # streamed and not, on their first words (see below for why not longer). A first,
     # discarded request caches the prompt, so both compared requests start from the
     # same cached state (a prompt computed in one batch and a cached one can differ
     # in the last bits of the logits, enough to flip an early near-tie).
@@ -211,7 +211,7 @@ async def test_n_choices_share_the_prompt(client: AsyncOpenAI) -> None:
         model=MODEL, max_tokens=1, temperature=0, n=2, messages=messages)
     greedy = await client.chat.completions.create(
         model=MODEL, max_tokens=16, temperature=0, n=2, messages=messages)
-    assert greedy.choices[0].message.content[:20] == greedy.choices[1].message.content[:20]
+    assert greedy.choices[0].message.content[:10] == greedy.choices[1].message.content[:10]
     stream = await client.chat.completions.create(
         model=MODEL, max_tokens=16, temperature=0, n=2, messages=messages, stream=True)
     streamed = ["", ""]
@@ -221,10 +221,10 @@ async def test_n_choices_share_the_prompt(client: AsyncOpenAI) -> None:
             streamed[c.index] += c.delta.content or ""
             finishes[c.index] = c.finish_reason or finishes[c.index]
     assert all(finishes)
-    assert streamed[0][:20] == streamed[1][:20]
-    # Across two requests the batches differ (what else is decoding, where each
-    # sequence sits in them), and a near-tie a few tokens in may flip: seen once
-    # on a loaded machine ("The colour I like is" / "The colour I'm most").
+    # Each choice is its own row of the batch, and a near-tie a few tokens in may
+    # flip between rows and between requests: seen on a loaded machine, within one
+    # streamed request ("The colour I'm most" / "The colour I like is") and across
+    # two. A choice that did not get the shared prompt would differ from the start.
     assert [s[:10] for s in streamed] == [greedy.choices[0].message.content[:10]] * 2
 
 
