@@ -24,6 +24,16 @@ class Channel:
         return {"type": "http.disconnect"}
 
 
+async def slow_work(cancelled: asyncio.Event) -> int:
+    """Work that takes a minute, and says when it was cancelled."""
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+    return 1
+
+
 async def test_the_works_result_comes_back_and_the_watcher_stops() -> None:
     async def work() -> int:
         await asyncio.sleep(0)
@@ -38,33 +48,15 @@ async def test_the_works_result_comes_back_and_the_watcher_stops() -> None:
 async def test_a_client_that_leaves_cancels_the_work() -> None:
     channel = Channel()
     cancelled = asyncio.Event()
-
-    async def work() -> int:
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return 1
-
     asyncio.get_running_loop().call_later(0.01, channel.leave)
     with pytest.raises(ClientDisconnected):
-        await unless_disconnected(channel, work())
+        await unless_disconnected(channel, slow_work(cancelled))
     assert cancelled.is_set()
 
 
 async def test_cancelling_the_caller_cancels_the_work_and_is_not_a_disconnect() -> None:
     cancelled = asyncio.Event()
-
-    async def work() -> int:
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return 1
-
-    caller = asyncio.create_task(unless_disconnected(Channel(), work()))
+    caller = asyncio.create_task(unless_disconnected(Channel(), slow_work(cancelled)))
     await asyncio.sleep(0.01)
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from kathan.backends.base import Delta, TokenUsage, ToolCallDelta
@@ -98,18 +99,9 @@ class ChatService:
             id=opened.chunk_id, created=opened.created, model=opened.model, n=opened.n,
             legacy=opened.legacy,
         )
-        progress = _Progress(self.metrics, opened)
-        deltas = opened.deltas
-        try:
+        async with aclosing(_Progress(self.metrics, opened).track()) as deltas:
             async for delta in deltas:
-                progress.see(delta)
                 acc.add_delta(delta)
-        except BaseException as exc:
-            await progress.failed(exc)
-            raise
-        finally:
-            await _close(deltas)
-        await progress.finished()
         return acc.result()
 
     async def _open(self, request: ChatCompletionRequest, meter: Meter | None) -> _Opened:
@@ -174,11 +166,10 @@ class ChatService:
             [choice(i, construct(ChoiceDelta, role="assistant", content=""))
              for i in range(opened.n)]
         )
-        progress = _Progress(self.metrics, opened)
-        deltas = opened.deltas
-        try:
+        # Closed here when the client leaves (this generator's own close), not later by
+        # the collector: the ledger row and the backend's stream end with the request.
+        async with aclosing(_Progress(self.metrics, opened).track()) as deltas:
             async for delta in deltas:
-                progress.see(delta)
                 if delta.content or delta.logprobs or delta.tool_calls:
                     logprobs = (
                         construct(ChoiceLogprobs, content=list(delta.logprobs), refusal=None)
@@ -194,12 +185,6 @@ class ChatService:
                     yield chunk([choice(delta.index, empty, finish_of(delta, legacy))])
                 elif delta.usage is not None and include_usage:
                     yield chunk([], usage_of(delta.usage))
-        except BaseException as exc:
-            await progress.failed(exc)
-            raise
-        finally:
-            await _close(deltas)
-        await progress.finished()
 
 
 @dataclass(slots=True)
@@ -229,6 +214,22 @@ class _Progress:
         self.last: float | None = None
         self.usage: TokenUsage | None = None
         self.finish_reason: str | None = None
+
+    async def track(self) -> AsyncGenerator[Delta, None]:
+        """The request's deltas, each seen on its way; however the iteration ends (the
+        deltas run out, an error, a client that left) the ledger row is written once
+        and the backend's stream is closed."""
+        deltas = self._opened.deltas
+        try:
+            async for delta in deltas:
+                self.see(delta)
+                yield delta
+        except BaseException as exc:
+            await self.failed(exc)
+            raise
+        finally:
+            await _close(deltas)
+        await self.finished()
 
     def see(self, delta: Delta) -> None:
         if delta.content or delta.logprobs or delta.tool_calls:
