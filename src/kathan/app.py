@@ -187,6 +187,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
             auto_decompress=True,
+            # Upstream APIs authenticate with headers; a cookie jar would only be
+            # consulted (and cost time) on every request.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         probing: asyncio.Task[None] | None = None
         reg = registry

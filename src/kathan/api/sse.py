@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 
 from pydantic import BaseModel
 from starlette.responses import StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
+from kathan.api.disconnect import DisconnectWatch
 from kathan.errors import EngineError, KathanError
 
 logger = logging.getLogger(__name__)
@@ -29,12 +30,14 @@ def encode(data: str, event: str | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
-async def encode_stream(items: AsyncIterator[BaseModel]) -> AsyncIterator[bytes]:
-    """Frame every item as JSON, then ``[DONE]``; errors become an ``error`` event."""
+async def encode_stream(items: AsyncIterator[BaseModel | bytes]) -> AsyncIterator[bytes]:
+    """Frame every item as JSON (an item of ``bytes`` is JSON already), then ``[DONE]``;
+    errors become an ``error`` event."""
     try:
         async for item in items:
             # Serialized JSON has no raw newline, so it is one ``data:`` line.
-            yield b"data: " + item.__pydantic_serializer__.to_json(item) + b"\n\n"
+            data = item if isinstance(item, bytes) else item.__pydantic_serializer__.to_json(item)
+            yield b"data: " + data + b"\n\n"
     except KathanError as exc:
         yield encode(json.dumps(exc.body()), event="error")
     except Exception:
@@ -64,6 +67,16 @@ class EventStreamResponse(StreamingResponse):
     """
 
     max_pending = 64
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette's own __call__ runs the stream in an anyio task group beside a
+        # disconnect listener (ASGI 2.3); its cancel scopes cost more than the rest of
+        # a proxied stream's framing. Here the request's task runs the stream, and a
+        # client that leaves cancels it (and with it the backend's work) the same way.
+        with DisconnectWatch(receive, quiet=True):
+            await self.stream_response(send)
+        if self.background is not None:
+            await self.background()
 
     async def stream_response(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code,

@@ -20,7 +20,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 from pydantic_core import from_json, to_json
+from yarl import URL
 
 from kathan.backends.base import Delta, LoadStats, TokenUsage, ToolCallDelta
 from kathan.backends.sse_client import sse_events
@@ -77,11 +79,14 @@ class OpenAIBackend:
     def __init__(self, deployment: Deployment, session: aiohttp.ClientSession) -> None:
         self.deployment = deployment
         self._session = session
-        self._url = deployment.base_url.rstrip("/") + "/chat/completions"
-        self._headers = {"Content-Type": "application/json", **deployment.headers}
+        # Parsed once: aiohttp would parse a str URL and merge plain headers per request.
+        self._url = URL(deployment.base_url.rstrip("/") + "/chat/completions")
+        headers = {"Content-Type": "application/json", **deployment.headers}
         if deployment.api_key:
-            self._headers["Authorization"] = f"Bearer {deployment.api_key}"
+            headers["Authorization"] = f"Bearer {deployment.api_key}"
+        self._headers = CIMultiDict(headers)
         self._timeout = deployment.timeout()
+        self._draining: set[asyncio.Future[None]] = set()
 
     @property
     def ready(self) -> bool:
@@ -113,7 +118,7 @@ class OpenAIBackend:
     async def _whole(self, response: aiohttp.ClientResponse) -> AsyncIterator[Delta]:
         """A non-streamed answer, as deltas."""
         try:
-            body = await response.json(content_type=None, loads=from_json)
+            body = from_json(await response.read())
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             response.close()
             raise UpstreamError(f"The upstream's answer could not be read: {type(exc).__name__}",
@@ -162,13 +167,25 @@ class OpenAIBackend:
                                 status_code=503, retryable=False, retry_after=1) from exc
         finally:
             if done:
-                await _drain(response)  # to the end, so the connection can be reused
+                self._finish_reading(response)
             else:
                 response.close()  # abandoned (the client left, or an error): cancel upstream
         if not done:
             raise UpstreamError("The upstream closed the stream before it finished.",
                                 status_code=503, retryable=False, retry_after=1)
         yield Delta(usage=usage or TokenUsage(0, pieces))
+
+
+    def _finish_reading(self, response: aiohttp.ClientResponse) -> None:
+        """After ``[DONE]``: give the connection back to the pool. What follows it (the
+        chunked body's end, often a packet of its own) is read in the background, so the
+        client's last event does not wait for it."""
+        if response.content.at_eof():  # nothing left: reuse it now
+            response.release()
+            return
+        task = asyncio.ensure_future(_drain(response))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:

@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
     model_serializer,
 )
-from pydantic_core import PydanticUndefined
+from pydantic_core import PydanticUndefined, to_json
 
 from kathan.voice.profile import check_accent, check_language, check_pair
 
@@ -381,3 +381,50 @@ def construct(cls: type[_M], /, **values: Any) -> _M:
     object.__setattr__(model, "__pydantic_extra__", {} if extra else None)
     object.__setattr__(model, "__pydantic_private__", None)
     return model
+
+
+class TextChunks:
+    """The JSON of a stream's text-only chunks, ``{"id": ..., "choices": [{"index": i,
+    "delta": {"content": text}, ...}], ...}``, without building three models per token.
+
+    Each choice index gets a template once: a real ``ChatCompletionChunk`` serialized
+    with a marker for the text, split around it. So the bytes are the model's own,
+    whatever its fields and their order; only the text is encoded per chunk.
+
+    >>> chunks = TextChunks(id="chatcmpl-1", created=1, model="m")
+    >>> chunks.encode(0, "Hel")  # == the serialized construct(ChatCompletionChunk, ...)
+    b'{"id":"chatcmpl-1",...,"choices":[{"index":0,"delta":{"content":"Hel"},...'
+    """
+
+    __slots__ = ("_created", "_id", "_model", "_templates")
+
+    _MARK = "\x00kathan-text\x00"
+
+    def __init__(self, *, id: str, created: int, model: str) -> None:
+        self._id = id
+        self._created = created
+        self._model = model
+        self._templates: dict[int, tuple[bytes, bytes]] = {}
+
+    def model(self, index: int, content: str) -> ChatCompletionChunk:
+        """The chunk these bytes stand for."""
+        return construct(
+            ChatCompletionChunk, id=self._id, object="chat.completion.chunk",
+            created=self._created, model=self._model, usage=None, system_fingerprint=None,
+            choices=[construct(ChunkChoice, index=index, finish_reason=None, logprobs=None,
+                               delta=construct(ChoiceDelta, role=None, content=content))],
+        )
+
+    def encode(self, index: int, content: str) -> bytes:
+        template = self._templates.get(index)
+        if template is None:
+            template = self._templates[index] = self._template(index)
+        return template[0] + to_json(content) + template[1]
+
+    def _template(self, index: int) -> tuple[bytes, bytes]:
+        chunk = self.model(index, self._MARK)
+        whole = chunk.__pydantic_serializer__.to_json(chunk)
+        before, mark, after = whole.partition(to_json(self._MARK))
+        if not mark or to_json(self._MARK) in after or to_json(self._MARK) in before:
+            raise ValueError("the text marker must occur once in a chunk's JSON")
+        return before, after

@@ -19,6 +19,7 @@ from kathan.protocol.chat import (
     ChoiceLogprobs,
     ChunkChoice,
     FunctionCallDelta,
+    TextChunks,
     ToolCallChunk,
     Usage,
     construct,
@@ -77,8 +78,9 @@ class ChatService:
         *,
         include_usage: bool | None = None,
         meter: Meter | None = None,
-    ) -> AsyncIterator[ChatCompletionChunk]:
-        """Validate, open the backend's deltas and return the chunk stream.
+    ) -> AsyncIterator[ChatCompletionChunk | bytes]:
+        """Validate, open the backend's deltas and return the chunk stream. A chunk of
+        text alone comes as its JSON, already encoded (``TextChunks``).
 
         Raises ``KathanError`` before any chunk exists. ``include_usage`` defaults
         to the request's ``stream_options.include_usage``. With a ``meter``, the
@@ -135,7 +137,7 @@ class ChatService:
 
     async def _chunks(
         self, opened: _Opened, include_usage: bool
-    ) -> AsyncIterator[ChatCompletionChunk]:
+    ) -> AsyncIterator[ChatCompletionChunk | bytes]:
         """The deltas as chunks. With ``opened.legacy`` (the request used ``functions``),
         calls go out as ``function_call``."""
         chunk_id, created, model, legacy = (
@@ -162,6 +164,7 @@ class ChatService:
                 index=index, delta=delta, finish_reason=finish, logprobs=logprobs
             )
 
+        text = TextChunks(id=chunk_id, created=created, model=model)
         yield chunk(
             [choice(i, construct(ChoiceDelta, role="assistant", content=""))
              for i in range(opened.n)]
@@ -170,7 +173,9 @@ class ChatService:
         # the collector: the ledger row and the backend's stream end with the request.
         async with aclosing(_Progress(self.metrics, opened).track()) as deltas:
             async for delta in deltas:
-                if delta.content or delta.logprobs or delta.tool_calls:
+                if delta.content and not (delta.logprobs or delta.tool_calls):
+                    yield text.encode(delta.index, delta.content)  # most chunks: text only
+                elif delta.content or delta.logprobs or delta.tool_calls:
                     logprobs = (
                         construct(ChoiceLogprobs, content=list(delta.logprobs), refusal=None)
                         if delta.logprobs
