@@ -22,6 +22,7 @@ from kathan.api import metrics as metrics_api
 from kathan.api.middleware import BodyLimitMiddleware
 from kathan.auth.authenticator import Authenticator
 from kathan.backends.base import LoadStats
+from kathan.backends.http1 import HTTPPool
 from kathan.backends.local import LocalBackend
 from kathan.engine.engine import EngineConfig, LocalEngine
 from kathan.limits import make_limiter
@@ -191,6 +192,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
             # consulted (and cost time) on every request.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        pool = HTTPPool()  # the openai backend's keep-alive connections
         probing: asyncio.Task[None] | None = None
         reg = registry
         if reg is None:
@@ -214,7 +216,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
                 )
                 local_backend = LocalBackend(engine, retry_after=settings.retry_after_seconds)
             reg, routers = build_registry(
-                settings, local=local_backend, local_created=created, session=session
+                settings, local=local_backend, local_created=created, session=session,
+                pool=pool,
             )
             if engine is not None:
                 loading = asyncio.create_task(_load(engine, settings))
@@ -243,6 +246,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
             if store is not None:
                 await store.stop()  # writes every ledger row still buffered
             await session.close()
+            await pool.close()
             if loading is not None:
                 await loading
             if engine is not None:

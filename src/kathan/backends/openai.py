@@ -19,12 +19,10 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-from multidict import CIMultiDict
 from pydantic_core import from_json, to_json
-from yarl import URL
 
 from kathan.backends.base import Delta, LoadStats, TokenUsage, ToolCallDelta
+from kathan.backends.http1 import HTTPPool, Response, Target, encode_headers
 from kathan.backends.sse_client import sse_events
 from kathan.backends.upstream import (
     Deployment,
@@ -51,7 +49,7 @@ def upstream_body(request: ChatCompletionRequest, model: str) -> dict[str, Any]:
     return body
 
 
-async def error_message(response: aiohttp.ClientResponse) -> str:
+async def error_message(response: Response) -> str:
     """The upstream's own words from an error body (OpenAI's, FastAPI's or plain text)."""
     text = (await response.text(errors="replace"))[:2000]
     try:
@@ -72,20 +70,22 @@ async def error_message(response: aiohttp.ClientResponse) -> str:
 class OpenAIBackend:
     """Relays chat requests to an OpenAI-compatible ``/chat/completions``.
 
-    >>> backend = OpenAIBackend(deployment, session)
+    It talks to the upstream through ``HTTPPool``, Kathan's lean keep-alive
+    HTTP/1.1 client (this relay is on every request's path).
+
+    >>> backend = OpenAIBackend(deployment, pool)
     >>> deltas = await backend.open(request)   # UpstreamError before the first byte
     """
 
-    def __init__(self, deployment: Deployment, session: aiohttp.ClientSession) -> None:
+    def __init__(self, deployment: Deployment, pool: HTTPPool) -> None:
         self.deployment = deployment
-        self._session = session
-        # Parsed once: aiohttp would parse a str URL and merge plain headers per request.
-        self._url = URL(deployment.base_url.rstrip("/") + "/chat/completions")
-        headers = {"Content-Type": "application/json", **deployment.headers}
+        self._pool = pool
+        self._target = Target.parse(deployment.base_url.rstrip("/") + "/chat/completions")
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "gzip, deflate",
+                   "User-Agent": "kathan", **deployment.headers}
         if deployment.api_key:
             headers["Authorization"] = f"Bearer {deployment.api_key}"
-        self._headers = CIMultiDict(headers)
-        self._timeout = deployment.timeout()
+        self._headers = encode_headers(headers)  # encoded once, sent with every request
         self._draining: set[asyncio.Future[None]] = set()
 
     @property
@@ -97,17 +97,19 @@ class OpenAIBackend:
 
     async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
         body = upstream_body(request, self.deployment.model)
+        d = self.deployment
         try:
-            response = await self._session.post(
-                self._url, data=to_json(body), headers=self._headers, timeout=self._timeout
+            response = await self._pool.request(
+                self._target, b"POST", self._headers, to_json(body),
+                connect_timeout=d.connect_timeout, read_timeout=d.read_timeout,
             )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise transport_error(f"{type(exc).__name__}: {exc}") from exc
         if response.status >= 400:
             try:
                 message = await error_message(response)
-            except (aiohttp.ClientError, TimeoutError):
-                message = response.reason or ""
+            except (TimeoutError, OSError):
+                message = response.reason
             finally:
                 response.release()
             raise error_for_status(response.status, message, retry_after=retry_after_of(response))
@@ -115,15 +117,14 @@ class OpenAIBackend:
             return self._whole(response)
         return self._deltas(response)
 
-    async def _whole(self, response: aiohttp.ClientResponse) -> AsyncIterator[Delta]:
+    async def _whole(self, response: Response) -> AsyncIterator[Delta]:
         """A non-streamed answer, as deltas."""
         try:
-            body = from_json(await response.read())
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            body = from_json(await response.read())  # read to its end: back to the pool
+        except (TimeoutError, OSError, ValueError) as exc:
             response.close()
             raise UpstreamError(f"The upstream's answer could not be read: {type(exc).__name__}",
                                 status_code=503, retryable=False, retry_after=1) from exc
-        response.release()  # read to the end: the connection goes back to the pool
         for choice in body.get("choices") or ():
             message = choice.get("message") or {}
             as_delta = {"index": choice.get("index", 0), "logprobs": choice.get("logprobs"),
@@ -136,7 +137,7 @@ class OpenAIBackend:
                 yield delta
         yield Delta(usage=_usage(body.get("usage") or {}))
 
-    async def _deltas(self, response: aiohttp.ClientResponse) -> AsyncIterator[Delta]:
+    async def _deltas(self, response: Response) -> AsyncIterator[Delta]:
         usage: TokenUsage | None = None
         done = False
         pieces = 0
@@ -157,7 +158,7 @@ class OpenAIBackend:
                         yield delta
                 if chunk.get("usage"):
                     usage = _usage(chunk["usage"])
-        except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise UpstreamError(
                 f"The upstream connection failed mid-stream: {type(exc).__name__}",
                 status_code=503, retryable=False, retry_after=1,
@@ -176,11 +177,11 @@ class OpenAIBackend:
         yield Delta(usage=usage or TokenUsage(0, pieces))
 
 
-    def _finish_reading(self, response: aiohttp.ClientResponse) -> None:
+    def _finish_reading(self, response: Response) -> None:
         """After ``[DONE]``: give the connection back to the pool. What follows it (the
         chunked body's end, often a packet of its own) is read in the background, so the
         client's last event does not wait for it."""
-        if response.content.at_eof():  # nothing left: reuse it now
+        if response.at_eof:  # nothing left: reuse it now
             response.release()
             return
         task = asyncio.ensure_future(_drain(response))
@@ -188,11 +189,11 @@ class OpenAIBackend:
         task.add_done_callback(self._draining.discard)
 
 
-async def _drain(response: aiohttp.ClientResponse) -> None:
+async def _drain(response: Response) -> None:
     try:
-        async for _ in response.content.iter_any():
+        async for _ in response.iter_any():
             pass
-    except (aiohttp.ClientError, TimeoutError):
+    except (TimeoutError, OSError):
         response.close()
         return
     response.release()

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
+from kathan.backends.http1 import Response
+
 Event = tuple[str | None, str]
 
 
@@ -60,7 +62,7 @@ class SSEParser:
                 self._data.append(value)
 
 
-async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+async def sse_events(response: aiohttp.ClientResponse | Response) -> AsyncIterator[Event]:
     """Yield each event's name (None when unnamed) and its data lines joined by newlines.
 
     >>> async for event, data in sse_events(response):
@@ -68,7 +70,9 @@ async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
     ...         break
     """
     parser = SSEParser()
-    async for chunk in response.content.iter_any():
+    pieces = (response.iter_any() if isinstance(response, Response)
+              else response.content.iter_any())
+    async for chunk in pieces:
         for event in parser.feed(chunk):
             yield event
     for event in parser.end():

@@ -10,9 +10,9 @@ router's (``kathan.routing``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import aiohttp
 
@@ -130,7 +130,12 @@ def refuse_unsupported(
             )
 
 
-def retry_after_of(response: aiohttp.ClientResponse) -> int | None:
+class _HasHeaders(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def retry_after_of(response: _HasHeaders) -> int | None:
     """An upstream's ``Retry-After`` in whole seconds (at least 1), when it sent a number."""
     try:
         return max(1, int(float(response.headers.get("Retry-After", ""))))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from kathan.backends.base import Backend
+from kathan.backends.http1 import HTTPPool
 from kathan.backends.upstream import Deployment
 from kathan.routing.registry import ModelEntry, ModelRegistry
 from kathan.routing.router import Capabilities, Route, Router
@@ -35,7 +36,9 @@ def _deployment(model: ModelSettings, i: int, d: DeploymentSettings) -> Deployme
     )
 
 
-def _backend(d: Deployment, session: aiohttp.ClientSession, local: Backend | None) -> Backend:
+def _backend(
+    d: Deployment, session: aiohttp.ClientSession, pool: HTTPPool, local: Backend | None
+) -> Backend:
     if d.backend == "local":
         if local is None:
             raise ConfigError(f"deployment {d.name}: backend local, but the local model is off")
@@ -43,7 +46,7 @@ def _backend(d: Deployment, session: aiohttp.ClientSession, local: Backend | Non
     if d.backend == "openai":
         from kathan.backends.openai import OpenAIBackend
 
-        return OpenAIBackend(d, session)
+        return OpenAIBackend(d, pool)
     if d.backend == "anthropic":
         from kathan.backends.anthropic import AnthropicBackend
 
@@ -78,8 +81,15 @@ def build_registry(
     local: LocalBackend | None,
     local_created: int,
     session: aiohttp.ClientSession,
+    pool: HTTPPool | None = None,
 ) -> tuple[ModelRegistry, list[Router]]:
-    """Every model clients may name, and the routers whose health must be probed."""
+    """Every model clients may name, and the routers whose health must be probed.
+
+    ``openai`` deployments send through ``pool`` (a new one when none is given), the
+    other provider backends through ``session``.
+    """
+    if pool is None:
+        pool = HTTPPool()
     entries: list[ModelEntry] = []
     if local is not None and settings.local is not None:
         entries.append(ModelEntry(
@@ -99,7 +109,7 @@ def build_registry(
         for i, d in enumerate(model.deployments):
             deployment = _deployment(model, i, d)
             url, headers = _probe(deployment)
-            routes.append(Route(deployment, _backend(deployment, session, local),
+            routes.append(Route(deployment, _backend(deployment, session, pool, local),
                                 probe_url=url, probe_headers=headers))
         caps = model.capabilities
         capabilities = Capabilities() if caps is None else Capabilities(
