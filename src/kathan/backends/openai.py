@@ -113,6 +113,16 @@ class OpenAIBackend:
             finally:
                 response.release()
             raise error_for_status(response.status, message, retry_after=retry_after_of(response))
+        if response.status >= 300:
+            location = response.headers.get("Location", "")
+            response.close()
+            raise UpstreamError(
+                f"The upstream answered {response.status}"
+                + (f" (a redirect to {location[:500]})" if location else "")
+                + "; Kathan does not follow redirects: set the deployment's base_url to "
+                "the server itself.", status_code=503, retryable=False, retry_after=30,
+                upstream_status=response.status, code="upstream_redirect",
+            )
         if not request.stream:
             return self._whole(response)
         return self._deltas(response)

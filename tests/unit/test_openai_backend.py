@@ -1,0 +1,167 @@
+"""The ``openai`` backend over ``HTTPPool``, against small aiohttp upstreams: what it
+sends, compressed answers, redirects, kept-alive connections, an upstream that leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from kathan.backends.base import Delta
+from kathan.backends.http1 import HTTPPool
+from kathan.backends.openai import OpenAIBackend
+from kathan.backends.upstream import Deployment, UpstreamError
+from kathan.protocol.chat import ChatCompletionRequest
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+REPLY = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "up",
+         "choices": [{"index": 0, "finish_reason": "stop",
+                      "message": {"role": "assistant", "content": "Hello there."}}],
+         "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+
+
+@asynccontextmanager
+async def upstream(handler: Handler) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()
+
+
+def request(**fields: Any) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], **fields})
+
+
+async def collect(deltas: AsyncIterator[Delta]) -> list[Delta]:
+    return [d async for d in deltas]
+
+
+async def test_the_request_goes_as_sent_and_the_answer_comes_back_as_deltas() -> None:
+    seen: list[tuple[dict[str, str], dict[str, Any]]] = []
+
+    async def chat(r: web.Request) -> web.StreamResponse:
+        seen.append((dict(r.headers), await r.json()))
+        return web.json_response(REPLY)
+
+    pool = HTTPPool()
+    async with upstream(chat) as url:
+        backend = OpenAIBackend(Deployment("openai", "up", url, api_key="sk-up",
+                                           headers={"X-Team": "a"}), pool)
+        for _ in range(3):
+            deltas = await collect(await backend.open(request(top_k=3, temperature=0.5)))
+            assert "".join(d.content or "" for d in deltas) == "Hello there."
+            assert deltas[-1].usage is not None and deltas[-1].usage.prompt_tokens == 5
+        assert pool.idle_connections == 1  # one kept-alive connection served all three
+    headers, body = seen[0]
+    assert headers["Authorization"] == "Bearer sk-up" and headers["X-Team"] == "a"
+    assert body["model"] == "up" and body["top_k"] == 3 and body["temperature"] == 0.5
+    await pool.close()
+
+
+async def test_a_compressed_answer_is_read() -> None:
+    async def chat(r: web.Request) -> web.StreamResponse:
+        response = web.Response(body=json.dumps(REPLY).encode(),
+                                content_type="application/json")
+        response.enable_compression(force=web.ContentCoding.gzip)
+        return response
+
+    pool = HTTPPool()
+    async with upstream(chat) as url:
+        deltas = await collect(await OpenAIBackend(Deployment("openai", "up", url), pool)
+                               .open(request()))
+    assert "".join(d.content or "" for d in deltas) == "Hello there."
+    await pool.close()
+
+
+async def test_a_redirect_is_a_clear_error_not_followed() -> None:
+    async def chat(r: web.Request) -> web.StreamResponse:
+        raise web.HTTPTemporaryRedirect("https://elsewhere.example/v1/chat/completions")
+
+    pool = HTTPPool()
+    async with upstream(chat) as url:
+        with pytest.raises(UpstreamError) as info:
+            await OpenAIBackend(Deployment("openai", "up", url), pool).open(request())
+    assert info.value.status_code == 503
+    assert "redirect to https://elsewhere.example" in info.value.message
+    assert info.value.code == "upstream_redirect"
+    await pool.close()
+
+
+async def test_an_upstream_error_keeps_its_words_and_retry_after() -> None:
+    async def chat(r: web.Request) -> web.StreamResponse:
+        return web.json_response({"error": {"message": "slow down"}}, status=429,
+                                 headers={"Retry-After": "7"})
+
+    pool = HTTPPool()
+    async with upstream(chat) as url:
+        with pytest.raises(UpstreamError) as info:
+            await OpenAIBackend(Deployment("openai", "up", url), pool).open(request())
+    assert info.value.status_code == 429 and info.value.retry_after == 7
+    assert "slow down" in info.value.message
+    await pool.close()
+
+
+async def test_a_stream_that_breaks_off_is_an_error_and_its_connection_is_dropped() -> None:
+    async def chat(r: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(r)
+        chunk = {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        assert r.transport is not None
+        r.transport.close()  # the upstream dies mid-stream
+        return response
+
+    pool = HTTPPool()
+    async with upstream(chat) as url:
+        deltas = await OpenAIBackend(Deployment("openai", "up", url), pool).open(
+            request(stream=True))
+        got: list[Delta] = []
+        with pytest.raises(UpstreamError, match="mid-stream|before it finished"):
+            async for d in deltas:
+                got.append(d)
+    assert [d.content for d in got] == ["Hel"]
+    assert pool.idle_connections == 0
+    await pool.close()
+
+
+async def test_a_finished_stream_gives_its_connection_back() -> None:
+    async def chat(r: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(r)
+        for piece in ("Hel", "lo"):
+            chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        usage = {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 2}}
+        await response.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        await response.write_eof()
+        return response
+
+    pool = HTTPPool()
+    async with upstream(chat) as url:
+        backend = OpenAIBackend(Deployment("openai", "up", url), pool)
+        for _ in range(2):
+            deltas = await collect(await backend.open(request(stream=True)))
+            assert "".join(d.content or "" for d in deltas) == "Hello"
+            assert deltas[-1].usage is not None and deltas[-1].usage.completion_tokens == 2
+        for _ in range(20):  # the chunked body's end may be read in the background
+            if pool.idle_connections == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.idle_connections == 1
+    await pool.close()
