@@ -129,8 +129,10 @@ class HTTPPool:
             except UpstreamConnectionError:
                 if conn.answered:
                     raise
-                # The server closed the idle connection as the request went out: the
-                # request never reached it, so it goes once more on a new connection.
+                # Most likely the server closed the idle connection as the request went
+                # out, so it goes once more on a new connection (at most once; a server
+                # that read it and then died may see it twice, as with the router's
+                # retries of connection errors).
         conn = await self._connect(target, connect_timeout)
         return await conn.exchange(head + body, read_timeout)
 
@@ -254,8 +256,9 @@ class _Connection(asyncio.Protocol):
         self._stop_timer()
         self.pool._forget(self)
         response = self.response
-        if response is not None and response._until_close and not response.complete:
-            self._finish()
+        if (exc is None and response is not None and response._until_close
+                and not response.complete):
+            self._finish()  # a clean close ends a body without length
         else:
             self._fail(UpstreamConnectionError(
                 "the upstream closed the connection" + (f": {exc}" if exc else "")))
@@ -307,9 +310,14 @@ class _Connection(asyncio.Protocol):
         head = self._head = asyncio.get_running_loop().create_future()
         self._read_timeout = read_timeout
         self._last_data = time.monotonic()
+        self._stop_timer()  # the last request's, if any, with its own limit
         self._arm_timer()
         self.transport.write(data)
-        response: Response = await head
+        try:
+            response: Response = await head
+        except BaseException:
+            self.close()  # given up (cancelled, or failed): the upstream must see it
+            raise
         return response
 
     def _finish(self) -> None:
@@ -356,7 +364,8 @@ class _Connection(asyncio.Protocol):
             self._paused = False
             self._last_data = time.monotonic()
             self.transport.resume_reading()
-            self._arm_timer()
+            if self.response is not None and not self.response.complete:
+                self._arm_timer()
 
     # the read timeout: one timer that looks at when data last came
 
@@ -386,8 +395,8 @@ class Response:
     ``text``) or as it arrives (``iter_any``). Once the body is read to its end the
     connection goes back to the pool; ``close`` drops it instead (an abandoned answer)."""
 
-    __slots__ = ("_chunks", "_conn", "_decoder", "_error", "_size", "_until_close",
-                 "_waiter", "complete", "headers", "status")
+    __slots__ = ("_chunks", "_conn", "_decoder", "_error", "_refused", "_size",
+                 "_until_close", "_waiter", "complete", "headers", "status")
 
     def __init__(self, conn: _Connection, status: int, headers: CIMultiDict[str]) -> None:
         self._conn: _Connection | None = conn
@@ -398,12 +407,13 @@ class Response:
         self._size = 0
         self._waiter: asyncio.Future[None] | None = None
         self._error: Exception | None = None
+        self._refused: Exception | None = None  # a body that cannot be decoded at all
         coding = headers.get("Content-Encoding", "identity").strip().lower()
         self._decoder = None
         if coding in ("gzip", "x-gzip", "deflate"):
             self._decoder = zlib.decompressobj(47 if coding != "deflate" else 15)
         elif coding not in ("identity", ""):
-            self._error = UpstreamConnectionError(
+            self._refused = UpstreamConnectionError(
                 f"the upstream used a content coding Kathan cannot read: {coding}")
         # No length and not chunked: the body ends when the server closes (HTTP/1.0 style).
         self._until_close = (
@@ -436,6 +446,9 @@ class Response:
     async def iter_any(self) -> AsyncIterator[bytes]:
         """The body's pieces as they arrive (``b""`` never); the connection goes back to
         the pool after the last one."""
+        if self._refused is not None:
+            self.close()
+            raise self._refused
         while True:
             if self._error is not None and not self._chunks:
                 self.close()
@@ -453,6 +466,9 @@ class Response:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
+            except BaseException:
+                self.close()  # a reader that gives up mid-body: the upstream must see it
+                raise
             finally:
                 self._waiter = None
 
@@ -475,6 +491,8 @@ class Response:
     # fed by the connection
 
     def _feed(self, data: bytes) -> None:
+        if self._refused is not None:
+            return
         if self._decoder is not None:
             try:
                 data = self._decoder.decompress(data)
