@@ -186,7 +186,6 @@ class OpenAIBackend:
                                 status_code=503, retryable=False, retry_after=1)
         yield Delta(usage=usage or TokenUsage(0, pieces))
 
-
     def _finish_reading(self, response: Response) -> None:
         """After ``[DONE]``: give the connection back to the pool. What follows it (the
         chunked body's end, often a packet of its own) is read in the background, so the

@@ -383,16 +383,17 @@ def construct(cls: type[_M], /, **values: Any) -> _M:
     return model
 
 
-class TextChunks:
-    """The JSON of a stream's text-only chunks, ``{"id": ..., "choices": [{"index": i,
-    "delta": {"content": text}, ...}], ...}``, without building three models per token.
+class StreamChunks:
+    """Builds the ``chat.completion.chunk`` objects of one stream (its id, time and model).
 
-    Each choice index gets a template once: a real ``ChatCompletionChunk`` serialized
-    with a marker for the text, split around it. So the bytes are the model's own,
-    whatever its fields and their order; only the text is encoded per chunk.
+    Text alone, most of a stream, is ``text(index, content)``: its JSON, without
+    building three models per token. Each choice index gets a template once, a
+    real chunk serialized with a marker for the text and split around it, so the
+    bytes are the model's own whatever its fields and their order.
 
-    >>> chunks = TextChunks(id="chatcmpl-1", created=1, model="m")
-    >>> chunks.encode(0, "Hel")  # == the serialized construct(ChatCompletionChunk, ...)
+    >>> chunks = StreamChunks(id="chatcmpl-1", created=1, model="m")
+    >>> chunks.chunk([chunks.choice(0, construct(ChoiceDelta, role="assistant", content=""))])
+    >>> chunks.text(0, "Hel")  # == the JSON of the chunk with that one delta
     b'{"id":"chatcmpl-1",...,"choices":[{"index":0,"delta":{"content":"Hel"},...'
     """
 
@@ -406,25 +407,38 @@ class TextChunks:
         self._model = model
         self._templates: dict[int, tuple[bytes, bytes]] = {}
 
-    def model(self, index: int, content: str) -> ChatCompletionChunk:
-        """The chunk these bytes stand for."""
+    def chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
         return construct(
             ChatCompletionChunk, id=self._id, object="chat.completion.chunk",
-            created=self._created, model=self._model, usage=None, system_fingerprint=None,
-            choices=[construct(ChunkChoice, index=index, finish_reason=None, logprobs=None,
-                               delta=construct(ChoiceDelta, role=None, content=content))],
+            created=self._created, model=self._model, choices=choices, usage=usage,
+            system_fingerprint=None,
         )
 
-    def encode(self, index: int, content: str) -> bytes:
+    @staticmethod
+    def choice(
+        index: int,
+        delta: ChoiceDelta,
+        finish: str | None = None,
+        logprobs: ChoiceLogprobs | None = None,
+    ) -> ChunkChoice:
+        return construct(ChunkChoice, index=index, delta=delta, finish_reason=finish,
+                         logprobs=logprobs)
+
+    def text_chunk(self, index: int, content: str) -> ChatCompletionChunk:
+        """The chunk that ``text`` gives the JSON of."""
+        return self.chunk([self.choice(index, construct(ChoiceDelta, role=None,
+                                                        content=content))])
+
+    def text(self, index: int, content: str) -> bytes:
         template = self._templates.get(index)
         if template is None:
             template = self._templates[index] = self._template(index)
         return template[0] + to_json(content) + template[1]
 
     def _template(self, index: int) -> tuple[bytes, bytes]:
-        chunk = self.model(index, self._MARK)
-        whole = chunk.__pydantic_serializer__.to_json(chunk)
-        before, mark, after = whole.partition(to_json(self._MARK))
-        if not mark or to_json(self._MARK) in after or to_json(self._MARK) in before:
+        chunk = self.text_chunk(index, self._MARK)
+        marker = to_json(self._MARK)
+        before, found, after = chunk.__pydantic_serializer__.to_json(chunk).partition(marker)
+        if not found or marker in after:
             raise ValueError("the text marker must occur once in a chunk's JSON")
         return before, after

@@ -17,11 +17,9 @@ from kathan.protocol.chat import (
     ChatCompletionRequest,
     ChoiceDelta,
     ChoiceLogprobs,
-    ChunkChoice,
     FunctionCallDelta,
-    TextChunks,
+    StreamChunks,
     ToolCallChunk,
-    Usage,
     construct,
 )
 from kathan.routing.registry import ModelRegistry
@@ -80,7 +78,7 @@ class ChatService:
         meter: Meter | None = None,
     ) -> AsyncIterator[ChatCompletionChunk | bytes]:
         """Validate, open the backend's deltas and return the chunk stream. A chunk of
-        text alone comes as its JSON, already encoded (``TextChunks``).
+        text alone comes as its JSON, already encoded (``StreamChunks.text``).
 
         Raises ``KathanError`` before any chunk exists. ``include_usage`` defaults
         to the request's ``stream_options.include_usage``. With a ``meter``, the
@@ -140,31 +138,9 @@ class ChatService:
     ) -> AsyncIterator[ChatCompletionChunk | bytes]:
         """The deltas as chunks. With ``opened.legacy`` (the request used ``functions``),
         calls go out as ``function_call``."""
-        chunk_id, created, model, legacy = (
-            opened.chunk_id, opened.created, opened.model, opened.legacy)
-
-        def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
-            return construct(ChatCompletionChunk,
-                id=chunk_id,
-                object="chat.completion.chunk",
-                created=created,
-                model=model,
-                choices=choices,
-                usage=usage,
-                system_fingerprint=None,
-            )
-
-        def choice(
-            index: int,
-            delta: ChoiceDelta,
-            finish: str | None = None,
-            logprobs: ChoiceLogprobs | None = None,
-        ) -> ChunkChoice:
-            return construct(ChunkChoice,
-                index=index, delta=delta, finish_reason=finish, logprobs=logprobs
-            )
-
-        text = TextChunks(id=chunk_id, created=created, model=model)
+        legacy = opened.legacy
+        chunks = StreamChunks(id=opened.chunk_id, created=opened.created, model=opened.model)
+        chunk, choice = chunks.chunk, chunks.choice
         yield chunk(
             [choice(i, construct(ChoiceDelta, role="assistant", content=""))
              for i in range(opened.n)]
@@ -174,7 +150,7 @@ class ChatService:
         async with aclosing(_Progress(self.metrics, opened).track()) as deltas:
             async for delta in deltas:
                 if delta.content and not (delta.logprobs or delta.tool_calls):
-                    yield text.encode(delta.index, delta.content)  # most chunks: text only
+                    yield chunks.text(delta.index, delta.content)  # most chunks: text only
                 elif delta.content or delta.logprobs or delta.tool_calls:
                     logprobs = (
                         construct(ChoiceLogprobs, content=list(delta.logprobs), refusal=None)
