@@ -16,7 +16,10 @@ import gzip
 import inspect
 import json
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 import sys
 import time
 import zlib
@@ -972,3 +975,78 @@ async def test_a_request_cancelled_before_its_answer_closes_its_connection() -> 
         with pytest.raises(asyncio.CancelledError):
             await task
         await asyncio.wait_for(server.connections[0].closed_by_client.wait(), 0.3)
+
+
+# --- https -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A throwaway self-signed certificate for localhost and 127.0.0.1 (openssl's CLI)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+         "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True)
+    return cert, key
+
+
+async def _tls_server(cert: str, key: str, body: bytes) -> tuple[asyncio.Server, int]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                await reader.readexactly(length)
+                writer.write(answer(body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@on_both_loops
+async def test_https_with_a_trusted_certificate_is_read_and_kept_alive(
+    certificate: tuple[str, str],
+) -> None:
+    cert, key = certificate
+    server, port = await _tls_server(cert, key, b'{"ok": true}')
+    trusted = ssl.create_default_context(cafile=cert)
+    pool = HTTPPool(ssl_context=trusted)
+    try:
+        target = Target.parse(f"https://localhost:{port}/v1/chat/completions")
+        for _ in range(2):
+            response = await pool.request(target, b"POST", {}, b"{}")
+            assert response.status == 200
+            assert await response.read() == b'{"ok": true}'
+        assert pool.idle_connections == 1
+    finally:
+        await pool.close()
+        server.close()
+
+
+@on_both_loops
+async def test_https_with_an_untrusted_certificate_is_refused(
+    certificate: tuple[str, str],
+) -> None:
+    cert, key = certificate
+    server, port = await _tls_server(cert, key, b"{}")
+    pool = HTTPPool()  # the system's CA store does not know the test certificate
+    try:
+        with pytest.raises(UpstreamConnectionError, match="certificate"):
+            await pool.request(Target.parse(f"https://localhost:{port}/v1"), b"POST", {}, b"{}")
+    finally:
+        await pool.close()
+        server.close()

@@ -90,12 +90,18 @@ class HTTPPool:
     ``close()`` closes them all; requests made after it fail.
     """
 
-    def __init__(self, *, keepalive: float = 60.0, max_idle_per_host: int = 1024) -> None:
+    def __init__(
+        self,
+        *,
+        keepalive: float = 60.0,
+        max_idle_per_host: int = 1024,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._keepalive = keepalive
         self._max_idle = max_idle_per_host
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._all: set[_Connection] = set()
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # for https; the system's CA store when None
         self._closed = False
 
     async def request(
