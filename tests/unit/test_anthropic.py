@@ -16,6 +16,7 @@ from aiohttp import web
 
 from kathan.backends.anthropic import AnthropicBackend, StreamTranslator, to_anthropic
 from kathan.backends.base import Delta, TokenUsage, ToolCallDelta
+from kathan.backends.http1 import HTTPPool
 from kathan.backends.upstream import Deployment, UpstreamError
 from kathan.errors import InvalidRequestError, UnsupportedParameterError
 from kathan.protocol.chat import ChatCompletionRequest
@@ -331,8 +332,8 @@ async def test_unsupported_parameters_are_refused_before_any_request(
     fields: dict[str, Any], param: str
 ) -> None:
     # No server listens at DEPLOYMENT's URL: the refusal must come first.
-    async with aiohttp.ClientSession() as session:
-        backend = AnthropicBackend(DEPLOYMENT, session)
+    async with HTTPPool() as pool:
+        backend = AnthropicBackend(DEPLOYMENT, pool)
         with pytest.raises(UnsupportedParameterError) as caught:
             await backend.open(chat(**fields))
     assert caught.value.param == param
@@ -478,6 +479,12 @@ def test_a_stream_without_message_stop_is_an_error() -> None:
 
 
 @pytest.fixture
+async def pool() -> AsyncIterator[HTTPPool]:
+    async with HTTPPool() as p:
+        yield p
+
+
+@pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as s:
         yield s
@@ -485,20 +492,20 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @asynccontextmanager
 async def upstream(
-    session: aiohttp.ClientSession, script: Script | None = None, **deployment: Any
+    pool: HTTPPool, script: Script | None = None, **deployment: Any
 ) -> AsyncIterator[tuple[AnthropicBackend, web.Application]]:
     app = make_app(api_key=KEY, script=script)
     async with serve(app) as base_url:
         settings: dict[str, Any] = {"base_url": base_url, "api_key": KEY, **deployment}
-        yield AnthropicBackend(Deployment("anthropic", "claude-test-1", **settings), session), app
+        yield AnthropicBackend(Deployment("anthropic", "claude-test-1", **settings), pool), app
 
 
 async def collect(deltas: AsyncIterator[Delta]) -> list[Delta]:
     return [d async for d in deltas]
 
 
-async def test_text_reply(session: aiohttp.ClientSession) -> None:
-    async with upstream(session, headers={"anthropic-beta": "x"}) as (backend, app):
+async def test_text_reply(pool: HTTPPool) -> None:
+    async with upstream(pool, headers={"anthropic-beta": "x"}) as (backend, app):
         deltas = await collect(await backend.open(chat(max_tokens=64)))
         sent, headers = app[STATE].requests[0], app[STATE].headers[0]
     assert content(deltas) == "Hello! How can I help you today?"
@@ -510,9 +517,9 @@ async def test_text_reply(session: aiohttp.ClientSession) -> None:
     assert headers["Content-Type"] == "application/json"
 
 
-async def test_tool_call(session: aiohttp.ClientSession) -> None:
+async def test_tool_call(pool: HTTPPool) -> None:
     tools = [TIME, WEATHER]
-    async with upstream(session) as (backend, _):
+    async with upstream(pool) as (backend, _):
         deltas = await collect(await backend.open(chat(tools=tools, tool_choice={
             "type": "function", "function": {"name": "get_time"}})))
     pieces = [p for d in deltas for p in d.tool_calls]
@@ -522,15 +529,15 @@ async def test_tool_call(session: aiohttp.ClientSession) -> None:
 
 
 async def test_reasoning_request_is_accepted_and_thinking_dropped(
-    session: aiohttp.ClientSession,
+    pool: HTTPPool,
 ) -> None:
-    async with upstream(session) as (backend, app):
+    async with upstream(pool) as (backend, app):
         deltas = await collect(await backend.open(chat(reasoning_effort="medium")))
         assert app[STATE].requests[0]["thinking"] == {"type": "enabled", "budget_tokens": 4096}
     assert content(deltas) == "The greatest common divisor of 1071 and 462 is **21**."
 
 
-async def test_full_conversation_passes_the_strict_fake(session: aiohttp.ClientSession) -> None:
+async def test_full_conversation_passes_the_strict_fake(pool: HTTPPool) -> None:
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": "Be brief."},
         {"role": "assistant", "content": "Hi!"},
@@ -544,7 +551,7 @@ async def test_full_conversation_passes_the_strict_fake(session: aiohttp.ClientS
         {"role": "function", "name": "get_weather", "content": "hot"},
         {"role": "user", "content": "And now?"},
     ]
-    async with upstream(session) as (backend, app):
+    async with upstream(pool) as (backend, app):
         deltas = await collect(await backend.open(chat(messages, tools=[WEATHER],
                                                        reasoning_effort="low")))
         assert "thinking" not in app[STATE].requests[0]  # a tool loop goes on
@@ -562,11 +569,11 @@ async def test_full_conversation_passes_the_strict_fake(session: aiohttp.ClientS
     ],
 )
 async def test_upstream_error_statuses(
-    session: aiohttp.ClientSession, status: int, retry_after: int | None, client_status: int,
+    pool: HTTPPool, status: int, retry_after: int | None, client_status: int,
     retryable: bool, expected_retry_after: int | None,
 ) -> None:
     script = Script(status=status, message="scripted", retry_after=retry_after)
-    async with upstream(session, script) as (backend, _):
+    async with upstream(pool, script) as (backend, _):
         with pytest.raises(UpstreamError) as caught:
             await backend.open(chat())
     error = caught.value
@@ -575,18 +582,18 @@ async def test_upstream_error_statuses(
     assert error.retry_after == expected_retry_after
 
 
-async def test_wrong_api_key_is_a_503_not_retryable(session: aiohttp.ClientSession) -> None:
-    async with upstream(session, api_key="sk-ant-wrong") as (backend, _):
+async def test_wrong_api_key_is_a_503_not_retryable(pool: HTTPPool) -> None:
+    async with upstream(pool, api_key="sk-ant-wrong") as (backend, _):
         with pytest.raises(UpstreamError) as caught:
             await backend.open(chat())
     assert caught.value.status_code == 503 and not caught.value.retryable
     assert caught.value.upstream_status == 401
 
 
-async def test_request_refused_by_the_upstream_is_a_400(session: aiohttp.ClientSession) -> None:
+async def test_request_refused_by_the_upstream_is_a_400(pool: HTTPPool) -> None:
     bad_image = [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,***"}}]}]
-    async with upstream(session) as (backend, app):
+    async with upstream(pool) as (backend, app):
         with pytest.raises(UpstreamError) as caught:
             await backend.open(chat(bad_image))
         assert app[STATE].requests == []
@@ -595,19 +602,19 @@ async def test_request_refused_by_the_upstream_is_a_400(session: aiohttp.ClientS
     assert "base64" in caught.value.message
 
 
-async def test_base_url_may_end_with_v1(session: aiohttp.ClientSession) -> None:
+async def test_base_url_may_end_with_v1(pool: HTTPPool) -> None:
     app = make_app(api_key=KEY)
     async with serve(app) as base_url:
-        backend = AnthropicBackend(Deployment("anthropic", "c", f"{base_url}/v1/", KEY), session)
+        backend = AnthropicBackend(Deployment("anthropic", "c", f"{base_url}/v1/", KEY), pool)
         assert content(await collect(await backend.open(chat())))
 
 
-async def test_unreachable_upstream_is_retryable(session: aiohttp.ClientSession) -> None:
+async def test_unreachable_upstream_is_retryable(pool: HTTPPool) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound but not listening: connection refused
         backend = AnthropicBackend(
-            Deployment("anthropic", "c", f"http://127.0.0.1:{port}", KEY), session
+            Deployment("anthropic", "c", f"http://127.0.0.1:{port}", KEY), pool
         )
         with pytest.raises(UpstreamError) as caught:
             await backend.open(chat())
@@ -615,16 +622,16 @@ async def test_unreachable_upstream_is_retryable(session: aiohttp.ClientSession)
     assert caught.value.upstream_status is None
 
 
-async def test_silent_upstream_times_out(session: aiohttp.ClientSession) -> None:
-    async with upstream(session, Script(delay=2), read_timeout=0.2) as (backend, _):
+async def test_silent_upstream_times_out(pool: HTTPPool) -> None:
+    async with upstream(pool, Script(delay=2), read_timeout=0.2) as (backend, _):
         with pytest.raises(UpstreamError) as caught:
             await backend.open(chat())
     assert caught.value.status_code == 503 and caught.value.retryable
 
 
-async def test_death_mid_stream_raises_after_some_deltas(session: aiohttp.ClientSession) -> None:
+async def test_death_mid_stream_raises_after_some_deltas(pool: HTTPPool) -> None:
     got: list[Delta] = []
-    async with upstream(session, Script(die_after=6)) as (backend, _):
+    async with upstream(pool, Script(die_after=6)) as (backend, _):
         deltas = await backend.open(chat())
         with pytest.raises(UpstreamError) as caught:
             async for delta in deltas:
@@ -633,9 +640,9 @@ async def test_death_mid_stream_raises_after_some_deltas(session: aiohttp.Client
     assert caught.value.status_code == 503 and not caught.value.retryable
 
 
-async def test_error_event_mid_stream(session: aiohttp.ClientSession) -> None:
+async def test_error_event_mid_stream(pool: HTTPPool) -> None:
     got: list[Delta] = []
-    async with upstream(session, Script(error_after=5)) as (backend, _):
+    async with upstream(pool, Script(error_after=5)) as (backend, _):
         deltas = await backend.open(chat())
         with pytest.raises(UpstreamError) as caught:
             async for delta in deltas:
@@ -646,9 +653,9 @@ async def test_error_event_mid_stream(session: aiohttp.ClientSession) -> None:
 
 @pytest.mark.parametrize("read_first", [2, 0])
 async def test_closing_the_deltas_closes_the_upstream_connection(
-    session: aiohttp.ClientSession, read_first: int
+    pool: HTTPPool, read_first: int
 ) -> None:
-    async with upstream(session, Script(stall_after=5)) as (backend, app):
+    async with upstream(pool, Script(stall_after=5)) as (backend, app):
         deltas = await backend.open(chat())
         got = [await anext(deltas) for _ in range(read_first)]
         assert not app[STATE].disconnected.is_set()
@@ -767,3 +774,19 @@ async def test_the_fake_answers_without_streaming_too(session: aiohttp.ClientSes
     assert message["content"][1] == {"type": "tool_use", "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
                                      "name": "f", "input": {"location": "San Francisco, CA",
                                                             "unit": "fahrenheit"}}
+
+
+async def test_a_redirect_is_a_clear_error_not_followed(pool: HTTPPool) -> None:
+    async def moved(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPPermanentRedirect("https://api.example.com/v1/messages")
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", moved)
+    async with serve(app) as base_url:
+        backend = AnthropicBackend(Deployment("anthropic", "c", base_url, KEY), pool)
+        with pytest.raises(UpstreamError) as info:
+            await backend.open(ChatCompletionRequest.model_validate(
+                {"model": "c", "messages": [{"role": "user", "content": "hi"}]}))
+    assert (info.value.status_code, info.value.code, info.value.retryable) == (
+        503, "upstream_redirect", False)
+    assert "redirect to https://api.example.com/v1/messages" in info.value.message

@@ -20,6 +20,7 @@ from kathan.backends.gemini import (
     to_gemini,
     to_gemini_schema,
 )
+from kathan.backends.http1 import HTTPPool
 from kathan.backends.upstream import Deployment, UpstreamError
 from kathan.errors import InvalidRequestError, UnsupportedParameterError
 from kathan.protocol.chat import ChatCompletionRequest
@@ -69,6 +70,12 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
+async def pool() -> AsyncIterator[HTTPPool]:
+    async with HTTPPool() as p:
+        yield p
+
+
+@pytest.fixture
 def script() -> Script:
     return Script()
 
@@ -79,12 +86,14 @@ async def base_url(script: Script) -> AsyncIterator[str]:
         yield url
 
 
-def backend(base_url: str, session: aiohttp.ClientSession, **deployment: Any) -> GeminiBackend:
+def backend(
+    base_url: str, session: aiohttp.ClientSession, pool: HTTPPool, **deployment: Any
+) -> GeminiBackend:
     deployment.setdefault("api_key", API_KEY)
     deployment.setdefault("model", "gemini-2.5-flash")
     return GeminiBackend(
         Deployment(backend="gemini", base_url=base_url, **deployment),
-        session, allow_private_fetch=True,
+        session, pool, allow_private_fetch=True,
     )
 
 
@@ -543,20 +552,24 @@ def test_a_stream_without_finish_raises() -> None:
 # -- the backend against the fake ---------------------------------------------
 
 
-async def test_text(script: Script, base_url: str, session: aiohttp.ClientSession) -> None:
-    deltas = await collect(await backend(base_url, session).open(chat()))
+async def test_text(
+    script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
+) -> None:
+    deltas = await collect(await backend(base_url, session, pool).open(chat()))
     assert text_of(deltas) == recorded_text("gemini_text")
     assert deltas[-2:] == [Delta(0, finish_reason="stop"), Delta(usage=TokenUsage(5, 36, 2))]
     assert script.urls == ["/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"]
     assert script.requests == [{"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}]
 
 
-async def test_function_call(script: Script, base_url: str, session: aiohttp.ClientSession) -> None:
+async def test_function_call(
+    script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
+) -> None:
     request = chat(tools=[WEATHER], messages=[
         {"role": "user", "content": [{"type": "text", "text": "How warm is it here?"},
                                      {"type": "image_url", "image_url": {
                                          "url": f"{base_url}/image.png"}}]}])
-    deltas = await collect(await backend(base_url, session).open(request))
+    deltas = await collect(await backend(base_url, session, pool).open(request))
     calls = [c for d in deltas for c in d.tool_calls]
     assert calls[0].name == "get_current_temperature"
     assert json.loads("".join(c.arguments for c in calls)) == {"location": "London"}
@@ -566,9 +579,9 @@ async def test_function_call(script: Script, base_url: str, session: aiohttp.Cli
 
 
 async def test_a_whole_tool_round_trip_is_accepted(
-    script: Script, base_url: str, session: aiohttp.ClientSession
+    script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
 ) -> None:
-    first = await collect(await backend(base_url, session).open(chat(tools=[WEATHER])))
+    first = await collect(await backend(base_url, session, pool).open(chat(tools=[WEATHER])))
     call = next(c for d in first for c in d.tool_calls if c.id)
     request = chat(tools=[WEATHER], tool_choice="none", messages=[
         {"role": "user", "content": "Hello"},
@@ -576,21 +589,25 @@ async def test_a_whole_tool_round_trip_is_accepted(
             "name": call.name, "arguments": '{"location": "London"}'}}]},
         {"role": "tool", "tool_call_id": call.id, "content": '{"celsius": 12}'},
     ])
-    second = await collect(await backend(base_url, session).open(request))
+    second = await collect(await backend(base_url, session, pool).open(request))
     assert text_of(second) == recorded_text("gemini_text")
 
 
-async def test_json_mode(script: Script, base_url: str, session: aiohttp.ClientSession) -> None:
+async def test_json_mode(
+    script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
+) -> None:
     request = chat(response_format={"type": "json_schema", "json_schema": {
         "name": "recipes", "schema": {"type": "array", "items": {
             "type": "object", "properties": {"recipeName": {"type": "string"}}}}}})
-    deltas = await collect(await backend(base_url, session).open(request))
+    deltas = await collect(await backend(base_url, session, pool).open(request))
     assert json.loads(text_of(deltas))[0]["recipeName"] == "Chocolate Chip Cookies"
     assert script.requests[0]["generationConfig"]["responseSchema"]["type"] == "ARRAY"
 
 
-async def test_n_candidates(script: Script, base_url: str, session: aiohttp.ClientSession) -> None:
-    deltas = await collect(await backend(base_url, session).open(chat(n=3)))
+async def test_n_candidates(
+    script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
+) -> None:
+    deltas = await collect(await backend(base_url, session, pool).open(chat(n=3)))
     assert {d.index for d in deltas if d.finish_reason} == {0, 1, 2}
     assert text_of(deltas, 2) == recorded_text("gemini_text")
 
@@ -601,46 +618,46 @@ async def test_n_candidates(script: Script, base_url: str, session: aiohttp.Clie
 )
 async def test_credential_failures_are_503_not_retryable(
     key: str | None, status: int | None, upstream: int, script: Script, base_url: str,
-    session: aiohttp.ClientSession,
+    session: aiohttp.ClientSession, pool: HTTPPool
 ) -> None:
     script.status = status
     with pytest.raises(UpstreamError) as info:
-        await backend(base_url, session, api_key=key).open(chat())
+        await backend(base_url, session, pool, api_key=key).open(chat())
     error = info.value
     assert (error.status_code, error.retryable, error.upstream_status) == (503, False, upstream)
     assert error.code == "upstream_auth_failed"
 
 
 async def test_rate_limited_is_retryable_with_retry_after(
-    script: Script, base_url: str, session: aiohttp.ClientSession
+    script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
 ) -> None:
     script.status, script.retry_after, script.fail_next = 429, 7, 1
     with pytest.raises(UpstreamError) as info:
-        await backend(base_url, session).open(chat())
+        await backend(base_url, session, pool).open(chat())
     assert (info.value.status_code, info.value.retryable, info.value.retry_after) == (429, True, 7)
     assert info.value.headers["Retry-After"] == "7"
     script.status, script.retry_after, script.retry_delay = 429, None, "12.5s"
     with pytest.raises(UpstreamError) as info:
-        await backend(base_url, session).open(chat())
+        await backend(base_url, session, pool).open(chat())
     assert info.value.retry_after == 13  # Google's RetryInfo, when no header says otherwise
 
 
 @pytest.mark.parametrize("status", [500, 503])
 async def test_server_errors_are_retryable(
-    status: int, script: Script, base_url: str, session: aiohttp.ClientSession
+    status: int, script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
 ) -> None:
     script.status = status
     with pytest.raises(UpstreamError) as info:
-        await backend(base_url, session).open(chat())
+        await backend(base_url, session, pool).open(chat())
     assert (info.value.status_code, info.value.retryable) == (503, True)
     assert info.value.upstream_status == status
 
 
 async def test_a_request_the_upstream_refuses_is_the_clients_400(
-    script: Script, base_url: str, session: aiohttp.ClientSession
+    script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
 ) -> None:
     with pytest.raises(UpstreamError) as info:
-        await backend(base_url, session).open(chat(n=9))
+        await backend(base_url, session, pool).open(chat(n=9))
     error = info.value
     assert (error.status_code, error.retryable, error.error_type) == (
         400, False, "invalid_request_error")
@@ -649,19 +666,19 @@ async def test_a_request_the_upstream_refuses_is_the_clients_400(
 
 
 async def test_a_blocked_prompt_is_a_400_before_any_output(
-    script: Script, base_url: str, session: aiohttp.ClientSession
+    script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
 ) -> None:
     script.block_prompt = "PROHIBITED_CONTENT"
     with pytest.raises(UpstreamError) as info:
-        await backend(base_url, session).open(chat())
+        await backend(base_url, session, pool).open(chat())
     assert (info.value.status_code, info.value.code) == (400, "prompt_blocked")
 
 
 async def test_death_mid_stream_raises_after_some_deltas(
-    script: Script, base_url: str, session: aiohttp.ClientSession
+    script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
 ) -> None:
     script.die_after = 2
-    deltas = await backend(base_url, session).open(chat())
+    deltas = await backend(base_url, session, pool).open(chat())
     got: list[Delta] = []
     with pytest.raises(UpstreamError) as info:
         async for delta in deltas:
@@ -671,10 +688,10 @@ async def test_death_mid_stream_raises_after_some_deltas(
 
 
 async def test_closing_early_closes_the_upstream_connection(
-    script: Script, base_url: str, session: aiohttp.ClientSession
+    script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
 ) -> None:
     script.chunk_delay = 0.3
-    deltas = await backend(base_url, session).open(chat())
+    deltas = await backend(base_url, session, pool).open(chat())
     assert (await anext(deltas)).content == "AI learns"
     await deltas.aclose()  # type: ignore[attr-defined]
     await asyncio.wait_for(script.disconnected.wait(), 5)
@@ -682,28 +699,28 @@ async def test_closing_early_closes_the_upstream_connection(
 
 
 async def test_transport_failures_are_retryable(
-    script: Script, base_url: str, session: aiohttp.ClientSession
+    script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
 ) -> None:
     script.delay = 1.0
     with pytest.raises(UpstreamError) as info:
-        await backend(base_url, session, read_timeout=0.1).open(chat())
+        await backend(base_url, session, pool, read_timeout=0.1).open(chat())
     assert (info.value.status_code, info.value.retryable, info.value.upstream_status) == (
         503, True, None)
     with pytest.raises(UpstreamError) as info:
-        await backend("http://127.0.0.1:9", session).open(chat())
+        await backend("http://127.0.0.1:9", session, pool).open(chat())
     assert (info.value.code, info.value.retryable) == ("upstream_unreachable", True)
 
 
 async def test_an_unknown_model_is_a_404(
-    script: Script, base_url: str, session: aiohttp.ClientSession
+    script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
 ) -> None:
     gemini = GeminiBackend(
         Deployment(backend="gemini", model="models/gemini-2.5-flash", base_url=base_url + "/",
-                   api_key=API_KEY), session)
+                   api_key=API_KEY), session, pool)
     assert gemini.url == f"{base_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     assert gemini.ready and gemini.stats() is None
     with pytest.raises(UpstreamError) as info:
-        await backend(base_url, session, model="gemini-0-nope").open(chat())
+        await backend(base_url, session, pool, model="gemini-0-nope").open(chat())
     assert (info.value.status_code, info.value.error_type) == (404, "not_found_error")
 
 

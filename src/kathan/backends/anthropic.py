@@ -47,9 +47,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-import aiohttp
-
 from kathan.backends.base import Delta, LoadStats, TokenUsage, ToolCallDelta
+from kathan.backends.http1 import HTTPPool, Response, Target, encode_headers
 from kathan.backends.sse_client import sse_events
 from kathan.backends.toolcalls import ToolUse, tool_use
 from kathan.backends.upstream import (
@@ -520,7 +519,7 @@ class StreamTranslator:
 # The backend
 
 
-async def _error_message(response: aiohttp.ClientResponse) -> str:
+async def _error_message(response: Response) -> str:
     """Anthropic's ``{"type": "error", "error": {"type", "message"}}``, or the body's text."""
     text = (await response.text(errors="replace"))[:2000]
     try:
@@ -537,7 +536,7 @@ class _DeltaStream:
     """The deltas of one upstream response. Closing it closes the response (and so
     cancels the upstream request), whether or not iteration began."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: Response) -> None:
         self._response = response
         self._deltas = self._relay()
 
@@ -571,7 +570,7 @@ class _DeltaStream:
                         yield delta
             translator.end()
             finished = True
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+        except (TimeoutError, OSError, ValueError) as exc:
             raise UpstreamError(
                 f"The upstream connection failed mid-stream: {type(exc).__name__}",
                 status_code=503, retryable=False, retry_after=1, code="upstream_error",
@@ -586,7 +585,7 @@ class _DeltaStream:
 class AnthropicBackend:
     """Serves chat requests from Anthropic's Messages API (``POST {base_url}/v1/messages``).
 
-    >>> backend = AnthropicBackend(deployment, session)
+    >>> backend = AnthropicBackend(deployment, pool)   # an HTTPPool
     >>> deltas = await backend.open(request)   # UpstreamError before the first byte
     >>> async for delta in deltas:
     ...     ...
@@ -595,19 +594,20 @@ class AnthropicBackend:
     when empty); a trailing ``/v1`` is accepted too.
     """
 
-    def __init__(self, deployment: Deployment, session: aiohttp.ClientSession) -> None:
+    def __init__(self, deployment: Deployment, pool: HTTPPool) -> None:
         self.deployment = deployment
-        self._session = session
+        self._pool = pool
         base = (deployment.base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
-        self._headers = {
+        self._target = Target.parse(base + ("/messages" if base.endswith("/v1") else "/v1/messages"))
+        headers = {
             "anthropic-version": ANTHROPIC_VERSION,
             "content-type": "application/json",
+            "accept-encoding": "gzip, deflate",
         }
         if deployment.api_key:
-            self._headers["x-api-key"] = deployment.api_key
-        self._headers.update(deployment.headers)
-        self._timeout = deployment.timeout()
+            headers["x-api-key"] = deployment.api_key
+        headers.update(deployment.headers)
+        self._headers = encode_headers(headers)
 
     @property
     def ready(self) -> bool:
@@ -618,18 +618,21 @@ class AnthropicBackend:
 
     async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
         body = json.dumps(to_anthropic(request, self.deployment), ensure_ascii=False)
+        d = self.deployment
         try:
-            response = await self._session.post(
-                self._url, data=body.encode(), headers=self._headers, timeout=self._timeout
+            response = await self._pool.request(
+                self._target, b"POST", self._headers, body.encode(),
+                connect_timeout=d.connect_timeout, read_timeout=d.read_timeout,
             )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise transport_error(f"{type(exc).__name__}: {exc}") from exc
         if not 200 <= response.status < 300:
             try:
                 message = await _error_message(response)
-            except (aiohttp.ClientError, TimeoutError, OSError):
-                message = response.reason or ""
+            except (TimeoutError, OSError):
+                message = response.reason
             finally:
                 response.release()
-            raise error_for_status(response.status, message, retry_after=retry_after_of(response))
+            raise error_for_status(response.status, message, retry_after=retry_after_of(response),
+                                   location=response.headers.get("Location"))
         return _DeltaStream(response)

@@ -46,7 +46,6 @@ from the model) are ignored.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import math
@@ -60,6 +59,7 @@ import aiohttp
 from kathan.backends.base import Delta, LoadStats, TokenUsage, ToolCallDelta
 from kathan.backends.fetch import MAX_IMAGE_BYTES, fetch_image, parse_data_url
 from kathan.backends.gemini_schema import to_gemini_schema
+from kathan.backends.http1 import HTTPPool, Response, Target, encode_headers
 from kathan.backends.sse_client import sse_events
 from kathan.backends.toolcalls import ToolUse, new_call_id, tool_use
 from kathan.backends.upstream import (
@@ -499,19 +499,19 @@ def _seconds(value: str | None) -> int | None:
     return max(1, math.ceil(seconds)) if math.isfinite(seconds) and seconds >= 0 else None
 
 
-def _upstream_error(status: int, raw: bytes, retry_after: str | None) -> UpstreamError:
+def _upstream_error(
+    status: int, raw: bytes, retry_after: str | None, location: str | None = None
+) -> UpstreamError:
     message, key_invalid, delay = _google_error(raw)
     retry = _seconds(retry_after) or delay
     if status == 400 and key_invalid:
         # Google answers a wrong key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID): the
         # operator's fault, not the client's; reported as the 401 it means, for the router.
         status = 401
-    return error_for_status(status, message, retry_after=retry)
+    return error_for_status(status, message, retry_after=retry, location=location)
 
 
-async def _deltas(
-    response: aiohttp.ClientResponse, translator: StreamTranslator
-) -> AsyncGenerator[Delta]:
+async def _deltas(response: Response, translator: StreamTranslator) -> AsyncGenerator[Delta]:
     """The response's deltas; the response is closed however the stream ends."""
     complete = False
     try:
@@ -520,7 +520,7 @@ async def _deltas(
                 chunk = json.loads(data)
                 for delta in translator.feed(chunk if isinstance(chunk, dict) else {}):
                     yield delta
-        except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise UpstreamError(
                 f"The upstream connection failed mid-stream: {type(exc).__name__}.",
                 status_code=503, retryable=False, retry_after=1, code="upstream_stream_broken",
@@ -557,7 +557,7 @@ class GeminiBackend:
     ``allow_private_fetch`` lets image URLs reach private addresses: for tests only.
 
     >>> backend = GeminiBackend(
-    ...     Deployment(backend="gemini", model="gemini-2.5-flash", api_key=key), session)
+    ...     Deployment(backend="gemini", model="gemini-2.5-flash", api_key=key), session, pool)
     >>> deltas = await backend.open(request)   # raises KathanError before any output
     >>> async for delta in deltas:
     ...     ...
@@ -567,15 +567,23 @@ class GeminiBackend:
         self,
         deployment: Deployment,
         session: aiohttp.ClientSession,
+        pool: HTTPPool,
         *,
         allow_private_fetch: bool = False,
     ) -> None:
         self.deployment = deployment
-        self._session = session
+        self._session = session  # for the image URLs Kathan itself must fetch
+        self._pool = pool
         self._allow_private_fetch = allow_private_fetch
         base = (deployment.base_url or DEFAULT_BASE_URL).rstrip("/")
         model = quote(deployment.model.removeprefix("models/"), safe="")
         self.url = f"{base}/v1beta/models/{model}:streamGenerateContent?alt=sse"
+        self._target = Target.parse(self.url)
+        headers = {**deployment.headers, "Content-Type": "application/json",
+                   "Accept-Encoding": "gzip, deflate"}
+        if deployment.api_key:
+            headers["x-goog-api-key"] = deployment.api_key
+        self._headers = encode_headers(headers)
 
     @property
     def ready(self) -> bool:
@@ -602,32 +610,31 @@ class GeminiBackend:
             raise
         return _chain(first, deltas)
 
-    async def _post(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _post(self, body: dict[str, Any]) -> Response:
         d = self.deployment
-        headers = {**d.headers, "Content-Type": "application/json"}
-        if d.api_key:
-            headers["x-goog-api-key"] = d.api_key
-        timeout = d.timeout()
         try:
-            response = await self._session.post(
-                self.url, data=json.dumps(body).encode(), headers=headers, timeout=timeout
+            response = await self._pool.request(
+                self._target, b"POST", self._headers, json.dumps(body).encode(),
+                connect_timeout=d.connect_timeout, read_timeout=d.read_timeout,
             )
         except TimeoutError:
             raise transport_error(
                 f"no answer within the deployment's timeouts ({d.name or d.model})"
             ) from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             raise transport_error(f"{type(exc).__name__}: {exc}") from exc
         if 200 <= response.status < 300:
             return response
         raw = b""
         try:
-            while len(raw) < _MAX_ERROR_BODY and (
-                piece := await response.content.read(_MAX_ERROR_BODY - len(raw))
-            ):
+            async for piece in response.iter_any():
                 raw += piece
-        except (aiohttp.ClientError, TimeoutError, OSError):
+                if len(raw) >= _MAX_ERROR_BODY:
+                    raw = raw[:_MAX_ERROR_BODY]
+                    break
+        except (TimeoutError, OSError):
             pass  # the status alone must do
         finally:
             response.close()
-        raise _upstream_error(response.status, raw, response.headers.get("Retry-After"))
+        raise _upstream_error(response.status, raw, response.headers.get("Retry-After"),
+                              response.headers.get("Location"))

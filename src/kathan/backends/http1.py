@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import cast
+from typing import Self, cast
 
 import httptools
 from multidict import CIMultiDict
@@ -196,6 +196,12 @@ class HTTPPool:
     @property
     def idle_connections(self) -> int:
         return sum(len(v) for v in self._idle.values())
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     async def close(self) -> None:
         self._closed = True

@@ -105,24 +105,15 @@ class OpenAIBackend:
             )
         except (TimeoutError, OSError) as exc:
             raise transport_error(f"{type(exc).__name__}: {exc}") from exc
-        if response.status >= 400:
+        if response.status >= 300:
             try:
                 message = await error_message(response)
             except (TimeoutError, OSError):
                 message = response.reason
             finally:
                 response.release()
-            raise error_for_status(response.status, message, retry_after=retry_after_of(response))
-        if response.status >= 300:
-            location = response.headers.get("Location", "")
-            response.close()
-            raise UpstreamError(
-                f"The upstream answered {response.status}"
-                + (f" (a redirect to {location[:500]})" if location else "")
-                + "; Kathan does not follow redirects: set the deployment's base_url to "
-                "the server itself.", status_code=503, retryable=False, retry_after=30,
-                upstream_status=response.status, code="upstream_redirect",
-            )
+            raise error_for_status(response.status, message, retry_after=retry_after_of(response),
+                                   location=response.headers.get("Location"))
         if not request.stream:
             return self._whole(response)
         return self._deltas(response)

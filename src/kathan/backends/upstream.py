@@ -75,16 +75,31 @@ class UpstreamError(KathanError):
 
 
 def error_for_status(
-    status: int, message: str, *, retry_after: int | None = None, param: str | None = None
+    status: int,
+    message: str,
+    *,
+    retry_after: int | None = None,
+    param: str | None = None,
+    location: str | None = None,
 ) -> UpstreamError:
     """The Kathan error for an upstream's non-2xx answer, with a clear message.
 
+    - 3xx: a redirect (to ``location``), which Kathan does not follow: a 503 that
+      says where it points, for the operator to fix the deployment's base_url.
     - 400, 404, 413, 422: the request's own fault; passed on with the upstream's message.
     - 401, 403: Kathan's credentials for the upstream are wrong: a 503 for the
       client (its own key was fine), not retryable on the same deployment.
     - 408, 409, 425, 429, 5xx: retryable. 429 stays 429 for the client when no
       deployment is left; the others become 503.
     """
+    if 300 <= status < 400:
+        where = f" (a redirect to {location[:500]})" if location else ""
+        return UpstreamError(
+            f"The upstream answered {status}{where}; Kathan does not follow redirects: set "
+            "the deployment's base_url to the server itself.", status_code=503,
+            retryable=False, upstream_status=status, retry_after=retry_after or 30,
+            code="upstream_redirect",
+        )
     if status in (400, 404, 413, 422):
         kind = "not_found_error" if status == 404 else "invalid_request_error"
         return UpstreamError(

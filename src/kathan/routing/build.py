@@ -50,10 +50,10 @@ def _backend(
     if d.backend == "anthropic":
         from kathan.backends.anthropic import AnthropicBackend
 
-        return AnthropicBackend(d, session)
+        return AnthropicBackend(d, pool)
     from kathan.backends.gemini import GeminiBackend
 
-    return GeminiBackend(d, session)
+    return GeminiBackend(d, session, pool)
 
 
 def _probe(d: Deployment) -> tuple[str, dict[str, str]]:
@@ -85,8 +85,8 @@ def build_registry(
 ) -> tuple[ModelRegistry, list[Router]]:
     """Every model clients may name, and the routers whose health must be probed.
 
-    ``openai`` deployments send through ``pool`` (a new one when none is given), the
-    other provider backends through ``session``.
+    Provider backends send through ``pool`` (a new one when none is given); ``session``
+    fetches the image URLs the Gemini backend must inline.
     """
     if pool is None:
         pool = HTTPPool()
