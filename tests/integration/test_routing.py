@@ -255,6 +255,27 @@ async def test_client_that_leaves_cancels_the_upstream(tmp_path: Path) -> None:
             await asyncio.to_thread(stop_server, gateway)
 
 
+async def test_a_non_streaming_client_that_leaves_cancels_the_upstream(tmp_path: Path) -> None:
+    thinking = Script(delay=1.5)  # within the deployment's read_timeout of 2 s
+    async with serve(thinking) as url:
+        gateway = await asyncio.to_thread(start_gateway, tmp_path, gateway_config(f"{url}|m"))
+        try:
+            async with httpx.AsyncClient(timeout=0.3) as h:
+                with pytest.raises(httpx.ReadTimeout):
+                    await h.post(f"{gateway.v1}/chat/completions",
+                                 headers={"Authorization": f"Bearer {API_KEY}"},
+                                 json={"model": "gpt-4",
+                                       "messages": [{"role": "user", "content": "hi"}]})
+            for _ in range(50):
+                if thinking.disconnects:
+                    break
+                await asyncio.sleep(0.05)
+            assert thinking.disconnects == 1  # before the upstream answered
+            assert len(thinking.requests) == 1
+        finally:
+            await asyncio.to_thread(stop_server, gateway)
+
+
 async def test_refused_credentials_and_upstream_rate_limits(tmp_path: Path) -> None:
     wrong_key = Script(api_key="sk-something-else")
     limited = Script(fail_next=100, fail_status=429, retry_after=7)

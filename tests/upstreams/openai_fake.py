@@ -53,7 +53,14 @@ def make_app(script: Script) -> web.Application:
         body = await request.json()
         script.requests.append(body)
         if script.delay:
-            await asyncio.sleep(script.delay)
+            # Thinking before the status line; a caller that hangs up meanwhile is counted.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + script.delay
+            while loop.time() < deadline:
+                if request.transport is None or request.transport.is_closing():
+                    script.disconnects += 1
+                    return web.Response(status=499)
+                await asyncio.sleep(0.01)
         if script.fail_next > 0:
             script.fail_next -= 1
             headers = {"Retry-After": str(script.retry_after)} if script.retry_after else {}
