@@ -53,7 +53,7 @@ async def encode_stream(items: AsyncIterator[BaseModel | bytes]) -> AsyncIterato
 
 class EventStreamResponse(StreamingResponse):
     """A ``text/event-stream`` response that sends, in one write, every event that is
-    ready when the socket is free.
+    ready when the socket is free; the last ones go with the end of the body.
 
     The request's task runs the event iterator, as with Starlette's own
     response (a client that leaves cancels it, and with it the upstream or
@@ -89,10 +89,8 @@ class EventStreamResponse(StreamingResponse):
 
         async def write() -> None:
             try:
-                while True:
+                while not finished:
                     if not ready:
-                        if finished:
-                            return
                         await wake.wait()
                         wake.clear()
                         continue
@@ -119,7 +117,9 @@ class EventStreamResponse(StreamingResponse):
                     await room.wait()
             finished = True
             wake.set()
-            await writer
+            await writer  # it ends after the send it is in, if any
         finally:
             writer.cancel()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        # What is left (often the whole reply of an upstream's burst) goes with the end of
+        # the body, in one write.
+        await send({"type": "http.response.body", "body": b"".join(ready), "more_body": False})
