@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
-
 from kathan.backends.http1 import Response
 
 Event = tuple[str | None, str]
@@ -62,7 +60,7 @@ class SSEParser:
                 self._data.append(value)
 
 
-async def sse_events(response: aiohttp.ClientResponse | Response) -> AsyncIterator[Event]:
+async def sse_events(response: Response) -> AsyncIterator[Event]:
     """Yield each event's name (None when unnamed) and its data lines joined by newlines.
 
     >>> async for event, data in sse_events(response):
@@ -70,9 +68,7 @@ async def sse_events(response: aiohttp.ClientResponse | Response) -> AsyncIterat
     ...         break
     """
     parser = SSEParser()
-    pieces = (response.iter_any() if isinstance(response, Response)
-              else response.content.iter_any())
-    async for chunk in pieces:
+    async for chunk in response.iter_any():
         for event in parser.feed(chunk):
             yield event
     for event in parser.end():

@@ -14,8 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-import aiohttp
-
 from kathan.errors import KathanError, UnsupportedParameterError
 
 BackendKind = Literal["local", "openai", "anthropic", "gemini"]
@@ -35,12 +33,6 @@ class Deployment:
     read_timeout: float = 120.0  # longest silence between two bytes of a response
     headers: dict[str, str] = field(default_factory=dict)
     name: str = ""  # for logs and metrics, e.g. "gpt-4#0"
-
-    def timeout(self) -> aiohttp.ClientTimeout:
-        """No total limit (streams may be long): the connect and between-bytes limits."""
-        return aiohttp.ClientTimeout(
-            total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
-        )
 
 
 class UpstreamError(KathanError):
