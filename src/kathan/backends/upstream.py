@@ -10,10 +10,11 @@ router's (``kathan.routing``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
+from kathan.backends.http1 import Response
 from kathan.errors import KathanError, UnsupportedParameterError
 
 BackendKind = Literal["local", "openai", "anthropic", "gemini"]
@@ -137,12 +138,7 @@ def refuse_unsupported(
             )
 
 
-class _HasHeaders(Protocol):
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-
-def retry_after_of(response: _HasHeaders) -> int | None:
+def retry_after_of(response: Response) -> int | None:
     """An upstream's ``Retry-After`` in whole seconds (at least 1), when it sent a number."""
     try:
         return max(1, int(float(response.headers.get("Retry-After", ""))))
