@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
-from kathan.backends.base import Delta, LoadStats, TokenUsage
+from kathan.backends.base import Delta, DeltaStream, LoadStats, TokenUsage
 from kathan.errors import KathanError, ModelNotReadyError
 from kathan.protocol.chat import ChatCompletionRequest
 
@@ -25,6 +25,8 @@ class FakeBackend:
         self.fail_after = fail_after
         self.error = error
         self.requests: list[ChatCompletionRequest] = []
+        self.opened = 0  # streams handed out
+        self.closed = 0  # streams closed (each exactly once)
 
     @property
     def ready(self) -> bool:
@@ -33,15 +35,29 @@ class FakeBackend:
     def stats(self) -> LoadStats | None:
         return None
 
-    async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
+    def check(self, request: ChatCompletionRequest) -> None:
+        return None
+
+    async def probe(self) -> bool:
+        return self._ready
+
+    @property
+    def open_streams(self) -> int:
+        return self.opened - self.closed
+
+    async def open(self, request: ChatCompletionRequest) -> DeltaStream:
         if not self._ready:
             raise ModelNotReadyError("loading", retry_after=3)
         if self.error is not None and self.fail_after is None:
             raise self.error
         self.requests.append(request)
-        return self._deltas()
+        self.opened += 1
+        return DeltaStream(self._deltas(), on_close=self._closed)
 
-    async def _deltas(self) -> AsyncIterator[Delta]:
+    def _closed(self) -> None:
+        self.closed += 1
+
+    async def _deltas(self) -> AsyncGenerator[Delta, None]:
         for i, piece in enumerate(self.pieces):
             if self.fail_after is not None and i == self.fail_after:
                 assert self.error is not None

@@ -14,18 +14,18 @@ from typing import Any
 import aiohttp
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kathan import __version__
-from kathan.api import accounts, chat, errors, health, models
+from kathan.api import accounts, chat, errors, health, models, responses
 from kathan.api import metrics as metrics_api
-from kathan.api.middleware import BodyLimitMiddleware
+from kathan.api.middleware import BodyLimitMiddleware, RequestCounter
 from kathan.auth.authenticator import Authenticator
 from kathan.backends.base import LoadStats
 from kathan.backends.http1 import HTTPPool
 from kathan.backends.local import LocalBackend
 from kathan.engine.engine import EngineConfig, LocalEngine
 from kathan.limits import make_limiter
+from kathan.protocol.chat import ChatCompletionRequest
 from kathan.routing.build import build_registry
 from kathan.routing.registry import ModelRegistry
 from kathan.routing.router import Router
@@ -78,15 +78,13 @@ class _Progress:
             print(f"Loading {self.model_id}: {step * 10}%", file=sys.stderr, flush=True)
 
 
-async def _probe_forever(
-    routers: list[Router], session: aiohttp.ClientSession, interval: float
-) -> None:
+async def _probe_forever(routers: list[Router], interval: float) -> None:
     """Probe deployments whose circuit is open, so they come back as soon as they answer."""
     while True:
         await asyncio.sleep(interval)
         for router in routers:
             try:
-                await router.probe(session)
+                await router.probe()
             except Exception:
                 logger.exception("probing %s failed", router.model_id)
 
@@ -156,28 +154,6 @@ class _Accounts:
             return await repo.tokens_since(s, key_id, day)
 
 
-class KathanAPI(FastAPI):
-    """FastAPI, with one shortcut: requests for the hot route (chat completions) go
-    straight to that route's app, past FastAPI's middleware stack and router. That
-    app reads the body within its limit and answers every error itself, a 500
-    included (``kathan.api.chat``); every other request goes the usual way."""
-
-    shortcut: tuple[str, str, ASGIApp] | None = None  # (path, method, app)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hot = self.shortcut
-        if (
-            hot is not None
-            and scope["type"] == "http"
-            and scope["method"] == hot[1]
-            and scope["path"] in (hot[0], scope.get("root_path", "") + hot[0])
-        ):
-            scope["app"] = self
-            await hot[2](scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-
 def create_app(settings: Settings, registry: ModelRegistry | None = None) -> FastAPI:
     """The ASGI app. ``registry`` replaces the local engine (tests pass fakes here)."""
 
@@ -223,7 +199,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
                 loading = asyncio.create_task(_load(engine, settings))
             if routers:
                 probing = asyncio.create_task(
-                    _probe_forever(routers, session, settings.routing.probe_interval)
+                    _probe_forever(routers, settings.routing.probe_interval)
                 )
         store = _Accounts(settings) if settings.accounts else None
         if store is not None:
@@ -252,7 +228,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
             if engine is not None:
                 engine.close()
 
-    app = KathanAPI(
+    app = FastAPI(
         title="Kathan",
         version=__version__,
         description="OpenAI-compatible chat completions from an embedded llama.cpp engine.",
@@ -271,12 +247,13 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     app.state.metrics = metrics
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestCounter, paths=frozenset({chat.PATH}),
+                       count=metrics.count_request)
     app.include_router(chat.router)
-    if not settings.opentelemetry:  # with it, every request goes through FastAPI's tracing
-        app.shortcut = (chat.PATH, "POST", chat.route_app())
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.include_router(models.router)
     app.include_router(accounts.router)
     app.include_router(accounts.admin)
+    responses.install(app, [ChatCompletionRequest])
     return app

@@ -21,7 +21,7 @@ from kathan.protocol.chat import (
 )
 from kathan.routing.registry import ModelRegistry
 from kathan.service.accumulate import Accumulator
-from kathan.service.chat import ChatService, _Opened
+from kathan.service.chat import ChatService
 from kathan.service.metrics import Metrics
 
 
@@ -120,11 +120,9 @@ def test_folding_deltas_equals_folding_the_chunks_a_stream_sends(
             yield d
 
     async def both() -> tuple[str, str]:
-        opened = _Opened(model="m", deltas=source(), n=n, started=0.0, legacy=legacy,
-                         meter=None, chunk_id="chatcmpl-1", created=7)
-        service = ChatService(ModelRegistry([]), Metrics(list))
         acc = Accumulator()
-        async for c in service._chunks(opened, include_usage=True):
+        async for c in ChatService.chunks(source(), model="m", n=n, chunk_id="chatcmpl-1",
+                                          created=7, legacy=legacy, include_usage=True):
             # As a client reads them: text-only chunks come as JSON already.
             wire = c if isinstance(c, bytes) else c.model_dump_json()
             acc.add(ChatCompletionChunk.model_validate_json(wire))

@@ -1,7 +1,11 @@
-"""Renders every error once, in both the OpenAI and the seeds' shape."""
+"""Every error Kathan answers, rendered here: ``render`` for a JSON response, ``sse_error``
+for an event in a stream whose headers have gone out. Both take the one hierarchy
+(``kathan.errors``); ``as_kathan_error`` maps what is not in it (a store that
+cannot be reached, a bug) once, for both."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -11,18 +15,33 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kathan.errors import (
+    EngineError,
+    InternalServerError,
     KathanError,
     NotFoundError,
     RequestValidationFailed,
     ServiceUnavailableError,
 )
 
+logger = logging.getLogger(__name__)
+
 
 def render(exc: KathanError) -> JSONResponse:
+    """The JSON answer to an error."""
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+def sse_error(exc: BaseException) -> bytes:
+    """The ``error`` event that ends a stream whose headers have gone out."""
+    error = as_kathan_error(exc, where="stream")
+    if isinstance(error, InternalServerError):
+        error = EngineError("The stream failed; see the server log.")
+    data = json.dumps(error.body())
+    return b"event: error\n" + b"".join(
+        b"data: " + line.encode() + b"\n" for line in data.split("\n")) + b"\n"
 
 
 def issue(error: Any) -> dict[str, Any]:
@@ -37,9 +56,6 @@ def issue(error: Any) -> dict[str, Any]:
 async def _kathan_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KathanError)
     return render(exc)
-
-
-logger = logging.getLogger(__name__)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -69,26 +85,51 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 _STORE_ERRORS = (OperationalError, InterfaceError, ConnectionError)
 
 
-def _store_unavailable(method: str, path: str, exc: Exception) -> JSONResponse:
-    """The store (database) failed: the request can be retried, it is not a bug to report."""
-    logger.error("store error on %s %s: %s", method, path, type(exc).__name__)
-    return render(ServiceUnavailableError(
-        "The account store is unavailable right now. Retry shortly.", retry_after=2,
-        code="store_unavailable"))
+def as_kathan_error(exc: BaseException, *, where: str) -> KathanError:
+    """``exc`` in the hierarchy: itself, a 503 for a store that failed (the request can
+    be retried), or a 500 for a bug, whose traceback goes to the log (once, here)."""
+    if isinstance(exc, KathanError):
+        return exc
+    if isinstance(exc, _STORE_ERRORS):
+        logger.error("store error in %s: %s", where, type(exc).__name__)
+        return ServiceUnavailableError(
+            "The account store is unavailable right now. Retry shortly.", retry_after=2,
+            code="store_unavailable")
+    logger.error("unexpected error in %s", where, exc_info=exc)
+    return InternalServerError()
 
 
 async def _store_error(request: Request, exc: Exception) -> JSONResponse:
-    return _store_unavailable(request.method, request.url.path, exc)
+    return render(as_kathan_error(exc, where=f"{request.method} {request.url.path}"))
 
 
-def response_for(exc: Exception, scope: Scope) -> JSONResponse | None:
-    """The answer to an error raised by an app that runs outside FastAPI's exception
-    handlers (the chat route), as those handlers give it; None for a bug (a 500)."""
-    if isinstance(exc, KathanError):
-        return render(exc)
-    if isinstance(exc, _STORE_ERRORS):
-        return _store_unavailable(scope["method"], scope["path"], exc)
-    return None
+class ServerErrors:
+    """A bug answers a 500 in Kathan's shape, logged once, instead of Starlette's plain
+    text and a second traceback from the server. After the response began nothing can
+    be answered: the error goes on, and the server closes the connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception as exc:
+            if started:
+                raise
+            error = as_kathan_error(exc, where=f"{scope['method']} {scope['path']}")
+            await render(error)(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
@@ -97,3 +138,4 @@ def install(app: FastAPI) -> None:
         app.add_exception_handler(kind, _store_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(ServerErrors)

@@ -1,6 +1,9 @@
-"""ASGI middleware: the request body size limit."""
+"""ASGI middleware: the request body size limit, and counting the generation routes'
+answers."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -73,3 +76,32 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class RequestCounter:
+    """Counts the answers of the generation routes by status, for /metrics
+    (``count(status)``; ``"disconnected"`` when the client left before any answer)."""
+
+    def __init__(
+        self, app: ASGIApp, paths: frozenset[str], count: Callable[[str], None]
+    ) -> None:
+        self.app = app
+        self.paths = paths
+        self.count = count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        status = "disconnected"
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.count(status)

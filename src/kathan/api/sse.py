@@ -1,24 +1,23 @@
-"""Server-sent events framing for chat completion chunks.
+"""Server-sent events: framing, and the response that sends them.
 
 Once the response headers have gone out, an error can no longer change the
-status code, so it becomes an ``error`` event followed by ``data: [DONE]``.
+status code, so it becomes an ``error`` event (``errors.sse_error``, the one
+rendering of errors in a stream) followed by ``data: [DONE]``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Protocol
 
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from kathan.api.disconnect import DisconnectWatch
-from kathan.errors import EngineError, KathanError
-
-logger = logging.getLogger(__name__)
+from kathan.api.errors import sse_error
 
 DONE = b"data: [DONE]\n\n"
 
@@ -30,25 +29,26 @@ def encode(data: str, event: str | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
-async def encode_stream(items: AsyncIterator[BaseModel | bytes]) -> AsyncIterator[bytes]:
+async def encode_stream(
+    items: AsyncIterator[BaseModel | bytes],
+) -> AsyncGenerator[bytes, None]:
     """Frame every item as JSON (an item of ``bytes`` is JSON already), then ``[DONE]``;
-    errors become an ``error`` event."""
+    an error becomes an ``error`` event. Framing only: what ``items`` hold is their
+    owner's to release."""
     try:
         async for item in items:
             # Serialized JSON has no raw newline, so it is one ``data:`` line.
             data = item if isinstance(item, bytes) else item.__pydantic_serializer__.to_json(item)
             yield b"data: " + data + b"\n\n"
-    except KathanError as exc:
-        yield encode(json.dumps(exc.body()), event="error")
-    except Exception:
-        logger.exception("stream failed after headers were sent")
-        error = EngineError("The stream failed; see the server log.")
-        yield encode(json.dumps(error.body()), event="error")
-    finally:
-        aclose = getattr(items, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    except Exception as exc:
+        yield sse_error(exc)
     yield DONE
+
+
+class Owner(Protocol):
+    """What a streamed response releases when it ends, however it ends."""
+
+    async def aclose(self) -> None: ...
 
 
 class EventStreamResponse(StreamingResponse):
@@ -68,13 +68,34 @@ class EventStreamResponse(StreamingResponse):
 
     max_pending = 64
 
+    def __init__(
+        self,
+        content: AsyncGenerator[bytes, None],
+        *,
+        owner: Owner | None = None,
+        headers: Mapping[str, str] | None = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        super().__init__(content, media_type="text/event-stream", background=background,
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                  **(headers or {})})
+        self._events = content
+        self._owner = owner
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Starlette's own __call__ runs the stream in an anyio task group beside a
         # disconnect listener (ASGI 2.3); its cancel scopes cost more than the rest of
         # a proxied stream's framing. Here the request's task runs the stream, and a
         # client that leaves cancels it (and with it the backend's work) the same way.
-        with DisconnectWatch(receive, quiet=True):
-            await self.stream_response(send)
+        try:
+            with DisconnectWatch(receive, quiet=True):
+                await self.stream_response(send)
+        finally:
+            # Released however the response ended: sent in full, the client gone before
+            # or after the headers (a server may raise on the first send), cancelled.
+            await self._events.aclose()
+            if self._owner is not None:
+                await self._owner.aclose()
         if self.background is not None:
             await self.background()
 
@@ -103,12 +124,10 @@ class EventStreamResponse(StreamingResponse):
 
         writer = asyncio.create_task(write())
         try:
-            async for event in self.body_iterator:
+            async for event in self._events:
                 if writer.done():
                     # The writer failed (the client is gone): stop the work, raise its error.
-                    aclose = getattr(self.body_iterator, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
+                    await self._events.aclose()
                     break
                 ready.append(event.encode(self.charset) if isinstance(event, str) else bytes(event))
                 wake.set()

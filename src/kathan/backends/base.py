@@ -1,10 +1,13 @@
-"""The ``Backend`` seam and the ``Delta`` events every backend yields."""
+"""The ``Backend`` seam, the ``Delta`` events every backend yields, and the
+``DeltaStream`` that carries them and owns what they hold."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import inspect
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from kathan.protocol.chat import ChatCompletionRequest, TokenLogprob
 
@@ -58,22 +61,120 @@ class LoadStats:
     n_slots: int
 
 
+Stage = Callable[[AsyncGenerator[Delta, None]], AsyncGenerator[Delta, None]]
+Closer = Callable[[], Awaitable[None] | None]
+
+
+class DeltaStream:
+    """The deltas of one request, and the owner of what producing them holds (an
+    upstream response, an engine job, a deployment's in-flight place).
+
+    Whoever receives a stream must close it, once, with ``aclose()`` or
+    ``async with``, whether or not it iterated, and however iteration ended.
+    Closing closes every stage (outermost first), then runs the ``on_close``
+    callbacks (last added first). A callback runs exactly once even when a stage
+    or another callback fails on the way; the first failure is raised after all ran.
+
+    Stages (``wrap``) transform the deltas; they must not hold resources of their
+    own in a ``finally``: a stage that never started never runs one. Resources are
+    handed to ``on_close``, which runs regardless.
+
+    Usage, as a caller sees it: open, then ``async with stream:`` and ``async for
+    delta in stream:`` inside it; a backend builds one from an async generator of
+    its deltas and registers ``stream.on_close(response.close)``.
+    """
+
+    __slots__ = ("_closed", "_closers", "_layers", "_outer")
+
+    def __init__(self, deltas: AsyncGenerator[Delta, None], *, on_close: Closer | None = None):
+        self._layers: list[AsyncGenerator[Delta, None]] = [deltas]
+        self._outer = deltas
+        self._closers: list[Closer] = [] if on_close is None else [on_close]
+        self._closed = False
+
+    def wrap(self, stage: Stage) -> Self:
+        """Put ``stage`` over the deltas (it receives the current outermost iterator)."""
+        self._outer = stage(self._outer)
+        self._layers.append(self._outer)
+        return self
+
+    def on_close(self, closer: Closer) -> None:
+        """Run ``closer`` (sync or async) when the stream is closed (not after it was)."""
+        if self._closed:
+            raise RuntimeError("the stream is closed already")
+        self._closers.append(closer)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Delta:
+        return await self._outer.__anext__()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        failure: BaseException | None = None
+        for layer in reversed(self._layers):
+            try:
+                await layer.aclose()
+            except BaseException as exc:  # the other owners still release theirs
+                failure = failure or exc
+        for closer in reversed(self._closers):
+            try:
+                result = closer()
+                if inspect.isawaitable(result):
+                    await result
+            except BaseException as exc:
+                failure = failure or exc
+        self._closers.clear()
+        if failure is not None:
+            raise failure
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def deltas_of(items: list[Delta]) -> AsyncGenerator[Delta, None]:
+    """A fixed list of deltas as a generator (for ``DeltaStream`` of a whole answer)."""
+    for item in items:
+        yield item
+
+
 class Backend(Protocol):
     """Something that can answer chat requests for the models it serves.
 
-    ``open`` validates the request and raises a ``KathanError`` for anything
-    it cannot honour *before* any output exists, so the HTTP layer can still
-    answer with a status code. It returns the stream of deltas.
-
-    >>> deltas = await backend.open(request)
-    >>> async for delta in deltas:
-    ...     ...
+    ``check`` raises a ``KathanError`` for anything in the request this backend
+    cannot honour, without I/O; ``open`` checks too, sends the request and
+    raises for every failure *before* any output exists, so the HTTP layer can
+    still answer with a status code. It returns a ``DeltaStream`` that the
+    caller owns and must close, whether or not it reads it.
     """
 
     @property
     def ready(self) -> bool: ...
 
-    async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]: ...
+    def check(self, request: ChatCompletionRequest) -> None:
+        """Raise for what this backend cannot honour (a 400 naming the field)."""
+        ...
+
+    async def open(self, request: ChatCompletionRequest) -> DeltaStream: ...
+
+    async def probe(self) -> bool:
+        """Whether the backend answers right now (for a deployment whose circuit is open)."""
+        ...
 
     def stats(self) -> LoadStats | None:
         """Live load, or None when the backend has none to report."""

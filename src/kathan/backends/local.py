@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import Any
 
-from kathan.backends.base import Delta, LoadStats, TokenUsage
+from kathan.backends.base import Delta, DeltaStream, LoadStats, TokenUsage
 from kathan.backends.toolcalls import (
     CLOSE,
     OPEN,
@@ -331,7 +331,13 @@ class LocalBackend:
         s = self.engine.stats()
         return LoadStats(s.queued, s.running, s.kv_cells_used, s.n_ctx, s.n_slots)
 
-    async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
+    def check(self, request: ChatCompletionRequest) -> None:
+        self.build(request)
+
+    async def probe(self) -> bool:
+        return self.ready
+
+    async def open(self, request: ChatCompletionRequest) -> DeltaStream:
         generation, parse_calls = self.build(request)
         events = self.engine.generate(generation)
         try:
@@ -358,7 +364,9 @@ class LocalBackend:
             # Cancelled while queued (the client left): release the engine's job now.
             await events.aclose()
             raise
-        return self._deltas(first, events, parse_calls, generation.halt)
+        # The engine's job is the stream's to release (``events.aclose`` aborts it).
+        return DeltaStream(self._deltas(first, events, parse_calls, generation.halt),
+                           on_close=events.aclose)
 
     async def _deltas(
         self,
@@ -366,7 +374,7 @@ class LocalBackend:
         events: AsyncGenerator[GenerationEvent],
         parse_calls: bool,
         halt: Halt | None,
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         prompt = cached = completion = 0
         parsers: dict[int, ToolCallParser] = {}
         try:
@@ -400,8 +408,6 @@ class LocalBackend:
             raise
         except Exception as exc:
             raise EngineError("The local engine failed while generating.") from exc
-        finally:
-            await events.aclose()
         yield Delta(usage=TokenUsage(prompt, completion, cached))
 
 

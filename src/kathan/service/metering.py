@@ -22,6 +22,7 @@ from kathan.errors import (
     RateLimitError,
     ServiceUnavailableError,
 )
+from kathan.ids import random_id
 from kathan.limits.base import Lease, Limiter, Limits
 from kathan.limits.redis import LimiterUnavailable
 from kathan.store.ledger import Status, UsageLedger, UsageRow
@@ -79,8 +80,10 @@ class Metering:
         while self._releases:
             await asyncio.gather(*list(self._releases))
 
-    def begin(self, principal: Principal, *, request_id: str, streamed: bool) -> Meter:
-        return Meter(self, principal, request_id, streamed)
+    def begin(
+        self, principal: Principal, *, streamed: bool, request_id: str | None = None
+    ) -> Meter:
+        return Meter(self, principal, request_id or random_id(), streamed)
 
     async def seed_quota(self, key_id: str, limits: Limits) -> None:
         """Start a key's quota count from the ledger, once per process and period."""

@@ -4,7 +4,7 @@ every backend's deltas go through the speech shaper on the way out."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from kathan.backends.base import Delta
 from kathan.errors import InvalidRequestError
@@ -43,10 +43,10 @@ def _closed(text: str, locale: str) -> str:
     return text + ("।" if locale.startswith("hi") else ".")
 
 
-async def speak(deltas: AsyncIterator[Delta], locale: str) -> AsyncIterator[Delta]:
-    """Each choice's text as speakable pieces: every content delta that comes out is one
-    whole piece (a sentence, or an early clause first), cleaned and normalized for
-    ``locale``. Pieces after a choice's first end as sentences and start with a space, so the
+async def speak(deltas: AsyncIterator[Delta], locale: str) -> AsyncGenerator[Delta, None]:
+    """A ``DeltaStream`` stage: each choice's text as speakable pieces. Every content
+    delta that comes out is one whole piece (a sentence, or an early clause first),
+    cleaned and normalized for ``locale``. Pieces after a choice's first end as sentences and start with a space, so the
     concatenation a client makes reads as the whole cleaned text. Tool calls, finish
     reasons and usage pass through; a choice's text is flushed before it finishes,
     its last piece closed with a full stop when it lacks one (a reply cut by
@@ -67,30 +67,25 @@ async def speak(deltas: AsyncIterator[Delta], locale: str) -> AsyncIterator[Delt
                 started.add(index)
         return out
 
-    try:
-        async for delta in deltas:
-            index = delta.index
-            if delta.content or delta.tool_calls:
-                if delta.content:
-                    shaper = shapers.get(index)
-                    if shaper is None:
-                        shaper = shapers[index] = SpeechShaper(locale)
-                    for piece in pieces(index, shaper.feed(delta.content)):
-                        yield piece
-                if delta.tool_calls:
-                    yield Delta(index=index, tool_calls=delta.tool_calls)
-            elif delta.finish_reason is not None:
-                shaper = shapers.pop(index, None)
-                if shaper is not None:
-                    rest = shaper.flush()
-                    if rest:
-                        rest[-1] = _closed(rest[-1], locale)
-                    for piece in pieces(index, rest):
-                        yield piece
-                yield delta
-            else:
-                yield delta
-    finally:
-        aclose = getattr(deltas, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    async for delta in deltas:
+        index = delta.index
+        if delta.content or delta.tool_calls:
+            if delta.content:
+                shaper = shapers.get(index)
+                if shaper is None:
+                    shaper = shapers[index] = SpeechShaper(locale)
+                for piece in pieces(index, shaper.feed(delta.content)):
+                    yield piece
+            if delta.tool_calls:
+                yield Delta(index=index, tool_calls=delta.tool_calls)
+        elif delta.finish_reason is not None:
+            shaper = shapers.pop(index, None)
+            if shaper is not None:
+                rest = shaper.flush()
+                if rest:
+                    rest[-1] = _closed(rest[-1], locale)
+                for piece in pieces(index, rest):
+                    yield piece
+            yield delta
+        else:
+            yield delta
