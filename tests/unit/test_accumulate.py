@@ -19,10 +19,8 @@ from kathan.protocol.chat import (
     Usage,
     construct,
 )
-from kathan.routing.registry import ModelRegistry
 from kathan.service.accumulate import Accumulator
 from kathan.service.chat import ChatService
-from kathan.service.metrics import Metrics
 
 
 def chunk(content: str | None = None, finish: str | None = None, usage: Usage | None = None,

@@ -40,7 +40,7 @@ async def encode_stream(
             # Serialized JSON has no raw newline, so it is one ``data:`` line.
             data = item if isinstance(item, bytes) else item.__pydantic_serializer__.to_json(item)
             yield b"data: " + data + b"\n\n"
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every error becomes the error event (bugs logged there)
         yield sse_error(exc)
     yield DONE
 

@@ -122,14 +122,14 @@ class DeltaStream:
         for layer in reversed(self._layers):
             try:
                 await layer.aclose()
-            except BaseException as exc:  # the other owners still release theirs
+            except BaseException as exc:  # noqa: BLE001 - raised below, after the others ran
                 failure = failure or exc
         for closer in reversed(self._closers):
             try:
                 result = closer()
                 if inspect.isawaitable(result):
                     await result
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - raised below, after the others ran
                 failure = failure or exc
         self._closers.clear()
         if failure is not None:
