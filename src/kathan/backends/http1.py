@@ -1,39 +1,53 @@
 """A lean HTTP/1.1 client for the hot upstream path: keep-alive connections, llhttp.
 
-The ``openai`` backend relays every request of a gateway, so what its client
-costs is added to every request. aiohttp's client builds a request object,
-a cookie filter, a timer context, a payload writer and a response object per
-request: about 220 us of CPU each on this project's bench host, against 60 us
-for a request written on a kept-alive socket and parsed by ``httptools``
-(llhttp, the parser uvicorn uses). This module is that, and no more:
+Every provider backend (openai, anthropic, gemini) sends through ``HTTPPool``,
+behind the ``Transport`` seam of ``backends/transport.py``, so what this client
+costs is added to every request a gateway relays. aiohttp's client builds a
+request object, a cookie filter, a timer context, a payload writer and a
+response object per request; this module writes the request on a kept-alive
+socket and parses the answer with ``httptools`` (llhttp, the parser uvicorn
+uses). ``python -m bench.http_client`` measures it against httpx and aiohttp.
+It does this, and no more:
 
 - one request at a time per connection, connections kept alive and reused
-  (most recently used first), dropped after ``keepalive`` idle seconds or
-  when the server closes them;
+  (most recently used first);
 - a body given as bytes, sent with ``Content-Length``; responses with
   ``Content-Length``, chunked or read-to-close bodies, gzip or deflate
-  content coding; http and https (the system's CA store);
+  content coding (deflate zlib-wrapped or raw, told apart by its first bytes,
+  as browsers and aiohttp do); http and https (the system's CA store);
 - a connect timeout, and a read timeout that bounds the silence between two
   pieces of a response (streams may last long, so there is no total limit);
-- a request that fails on a reused connection before any byte of its
-  answer came back is sent once more on a new connection (the server had
-  closed the idle connection as the request was sent);
 - a body read as it arrives (``iter_any``) holds back the socket when the
   reader is slow, and ``close`` drops the connection: that is how a client
   who left cancels the upstream's work.
 
-Redirects, proxies, cookies and HTTP/2 are out of scope: the other provider
-backends, probes and image fetches keep using aiohttp.
+No request is ever sent twice. A server may close a kept-alive connection just
+as a request goes out on it, and then cannot say whether it read the request;
+resending a POST then may run and bill it twice (RFC 9112, section 9.3.1, and
+aiohttp retries only idempotent methods). So the pool makes that race rare
+instead, and reports it when it happens:
 
->>> pool = HTTPPool()
->>> target = Target.parse("http://127.0.0.1:9100/v1/chat/completions")
->>> response = await pool.request(target, b"POST", {"Content-Type": "application/json"}, body)
->>> response.status, await response.read()
+- an idle connection is not reused when its peer has closed it or sent
+  anything (an EOF the event loop has not handled yet is seen by polling the
+  socket), when its transport is closing, or when it has been idle for
+  ``keepalive`` seconds: 4 s by default, under the 5 s after which uvicorn
+  (vLLM, llama-cpp-python, most Python servers) and Node close an idle
+  connection, so that the server's close does not meet the request;
+- no connection could be made: ``UpstreamConnectError`` (nothing was sent);
+- the connection broke after the request was written and before any byte of
+  an answer: ``UpstreamMaybeReceivedError`` (the upstream may have it).
+
+To send, ``pool.endpoint(url, headers)`` gives an endpoint whose ``post(body,
+connect_timeout=..., read_timeout=...)`` returns the ``Response`` once its
+status line and headers are in; ``request(target, method, headers, body)`` is
+the same for any method. Redirects, proxies, cookies and HTTP/2 are out of
+scope: health probes and the images Kathan fetches itself use aiohttp.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 import time
 import zlib
@@ -41,18 +55,40 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Self, cast
+from typing import TYPE_CHECKING, Protocol, Self, cast
 
 import httptools
 from multidict import CIMultiDict
 from yarl import URL
 
+from kathan.backends.transport import (
+    UpstreamConnectError,
+    UpstreamConnectionError,
+    UpstreamConnectTimeout,
+    UpstreamMaybeReceivedError,
+)
+
+if TYPE_CHECKING:
+    from kathan.backends.transport import Transport
+
+__all__ = [
+    "KEEPALIVE",
+    "HTTPPool",
+    "PoolEndpoint",
+    "Response",
+    "Target",
+    "UpstreamConnectError",
+    "UpstreamConnectTimeout",
+    "UpstreamConnectionError",
+    "UpstreamMaybeReceivedError",
+    "encode_headers",
+]
+
 _HIGH_WATER = 256 * 1024  # buffered body bytes at which the socket stops being read
 _LOW_WATER = 64 * 1024
-
-
-class UpstreamConnectionError(ConnectionError):
-    """The connection failed, or the response broke off or could not be parsed."""
+# Under the 5 s after which uvicorn and Node close an idle connection: past it, the
+# server's close could cross a request on the wire (see the module's docstring).
+KEEPALIVE = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +129,7 @@ class HTTPPool:
     def __init__(
         self,
         *,
-        keepalive: float = 60.0,
+        keepalive: float = KEEPALIVE,
         max_idle_per_host: int = 1024,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -118,10 +154,13 @@ class HTTPPool:
 
         ``headers`` may be given already encoded (``encode_headers``), which is how a
         backend that sends the same ones every time avoids encoding them per request.
-        Raises ``UpstreamConnectionError`` or ``TimeoutError`` before a response exists.
+        Before a response exists it raises ``TimeoutError`` or an
+        ``UpstreamConnectionError``: ``UpstreamConnectError`` when nothing was sent,
+        ``UpstreamMaybeReceivedError`` when the connection broke after the request was
+        written and before any answer. The request is sent once, never again.
         """
         if self._closed:
-            raise UpstreamConnectionError("the upstream client is closed")
+            raise UpstreamConnectError("the upstream client is closed")
         head = b"".join((
             method, b" ", target.path, b" HTTP/1.1\r\nHost: ", target.host_header,
             b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n",
@@ -129,25 +168,17 @@ class HTTPPool:
             b"\r\n",
         ))
         conn = self._take(target)
-        if conn is not None:
-            try:
-                return await conn.exchange(head + body, read_timeout)
-            except UpstreamConnectionError:
-                if conn.answered:
-                    raise
-                # Most likely the server closed the idle connection as the request went
-                # out, so it goes once more on a new connection (at most once; a server
-                # that read it and then died may see it twice, as with the router's
-                # retries of connection errors).
-        conn = await self._connect(target, connect_timeout)
+        if conn is None:
+            conn = await self._connect(target, connect_timeout)
         return await conn.exchange(head + body, read_timeout)
 
     def _take(self, target: Target) -> _Connection | None:
+        """The most recently used idle connection that is fit to carry a request."""
         idle = self._idle.get(target.key)
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if conn.reusable and now - conn.idle_since < self._keepalive:
+            if now - conn.idle_since < self._keepalive and conn.fit_for_reuse():
                 return conn
             conn.close()
         return None
@@ -166,13 +197,13 @@ class HTTPPool:
                     ssl=context, server_hostname=target.host if context else None,
                 )
         except TimeoutError:
-            raise TimeoutError(f"connecting to {target.host}:{target.port} took over "
-                               f"{timeout:g} s") from None
+            raise UpstreamConnectTimeout(f"connecting to {target.host}:{target.port} took "
+                                         f"over {timeout:g} s") from None
         except OSError as exc:
-            raise UpstreamConnectionError(
+            raise UpstreamConnectError(
                 f"cannot connect to {target.host}:{target.port}: {exc}") from exc
         if conn.transport is None:  # uvloop may call connection_made a little later
-            conn.transport = transport
+            conn.connection_made(transport)
         self._all.add(conn)
         return conn
 
@@ -193,6 +224,10 @@ class HTTPPool:
         if idle and conn in idle:
             idle.remove(conn)
 
+    def endpoint(self, url: str, headers: Mapping[str, str]) -> PoolEndpoint:
+        """``url`` and ``headers`` parsed and encoded once (the ``Transport`` seam)."""
+        return PoolEndpoint(self, Target.parse(url), encode_headers(headers))
+
     @property
     def idle_connections(self) -> int:
         return sum(len(v) for v in self._idle.values())
@@ -209,6 +244,20 @@ class HTTPPool:
             conn.close()
         self._idle.clear()
         await asyncio.sleep(0)  # let the transports finish closing
+
+
+@dataclass(frozen=True, slots=True)
+class PoolEndpoint:
+    """One upstream URL and its headers, ready to be sent through ``pool``."""
+
+    pool: HTTPPool
+    target: Target
+    headers: bytes
+
+    async def post(self, body: bytes, *, connect_timeout: float, read_timeout: float) -> Response:
+        return await self.pool.request(self.target, b"POST", self.headers, body,
+                                       connect_timeout=connect_timeout,
+                                       read_timeout=read_timeout)
 
 
 def encode_headers(headers: Mapping[str, str]) -> bytes:
@@ -232,7 +281,9 @@ class _Connection(asyncio.Protocol):
         self.response: Response | None = None
         self.reusable = False  # idle and fit for the next request
         self.answered = False  # a byte of the current request's answer came back
+        self.uses = 0  # requests written on this connection
         self.idle_since = 0.0
+        self._fd = -1
         self._headers: list[tuple[str, str]] = []
         self._head: asyncio.Future[Response] | None = None
         self._paused = False
@@ -245,6 +296,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
 
     def data_received(self, data: bytes) -> None:
         self.answered = True
@@ -257,6 +310,7 @@ class _Connection(asyncio.Protocol):
             self._fail(UpstreamConnectionError(f"the upstream's answer is not HTTP: {exc}"))
 
     def eof_received(self) -> bool | None:
+        self.reusable = False  # the peer is done sending: it closes, or will
         response = self.response
         if response is not None and not response.complete and response._until_close:
             self._finish()  # a body without length ends with the connection
@@ -271,9 +325,17 @@ class _Connection(asyncio.Protocol):
         if (exc is None and response is not None and response._until_close
                 and not response.complete):
             self._finish()  # a clean close ends a body without length
+            return
+        why = f": {exc}" if exc else ""
+        if self._head is not None and not self.answered:
+            # Written and unanswered: whether the server read it cannot be known.
+            kind = "kept-alive" if self.uses > 1 else "new"
+            self._fail(UpstreamMaybeReceivedError(
+                "the upstream closed the connection after the request was sent and before "
+                f"any answer ({kind} connection{why}); it may have received the request, "
+                "so it is not sent again"))
         else:
-            self._fail(UpstreamConnectionError(
-                "the upstream closed the connection" + (f": {exc}" if exc else "")))
+            self._fail(UpstreamConnectionError(f"the upstream closed the connection{why}"))
 
     def pause_writing(self) -> None:  # requests are small: the kernel buffers them
         pass
@@ -311,10 +373,25 @@ class _Connection(asyncio.Protocol):
 
     # the request's side
 
+    def fit_for_reuse(self) -> bool:
+        """Idle, open, and nothing waiting on its socket.
+
+        An idle HTTP/1.1 connection has nothing to read, so bytes or an EOF on it mean
+        the peer is closing it; polling sees them before the event loop gets to them.
+        """
+        if not self.reusable or self.transport is None or self.transport.is_closing():
+            return False
+        if self._fd < 0:
+            return True  # a transport without a socket: nothing to poll
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        return not poller.poll(0)
+
     async def exchange(self, data: bytes, read_timeout: float) -> Response:
         assert self.transport is not None
-        if self.closed:
-            raise UpstreamConnectionError("the upstream closed the connection")
+        if self.closed or self.transport.is_closing():
+            raise UpstreamConnectError("the connection was closed before the request")
+        self.uses += 1
         self.reusable = False
         self.answered = False
         self.response = None
@@ -421,9 +498,11 @@ class Response:
         self._error: Exception | None = None
         self._refused: Exception | None = None  # a body that cannot be decoded at all
         coding = headers.get("Content-Encoding", "identity").strip().lower()
-        self._decoder = None
-        if coding in ("gzip", "x-gzip", "deflate"):
-            self._decoder = zlib.decompressobj(47 if coding != "deflate" else 15)
+        self._decoder: _Decoder | None = None
+        if coding in ("gzip", "x-gzip"):
+            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif coding == "deflate":
+            self._decoder = _Deflate()
         elif coding not in ("identity", ""):
             self._refused = UpstreamConnectionError(
                 f"the upstream used a content coding Kathan cannot read: {coding}")
@@ -521,7 +600,11 @@ class Response:
 
     def _end(self) -> None:
         if self._decoder is not None:
-            rest = self._decoder.flush()
+            try:
+                rest = self._decoder.flush()
+            except zlib.error as exc:
+                self._break(UpstreamConnectionError(f"the upstream's body is corrupt: {exc}"))
+                return
             if rest:
                 self._chunks.append(rest)
         self.complete = True
@@ -536,3 +619,46 @@ class Response:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+class _Decoder(Protocol):
+    def decompress(self, data: bytes, /) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class _Deflate:
+    """``deflate`` as servers send it: zlib-wrapped (RFC 1950, as RFC 9110 says) or raw
+    (RFC 1951, as some servers do), told apart by the first two bytes as browsers and
+    aiohttp do. A zlib header is a CMF byte whose low four bits are 8 (deflate) with a
+    window of at most 2**15, and a FLG byte that makes the pair a multiple of 31. The
+    first byte of a raw stream has those low bits only for a stored, non-final block
+    whose padding bits are not zero, which encoders do not write."""
+
+    __slots__ = ("_head", "_inner")
+
+    def __init__(self) -> None:
+        self._head = b""
+        self._inner: _Decoder | None = None
+
+    def decompress(self, data: bytes, /) -> bytes:
+        if self._inner is None:
+            self._head += data
+            if len(self._head) < 2:
+                return b""
+            data, self._head = self._head, b""
+            cmf, flg = data[0], data[1]
+            wrapped = cmf & 0x0F == 8 and cmf >> 4 <= 7 and (cmf << 8 | flg) % 31 == 0
+            self._inner = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        return self._inner.decompress(data)
+
+    def flush(self) -> bytes:
+        if self._inner is None:  # a body of one byte, or none
+            self._inner = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self._inner.decompress(self._head) + self._inner.flush()
+        return self._inner.flush()
+
+
+if TYPE_CHECKING:
+    def _fits_the_seam(pool: HTTPPool) -> Transport:
+        return pool  # mypy checks that HTTPPool, its endpoints and Response fit transport.py
