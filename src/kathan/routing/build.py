@@ -10,8 +10,12 @@ import aiohttp
 from kathan.backends.base import Backend
 from kathan.backends.http1 import HTTPPool
 from kathan.backends.upstream import Deployment
+from kathan.routing.breaker import CircuitBreaker
+from kathan.routing.capabilities import Capabilities
+from kathan.routing.picker import Route
 from kathan.routing.registry import ModelEntry, ModelRegistry
-from kathan.routing.router import Capabilities, Route, Router
+from kathan.routing.retry import RetryPolicy
+from kathan.routing.router import Router
 from kathan.settings import DeploymentSettings, ModelSettings, Settings
 
 if TYPE_CHECKING:
@@ -46,33 +50,14 @@ def _backend(
     if d.backend == "openai":
         from kathan.backends.openai import OpenAIBackend
 
-        return OpenAIBackend(d, pool)
+        return OpenAIBackend(d, session, pool)
     if d.backend == "anthropic":
         from kathan.backends.anthropic import AnthropicBackend
 
-        return AnthropicBackend(d, pool)
+        return AnthropicBackend(d, session, pool)
     from kathan.backends.gemini import GeminiBackend
 
     return GeminiBackend(d, session, pool)
-
-
-def _probe(d: Deployment) -> tuple[str, dict[str, str]]:
-    """Where to ask whether a deployment answers, and with which credentials."""
-    headers = dict(d.headers)
-    if d.backend == "openai":
-        if d.api_key:
-            headers["Authorization"] = f"Bearer {d.api_key}"
-        return f"{d.base_url}/models", headers
-    if d.backend == "anthropic":
-        if d.api_key:
-            headers["x-api-key"] = d.api_key
-        headers["anthropic-version"] = "2023-06-01"
-        return f"{d.base_url}/v1/models", headers
-    if d.backend == "gemini":
-        if d.api_key:
-            headers["x-goog-api-key"] = d.api_key
-        return f"{d.base_url}/v1beta/models", headers
-    return "", headers
 
 
 def build_registry(
@@ -86,7 +71,7 @@ def build_registry(
     """Every model clients may name, and the routers whose health must be probed.
 
     Provider backends send through ``pool`` (a new one when none is given); ``session``
-    fetches the image URLs the Gemini backend must inline.
+    carries their health probes and fetches the image URLs the Gemini backend must inline.
     """
     if pool is None:
         pool = HTTPPool()
@@ -104,20 +89,21 @@ def build_registry(
         return registry_box[0].resolve(name).backend
 
     created = int(time.time())
+    policy = settings.routing
+    retry = RetryPolicy(retries=policy.retries, backoff=policy.backoff_seconds)
     for model in settings.models:
         routes = []
         for i, d in enumerate(model.deployments):
             deployment = _deployment(model, i, d)
-            url, headers = _probe(deployment)
-            routes.append(Route(deployment, _backend(deployment, session, pool, local),
-                                probe_url=url, probe_headers=headers))
+            breaker = CircuitBreaker(policy.breaker_failures, policy.breaker_cooldown)
+            routes.append(Route(deployment, _backend(deployment, session, pool, local), breaker))
         caps = model.capabilities
         capabilities = Capabilities() if caps is None else Capabilities(
             tools="tools" in caps, vision="vision" in caps,
             json_schema="json_schema" in caps, reasoning="reasoning" in caps,
         )
-        router = Router(model.id, routes, settings.routing, capabilities,
-                        tuple(model.fallbacks), resolve)
+        router = Router(model.id, routes, retry, capabilities=capabilities,
+                        fallbacks=tuple(model.fallbacks), resolve=resolve)
         routers.append(router)
         entries.append(ModelEntry(id=model.id, owned_by=model.owned_by, created=created,
                                   backend=router, aliases=tuple(model.aliases),

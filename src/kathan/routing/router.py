@@ -1,21 +1,26 @@
 """A configured model's deployments behind one ``Backend``: balancing, retries,
-fallback and circuit breaking.
+fallback and circuit breaking, composed from small parts.
 
-- **Balance:** the deployment with the fewest requests in flight per unit of
-  weight, among those whose circuit is closed and that have room.
-- **Retry:** a connection error, timeout, 429 or 5xx before the first byte is
-  retried with exponential backoff, on another deployment when there is one.
-  An upstream that rejects Kathan's credentials is skipped at once.
+- **Balance** (``picker.pick``): the deployment with the fewest requests in
+  flight per unit of weight, among those whose circuit lets requests through
+  and that have room.
+- **Retry** (``retry.RetryPolicy``): a connection error, timeout, 429 or 5xx
+  before the first byte is retried with exponential backoff, on another
+  deployment when there is one. An upstream that rejects Kathan's credentials
+  opens its deployment's circuit at once, and the next deployment is tried
+  without waiting.
+- **Circuit breaker** (``breaker.CircuitBreaker``, one per deployment): failed
+  requests in a row open it (retries within one request count once); a probe
+  that finds the upstream answering half-opens it.
 - **Fall back:** when no deployment can answer, the model's ``fallbacks`` are
   tried in order.
-- **Circuit breaker:** ``breaker_failures`` failed requests in a row open a
-  deployment's circuit for ``breaker_cooldown`` seconds (retries within one
-  request count once); a background probe half-opens it early once the
-  upstream answers again, and one more failure opens it again.
 
-Once a response has begun it is never retried: an upstream that dies
-mid-stream ends the stream with an error (the SSE encoder sends an ``error``
-event and ``[DONE]``).
+What the request needs is checked once, before any attempt, against the model's
+capabilities and every deployment's backend, so the answer does not depend on
+which deployment would be picked. Once a response has begun it is never
+retried: an upstream that dies mid-stream ends the stream with an error (the
+SSE encoder sends an ``error`` event and ``[DONE]``), and counts against its
+deployment's breaker.
 """
 
 from __future__ import annotations
@@ -24,83 +29,38 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
-
-from kathan.backends.base import Backend, Delta, LoadStats
-from kathan.backends.upstream import Deployment, UpstreamError
-from kathan.errors import (
-    InvalidRequestError,
-    KathanError,
-    ServiceUnavailableError,
-    UnsupportedParameterError,
-)
-from kathan.protocol.chat import ChatCompletionRequest, ImagePart
-from kathan.settings import RoutingSettings
+from kathan.backends.base import Backend, Delta, DeltaStream, LoadStats
+from kathan.backends.upstream import UpstreamError
+from kathan.errors import KathanError, ServiceUnavailableError
+from kathan.protocol.chat import ChatCompletionRequest
+from kathan.routing.capabilities import Capabilities, check_capabilities
+from kathan.routing.picker import Route, pick
+from kathan.routing.retry import RetryPolicy, Verdict, verdict
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(eq=False)
-class Route:
-    """A deployment with its backend and its live state."""
-
-    deployment: Deployment
-    backend: Backend
-    in_flight: int = 0
-    failures: int = 0
-    open_until: float = 0.0  # time.monotonic() until which the circuit is open
-    probe_url: str = ""
-    probe_headers: dict[str, str] = field(default_factory=dict)
-
-    def closed(self, now: float) -> bool:
-        return self.open_until <= now
-
-    def load(self) -> float:
-        return self.in_flight / self.deployment.weight
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    tools: bool = True
-    vision: bool = True
-    json_schema: bool = True
-    reasoning: bool = True
-
-
-def required_capabilities(request: ChatCompletionRequest) -> list[tuple[str, str]]:
-    """(capability, the field that needs it) for what the request uses."""
-    needs: list[tuple[str, str]] = []
-    for i, message in enumerate(request.messages):
-        content = message.content
-        if isinstance(content, list) and any(isinstance(p, ImagePart) for p in content):
-            needs.append(("vision", f"messages[{i}].content"))
-    if request.tools or request.functions:
-        needs.append(("tools", "tools" if request.tools else "functions"))
-    if request.response_format is not None and request.response_format.type == "json_schema":
-        needs.append(("json_schema", "response_format"))
-    if request.reasoning_effort is not None and request.reasoning_effort != "none":
-        needs.append(("reasoning", "reasoning_effort"))
-    return needs
-
-
 @dataclass
 class Router:
-    """The ``Backend`` of a configured model.
+    """The ``Backend`` of a configured model: ``routes`` are its deployments,
+    ``resolve`` finds a fallback model's backend by name.
 
-    >>> router = Router("gpt-4", routes, policy=RoutingSettings())
-    >>> deltas = await router.open(request)
+    ``clock`` (monotonic seconds), ``sleep`` (the backoff wait) and ``rng`` (the
+    tie-break and the jitter) are injected so that tests need no real time.
     """
 
     model_id: str
     routes: list[Route]
-    policy: RoutingSettings
+    retry: RetryPolicy
     capabilities: Capabilities = field(default_factory=Capabilities)
     fallbacks: tuple[str, ...] = ()
-    resolve: Callable[[str], Backend] | None = None  # a fallback model's backend
+    resolve: Callable[[str], Backend] | None = None
     clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    rng: random.Random = field(default_factory=random.Random)
 
     @property
     def ready(self) -> bool:
@@ -109,150 +69,138 @@ class Router:
     def stats(self) -> LoadStats | None:
         return None
 
-    async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
-        self._check_capabilities(request)
+    def check(self, request: ChatCompletionRequest) -> None:
+        """The model's capabilities, then every deployment's own checks."""
+        check_capabilities(self.model_id, self.capabilities, request)
+        for route in self.routes:
+            route.backend.check(request)
+
+    async def probe(self) -> bool:
+        """Probe the deployments whose circuit is open (concurrently) and half-open
+        those that answer; True when some deployment may take requests now."""
+        now = self.clock()
+        shut = [r for r in self.routes if not r.breaker.allows(now)]
+        answers = await asyncio.gather(*(r.backend.probe() for r in shut),
+                                       return_exceptions=True)
+        now = self.clock()
+        for route, answer in zip(shut, answers, strict=True):
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, Exception):
+                    raise answer  # a cancellation is not an answer
+                logger.warning("deployment %s: probe failed: %r", route.deployment.name, answer)
+            elif answer and route.breaker.half_open(now):
+                logger.info("deployment %s answers again: circuit half-open",
+                            route.deployment.name)
+        return any(r.breaker.allows(now) for r in self.routes)
+
+    async def open(self, request: ChatCompletionRequest) -> DeltaStream:
+        self.check(request)
         try:
             return await self._open_here(request)
-        except UpstreamError as exc:
-            if not exc.retryable and exc.status_code < 500:
+        except KathanError as exc:
+            if not _model_unavailable(exc):
                 raise  # the request's own fault: another model would refuse it too
-            last: KathanError = exc
-        except ServiceUnavailableError as exc:
-            last = exc
-        for name in self.fallbacks:
-            if self.resolve is None:
-                break
-            try:
-                backend = self.resolve(name)
-                logger.warning("model %s: falling back to %s", self.model_id, name)
-                return await backend.open(request)
-            except (UpstreamError, ServiceUnavailableError) as exc:
-                last = exc
-        raise last
+            error = exc
+        return await self._fall_back(request, error)
 
-    def _check_capabilities(self, request: ChatCompletionRequest) -> None:
-        for capability, param in required_capabilities(request):
-            if not getattr(self.capabilities, capability):
-                raise InvalidRequestError(
-                    f"Model '{self.model_id}' does not support {capability} "
-                    f"(its capabilities do not include it), so '{param}' cannot be honoured.",
-                    param=param, code="unsupported_capability",
-                )
-
-    def _pick(self, tried: set[int]) -> Route | None:
-        now = self.clock()
-        if len(self.routes) == 1:  # the common case, without the lists below
-            only = self.routes[0]
-            if only.closed(now) and only.in_flight < only.deployment.max_in_flight:
-                return only
-            return None
-        usable = [
-            r for r in self.routes
-            if r.closed(now) and r.in_flight < r.deployment.max_in_flight
-        ]
-        fresh = [r for r in usable if id(r) not in tried]
-        pool = fresh or usable
-        if not pool:
-            return None
-        best = min(r.load() for r in pool)
-        return random.choice([r for r in pool if r.load() == best])
-
-    async def _open_here(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
-        tried: set[int] = set()
-        failed: set[int] = set()  # a route counts one failure per request, however often retried
-        last: KathanError | None = None
-        delay = self.policy.backoff_seconds
-        for attempt in range(self.policy.retries + 1):
-            route = self._pick(tried)
+    async def _open_here(self, request: ChatCompletionRequest) -> DeltaStream:
+        tried: set[Route] = set()
+        failed: set[Route] = set()  # a route counts one failure per request
+        last: UpstreamError | None = None
+        waited = 0
+        for attempt in range(self.retry.attempts):
+            if last is not None and last.retryable:
+                if self._next(tried) is None:
+                    break  # nothing left to try: no point waiting
+                await self.sleep(self.retry.delay(waited, last.retry_after, self.rng.random()))
+                waited += 1
+            route = self._next(tried)
             if route is None:
                 break
-            tried.add(id(route))
-            if route.deployment.backend in ("anthropic", "gemini") and request.model_extra:
-                extra = next(iter(request.model_extra))
-                raise UnsupportedParameterError(
-                    f"'{extra}' is not a parameter the {route.deployment.backend} backend knows; "
-                    "provider extras pass through only to OpenAI-compatible deployments.",
-                    param=extra,
-                )
-            route.in_flight += 1
+            tried.add(route)
             try:
-                deltas = await route.backend.open(request)
+                return await self._attempt(route, request)
             except UpstreamError as exc:
-                route.in_flight -= 1
                 last = exc
-                if exc.upstream_status in (401, 403):
-                    self._failed(route, open_now=True)
-                    continue
-                if not exc.retryable:
-                    raise
-                if id(route) not in failed:
-                    failed.add(id(route))
-                    self._failed(route)
-                if attempt < self.policy.retries:
-                    wait = delay if exc.retry_after is None else min(exc.retry_after, 2 * delay)
-                    await asyncio.sleep(wait * (0.5 + random.random() / 2))
-                    delay *= 2
-                continue
-            except BaseException:
-                route.in_flight -= 1
-                raise
-            self._succeeded(route)
-            return self._relay(route, deltas)
+                match verdict(exc):
+                    case Verdict.FINAL:
+                        raise
+                    case Verdict.SKIP:
+                        route.breaker.trip(self.clock())
+                        logger.warning("deployment %s refused Kathan's credentials: "
+                                       "circuit open", route.deployment.name)
+                    case Verdict.RETRY if route not in failed:
+                        failed.add(route)
+                        self._failed(route)
         if last is not None and last.status_code == 429:
-            raise last
-        retry_after = self._retry_after()
+            raise last  # the client can act on a rate limit and its Retry-After
         reason = f" (last error: {last.message})" if last is not None else ""
         raise ServiceUnavailableError(
             f"No healthy deployment of '{self.model_id}' could answer{reason}.",
-            retry_after=retry_after, code="no_healthy_deployment",
+            retry_after=self._retry_after(), code="no_healthy_deployment",
         )
 
-    def _retry_after(self) -> int:
-        now = self.clock()
-        waits = [r.open_until - now for r in self.routes if not r.closed(now)]
-        return max(1, int(min(waits))) if waits and len(waits) == len(self.routes) else 1
+    def _next(self, tried: set[Route]) -> Route | None:
+        return pick(self.routes, self.clock(), avoid=tried, choose=self.rng.choice)
 
-    def _failed(self, route: Route, *, open_now: bool = False) -> None:
-        route.failures += 1
-        if open_now or route.failures >= self.policy.breaker_failures:
-            route.open_until = self.clock() + self.policy.breaker_cooldown
-            logger.warning("deployment %s: circuit open for %.0f s after %d failures",
-                           route.deployment.name, self.policy.breaker_cooldown, route.failures)
+    async def _attempt(self, route: Route, request: ChatCompletionRequest) -> DeltaStream:
+        """Open ``route``'s stream, holding a place in its ``in_flight`` until the
+        stream is closed (or at once when opening fails or is cancelled)."""
+        lease = route.lease()
+        try:
+            stream = await route.backend.open(request)
+            stream.on_close(lease.release)
+        except BaseException:
+            lease.release()
+            raise
+        route.breaker.succeeded()
+        return stream.wrap(lambda deltas: self._watch(route, deltas))
 
-    def _succeeded(self, route: Route) -> None:
-        route.failures = 0
-        route.open_until = 0.0
-
-    async def _relay(self, route: Route, deltas: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    async def _watch(
+        self, route: Route, deltas: AsyncGenerator[Delta, None]
+    ) -> AsyncGenerator[Delta, None]:
+        """A stream that breaks mid-way counts against its deployment's breaker."""
         try:
             async for delta in deltas:
                 yield delta
         except UpstreamError:
             self._failed(route)
             raise
-        finally:
-            route.in_flight -= 1
-            aclose = getattr(deltas, "aclose", None)
-            if aclose is not None:
-                await aclose()  # a client that left cancels the upstream request
 
-    async def probe(self, session: aiohttp.ClientSession) -> None:
-        """Close the circuits of deployments that answer again (run periodically)."""
+    def _failed(self, route: Route) -> None:
+        if route.breaker.failed(self.clock()):
+            logger.warning("deployment %s: circuit open for %.0f s after %d failures",
+                           route.deployment.name, route.breaker.cooldown,
+                           route.breaker.failures)
+
+    def _retry_after(self) -> int:
+        """When every circuit is open, the seconds until the first half-opens; else 1."""
         now = self.clock()
-        for route in self.routes:
-            if route.closed(now) or not route.probe_url:
-                continue
+        waits = [r.breaker.reopens_in(now) for r in self.routes]
+        return max(1, int(min(waits))) if waits and all(waits) else 1
+
+    async def _fall_back(self, request: ChatCompletionRequest, error: KathanError) -> DeltaStream:
+        for name in self.fallbacks:
+            if self.resolve is None:
+                break
+            backend = self.resolve(name)
             try:
-                async with session.get(
-                    route.probe_url, headers=route.probe_headers,
-                    timeout=aiohttp.ClientTimeout(total=route.deployment.connect_timeout),
-                ) as response:
-                    healthy = response.status < 500
-            except (aiohttp.ClientError, TimeoutError, OSError):
-                healthy = False
-            if healthy:
-                # Half-open: traffic may try it again, and one more failure re-opens it.
-                logger.info("deployment %s answers again: circuit half-open",
-                            route.deployment.name)
-                route.failures = max(0, self.policy.breaker_failures - 1)
-                route.open_until = 0.0
+                backend.check(request)
+            except KathanError:
+                continue  # a fallback that cannot honour the request is no answer
+            logger.warning("model %s: falling back to %s", self.model_id, name)
+            try:
+                return await backend.open(request)
+            except KathanError as exc:
+                if not _model_unavailable(exc):
+                    raise
+                error = exc
+        raise error
+
+
+def _model_unavailable(error: KathanError) -> bool:
+    """The model could not answer now (another model might), rather than refusing
+    the request itself."""
+    if isinstance(error, UpstreamError):
+        return error.retryable or error.status_code >= 500
+    return isinstance(error, ServiceUnavailableError)
