@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from kathan.backends.anthropic import AnthropicBackend, StreamTranslator, to_anthropic
-from kathan.backends.base import Delta, TokenUsage, ToolCallDelta
+from kathan.backends.base import Delta, DeltaStream, TokenUsage, ToolCallDelta
 from kathan.backends.http1 import HTTPPool
 from kathan.backends.upstream import Deployment, UpstreamError
 from kathan.errors import InvalidRequestError, UnsupportedParameterError
@@ -332,8 +332,8 @@ async def test_unsupported_parameters_are_refused_before_any_request(
     fields: dict[str, Any], param: str
 ) -> None:
     # No server listens at DEPLOYMENT's URL: the refusal must come first.
-    async with HTTPPool() as pool:
-        backend = AnthropicBackend(DEPLOYMENT, pool)
+    async with HTTPPool() as pool, aiohttp.ClientSession() as session:
+        backend = AnthropicBackend(DEPLOYMENT, session, pool)
         with pytest.raises(UnsupportedParameterError) as caught:
             await backend.open(chat(**fields))
     assert caught.value.param == param
@@ -354,9 +354,8 @@ def test_no_op_values_of_unsupported_parameters_are_accepted() -> None:
 def translate(recording: str) -> list[Delta]:
     translator = StreamTranslator()
     deltas = [d for event, data in load_recording(recording)
-              for d in translator.feed(event, json.loads(data))]
-    translator.end()
-    return deltas
+              for d in translator.feed(event, data)]
+    return deltas + translator.finish()
 
 
 def content(deltas: list[Delta]) -> str:
@@ -396,7 +395,7 @@ def test_thinking_is_dropped() -> None:
 
 def events(*items: dict[str, Any]) -> list[Delta]:
     translator = StreamTranslator()
-    return [d for item in items for d in translator.feed(item["type"], item)]
+    return [d for item in items for d in translator.feed(item["type"], json.dumps(item))]
 
 
 START = {"type": "message_start", "message": {"usage": {"input_tokens": 3, "output_tokens": 1}}}
@@ -458,19 +457,19 @@ def test_initial_text_of_a_block_is_content() -> None:
 
 def test_error_event_raises() -> None:
     translator = StreamTranslator()
-    translator.feed("message_start", START)
+    translator.feed("message_start", json.dumps(START))
     with pytest.raises(UpstreamError) as caught:
-        translator.feed("error", {"type": "error", "error": {"type": "overloaded_error",
-                                                             "message": "Overloaded"}})
+        translator.feed("error", json.dumps({"type": "error", "error": {
+            "type": "overloaded_error", "message": "Overloaded"}}))
     assert caught.value.status_code == 503 and not caught.value.retryable
     assert "Overloaded" in caught.value.message
 
 
 def test_a_stream_without_message_stop_is_an_error() -> None:
     translator = StreamTranslator()
-    translator.feed("message_start", START)
+    translator.feed("message_start", json.dumps(START))
     with pytest.raises(UpstreamError) as caught:
-        translator.end()
+        translator.finish()
     assert caught.value.status_code == 503 and not caught.value.retryable
 
 
@@ -495,13 +494,15 @@ async def upstream(
     pool: HTTPPool, script: Script | None = None, **deployment: Any
 ) -> AsyncIterator[tuple[AnthropicBackend, web.Application]]:
     app = make_app(api_key=KEY, script=script)
-    async with serve(app) as base_url:
+    async with serve(app) as base_url, aiohttp.ClientSession() as session:
         settings: dict[str, Any] = {"base_url": base_url, "api_key": KEY, **deployment}
-        yield AnthropicBackend(Deployment("anthropic", "claude-test-1", **settings), pool), app
+        deployment_ = Deployment("anthropic", "claude-test-1", **settings)
+        yield AnthropicBackend(deployment_, session, pool), app
 
 
-async def collect(deltas: AsyncIterator[Delta]) -> list[Delta]:
-    return [d async for d in deltas]
+async def collect(stream: DeltaStream) -> list[Delta]:
+    async with stream:
+        return [d async for d in stream]
 
 
 async def test_text_reply(pool: HTTPPool) -> None:
@@ -602,19 +603,24 @@ async def test_request_refused_by_the_upstream_is_a_400(pool: HTTPPool) -> None:
     assert "base64" in caught.value.message
 
 
-async def test_base_url_may_end_with_v1(pool: HTTPPool) -> None:
+async def test_base_url_may_end_with_v1(
+    pool: HTTPPool, session: aiohttp.ClientSession
+) -> None:
     app = make_app(api_key=KEY)
     async with serve(app) as base_url:
-        backend = AnthropicBackend(Deployment("anthropic", "c", f"{base_url}/v1/", KEY), pool)
+        backend = AnthropicBackend(Deployment("anthropic", "c", f"{base_url}/v1/", KEY),
+                                   session, pool)
         assert content(await collect(await backend.open(chat())))
 
 
-async def test_unreachable_upstream_is_retryable(pool: HTTPPool) -> None:
+async def test_unreachable_upstream_is_retryable(
+    pool: HTTPPool, session: aiohttp.ClientSession
+) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound but not listening: connection refused
         backend = AnthropicBackend(
-            Deployment("anthropic", "c", f"http://127.0.0.1:{port}", KEY), pool
+            Deployment("anthropic", "c", f"http://127.0.0.1:{port}", KEY), session, pool
         )
         with pytest.raises(UpstreamError) as caught:
             await backend.open(chat())
@@ -631,8 +637,8 @@ async def test_silent_upstream_times_out(pool: HTTPPool) -> None:
 
 async def test_death_mid_stream_raises_after_some_deltas(pool: HTTPPool) -> None:
     got: list[Delta] = []
-    async with upstream(pool, Script(die_after=6)) as (backend, _):
-        deltas = await backend.open(chat())
+    async with (upstream(pool, Script(die_after=6)) as (backend, _),
+                await backend.open(chat()) as deltas):
         with pytest.raises(UpstreamError) as caught:
             async for delta in deltas:
                 got.append(delta)
@@ -642,8 +648,8 @@ async def test_death_mid_stream_raises_after_some_deltas(pool: HTTPPool) -> None
 
 async def test_error_event_mid_stream(pool: HTTPPool) -> None:
     got: list[Delta] = []
-    async with upstream(pool, Script(error_after=5)) as (backend, _):
-        deltas = await backend.open(chat())
+    async with (upstream(pool, Script(error_after=5)) as (backend, _),
+                await backend.open(chat()) as deltas):
         with pytest.raises(UpstreamError) as caught:
             async for delta in deltas:
                 got.append(delta)
@@ -659,7 +665,7 @@ async def test_closing_the_deltas_closes_the_upstream_connection(
         deltas = await backend.open(chat())
         got = [await anext(deltas) for _ in range(read_first)]
         assert not app[STATE].disconnected.is_set()
-        await deltas.aclose()  # type: ignore[attr-defined]
+        await deltas.aclose()
         await asyncio.wait_for(app[STATE].disconnected.wait(), timeout=5)
     assert content(got) == "Hello!"[: 6 if read_first else 0]
 
@@ -776,14 +782,16 @@ async def test_the_fake_answers_without_streaming_too(session: aiohttp.ClientSes
                                                             "unit": "fahrenheit"}}
 
 
-async def test_a_redirect_is_a_clear_error_not_followed(pool: HTTPPool) -> None:
+async def test_a_redirect_is_a_clear_error_not_followed(
+    pool: HTTPPool, session: aiohttp.ClientSession
+) -> None:
     async def moved(request: web.Request) -> web.StreamResponse:
         raise web.HTTPPermanentRedirect("https://api.example.com/v1/messages")
 
     app = web.Application()
     app.router.add_post("/v1/messages", moved)
     async with serve(app) as base_url:
-        backend = AnthropicBackend(Deployment("anthropic", "c", base_url, KEY), pool)
+        backend = AnthropicBackend(Deployment("anthropic", "c", base_url, KEY), session, pool)
         with pytest.raises(UpstreamError) as info:
             await backend.open(ChatCompletionRequest.model_validate(
                 {"model": "c", "messages": [{"role": "user", "content": "hi"}]}))

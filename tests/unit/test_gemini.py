@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from kathan.backends.base import Delta, TokenUsage, ToolCallDelta
+from kathan.backends.base import Delta, DeltaStream, TokenUsage, ToolCallDelta
 from kathan.backends.gemini import (
     FOREIGN_SIGNATURE,
     GeminiBackend,
@@ -104,8 +104,13 @@ async def translate(request: ChatCompletionRequest, session: aiohttp.ClientSessi
     return body
 
 
-async def collect(deltas: AsyncIterator[Delta]) -> list[Delta]:
-    return [d async for d in deltas]
+async def collect(stream: DeltaStream) -> list[Delta]:
+    async with stream:
+        return [d async for d in stream]
+
+
+def feed(translator: StreamTranslator, chunk: dict[str, Any]) -> list[Delta]:
+    return translator.feed(None, json.dumps(chunk))
 
 
 def text_of(deltas: list[Delta], index: int = 0) -> str:
@@ -439,7 +444,7 @@ def replay(name: str, translator: StreamTranslator, n: int = 1) -> list[Delta]:
     out: list[Delta] = []
     for event in load_recording(name):
         event["candidates"] = [{**c, "index": i} for c in event["candidates"] for i in range(n)]
-        out += translator.feed(event)
+        out += feed(translator, event)
     return out + translator.finish()
 
 
@@ -486,7 +491,7 @@ def test_two_candidates_then_usage_at_the_very_end() -> None:
 
 def test_thoughts_are_dropped_and_finish_reasons_mapped() -> None:
     t = StreamTranslator(n=4)
-    deltas = t.feed({"candidates": [
+    deltas = feed(t, {"candidates": [
         {"index": 0, "content": {"parts": [
             {"text": "Let me think", "thought": True}, {"text": "Answer"}]},
          "finishReason": "MAX_TOKENS"},
@@ -506,15 +511,15 @@ def test_parallel_tool_calls_false_keeps_the_first_call() -> None:
         {"functionCall": {"name": "a", "args": {"x": 1}}},
         {"functionCall": {"name": "b", "args": {}}},
     ]}, "finishReason": "STOP"}]}
-    several = StreamTranslator().feed(json.loads(json.dumps(chunk)))
+    several = feed(StreamTranslator(), json.loads(json.dumps(chunk)))
     assert [c.name for c in several[0].tool_calls if c.name] == ["a", "b"]
     assert [c.index for c in several[0].tool_calls] == [0, 0, 1, 1]
-    one = StreamTranslator(parallel_tool_calls=False).feed(chunk)
+    one = feed(StreamTranslator(parallel_tool_calls=False), chunk)
     assert [c.name for c in one[0].tool_calls if c.name] == ["a"]
 
 
 def test_logprobs_are_mapped() -> None:
-    deltas = StreamTranslator().feed({"candidates": [{
+    deltas = feed(StreamTranslator(), {"candidates": [{
         "content": {"parts": [{"text": "Hi"}]},
         "logprobsResult": {
             "chosenCandidates": [{"token": "Hi", "tokenId": 1, "logProbability": -0.1}],
@@ -530,19 +535,19 @@ def test_logprobs_are_mapped() -> None:
 
 def test_blocked_prompt_and_error_events_raise() -> None:
     with pytest.raises(UpstreamError) as info:
-        StreamTranslator().feed({"promptFeedback": {"blockReason": "SAFETY"}})
+        feed(StreamTranslator(), {"promptFeedback": {"blockReason": "SAFETY"}})
     assert (info.value.status_code, info.value.retryable) == (400, False)
     assert "blocked" in info.value.message
     with pytest.raises(UpstreamError) as info:
-        StreamTranslator().feed({"error": {"code": 503, "message": "overloaded",
-                                           "status": "UNAVAILABLE"}})
+        feed(StreamTranslator(), {"error": {"code": 503, "message": "overloaded",
+                                            "status": "UNAVAILABLE"}})
     assert info.value.status_code == 503
 
 
 def test_a_stream_without_finish_raises() -> None:
     t = StreamTranslator(n=2)
-    t.feed({"candidates": [{"index": 0, "content": {"parts": [{"text": "a"}]},
-                            "finishReason": "STOP"}]})
+    feed(t, {"candidates": [{"index": 0, "content": {"parts": [{"text": "a"}]},
+                             "finishReason": "STOP"}]})
     with pytest.raises(UpstreamError) as info:
         t.finish()
     assert (info.value.status_code, info.value.retryable) == (503, False)
@@ -678,11 +683,11 @@ async def test_death_mid_stream_raises_after_some_deltas(
     script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
 ) -> None:
     script.die_after = 2
-    deltas = await backend(base_url, session, pool).open(chat())
     got: list[Delta] = []
-    with pytest.raises(UpstreamError) as info:
-        async for delta in deltas:
-            got.append(delta)
+    async with await backend(base_url, session, pool).open(chat()) as deltas:
+        with pytest.raises(UpstreamError) as info:
+            async for delta in deltas:
+                got.append(delta)
     assert text_of(got) == "AI learns patterns from examples"
     assert (info.value.status_code, info.value.retryable) == (503, False)
 
@@ -693,7 +698,7 @@ async def test_closing_early_closes_the_upstream_connection(
     script.chunk_delay = 0.3
     deltas = await backend(base_url, session, pool).open(chat())
     assert (await anext(deltas)).content == "AI learns"
-    await deltas.aclose()  # type: ignore[attr-defined]
+    await deltas.aclose()
     await asyncio.wait_for(script.disconnected.wait(), 5)
     assert script.disconnects == 1
 

@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
-from kathan.backends.base import Delta
+from kathan.backends.base import Delta, DeltaStream
 from kathan.backends.http1 import HTTPPool
 from kathan.backends.openai import OpenAIBackend
 from kathan.backends.upstream import Deployment, UpstreamError
@@ -48,11 +49,18 @@ def request(**fields: Any) -> ChatCompletionRequest:
         {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], **fields})
 
 
-async def collect(deltas: AsyncIterator[Delta]) -> list[Delta]:
-    return [d async for d in deltas]
+async def collect(stream: DeltaStream) -> list[Delta]:
+    async with stream:
+        return [d async for d in stream]
 
 
-async def test_the_request_goes_as_sent_and_the_answer_comes_back_as_deltas() -> None:
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def test_the_request_goes_as_sent_and_the_answer_comes_back_as_deltas(session: aiohttp.ClientSession) -> None:
     seen: list[tuple[dict[str, str], dict[str, Any]]] = []
 
     async def chat(r: web.Request) -> web.StreamResponse:
@@ -62,7 +70,7 @@ async def test_the_request_goes_as_sent_and_the_answer_comes_back_as_deltas() ->
     pool = HTTPPool()
     async with upstream(chat) as url:
         backend = OpenAIBackend(Deployment("openai", "up", url, api_key="sk-up",
-                                           headers={"X-Team": "a"}), pool)
+                                           headers={"X-Team": "a"}), session, pool)
         for _ in range(3):
             deltas = await collect(await backend.open(request(top_k=3, temperature=0.5)))
             assert "".join(d.content or "" for d in deltas) == "Hello there."
@@ -74,7 +82,7 @@ async def test_the_request_goes_as_sent_and_the_answer_comes_back_as_deltas() ->
     await pool.close()
 
 
-async def test_a_compressed_answer_is_read() -> None:
+async def test_a_compressed_answer_is_read(session: aiohttp.ClientSession) -> None:
     async def chat(r: web.Request) -> web.StreamResponse:
         response = web.Response(body=json.dumps(REPLY).encode(),
                                 content_type="application/json")
@@ -83,27 +91,27 @@ async def test_a_compressed_answer_is_read() -> None:
 
     pool = HTTPPool()
     async with upstream(chat) as url:
-        deltas = await collect(await OpenAIBackend(Deployment("openai", "up", url), pool)
+        deltas = await collect(await OpenAIBackend(Deployment("openai", "up", url), session, pool)
                                .open(request()))
     assert "".join(d.content or "" for d in deltas) == "Hello there."
     await pool.close()
 
 
-async def test_a_redirect_is_a_clear_error_not_followed() -> None:
+async def test_a_redirect_is_a_clear_error_not_followed(session: aiohttp.ClientSession) -> None:
     async def chat(r: web.Request) -> web.StreamResponse:
         raise web.HTTPTemporaryRedirect("https://elsewhere.example/v1/chat/completions")
 
     pool = HTTPPool()
     async with upstream(chat) as url:
         with pytest.raises(UpstreamError) as info:
-            await OpenAIBackend(Deployment("openai", "up", url), pool).open(request())
+            await OpenAIBackend(Deployment("openai", "up", url), session, pool).open(request())
     assert info.value.status_code == 503
     assert "redirect to https://elsewhere.example" in info.value.message
     assert info.value.code == "upstream_redirect"
     await pool.close()
 
 
-async def test_an_upstream_error_keeps_its_words_and_retry_after() -> None:
+async def test_an_upstream_error_keeps_its_words_and_retry_after(session: aiohttp.ClientSession) -> None:
     async def chat(r: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"message": "slow down"}}, status=429,
                                  headers={"Retry-After": "7"})
@@ -111,13 +119,13 @@ async def test_an_upstream_error_keeps_its_words_and_retry_after() -> None:
     pool = HTTPPool()
     async with upstream(chat) as url:
         with pytest.raises(UpstreamError) as info:
-            await OpenAIBackend(Deployment("openai", "up", url), pool).open(request())
+            await OpenAIBackend(Deployment("openai", "up", url), session, pool).open(request())
     assert info.value.status_code == 429 and info.value.retry_after == 7
     assert "slow down" in info.value.message
     await pool.close()
 
 
-async def test_a_stream_that_breaks_off_is_an_error_and_its_connection_is_dropped() -> None:
+async def test_a_stream_that_breaks_off_is_an_error_and_its_connection_is_dropped(session: aiohttp.ClientSession) -> None:
     async def chat(r: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(r)
@@ -129,18 +137,18 @@ async def test_a_stream_that_breaks_off_is_an_error_and_its_connection_is_droppe
 
     pool = HTTPPool()
     async with upstream(chat) as url:
-        deltas = await OpenAIBackend(Deployment("openai", "up", url), pool).open(
-            request(stream=True))
         got: list[Delta] = []
-        with pytest.raises(UpstreamError, match="mid-stream|before it finished"):
-            async for d in deltas:
-                got.append(d)
+        async with await OpenAIBackend(Deployment("openai", "up", url), session, pool).open(
+                request(stream=True)) as deltas:
+            with pytest.raises(UpstreamError, match="mid-stream|before it finished"):
+                async for d in deltas:
+                    got.append(d)
     assert [d.content for d in got] == ["Hel"]
     assert pool.idle_connections == 0
     await pool.close()
 
 
-async def test_a_finished_stream_gives_its_connection_back() -> None:
+async def test_a_finished_stream_gives_its_connection_back(session: aiohttp.ClientSession) -> None:
     async def chat(r: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(r)
@@ -154,7 +162,7 @@ async def test_a_finished_stream_gives_its_connection_back() -> None:
 
     pool = HTTPPool()
     async with upstream(chat) as url:
-        backend = OpenAIBackend(Deployment("openai", "up", url), pool)
+        backend = OpenAIBackend(Deployment("openai", "up", url), session, pool)
         for _ in range(2):
             deltas = await collect(await backend.open(request(stream=True)))
             assert "".join(d.content or "" for d in deltas) == "Hello"

@@ -42,22 +42,26 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from kathan.backends.base import Delta, LoadStats, TokenUsage, ToolCallDelta
-from kathan.backends.http1 import HTTPPool, Response, Target, encode_headers
-from kathan.backends.sse_client import sse_events
+import aiohttp
+
+from kathan.backends.base import Delta, DeltaStream, LoadStats, TokenUsage, ToolCallDelta
+from kathan.backends.relay import ErrorEvent, incomplete, json_object, relay
 from kathan.backends.toolcalls import ToolUse, tool_use
+from kathan.backends.transport import Response, Transport
 from kathan.backends.upstream import (
     Deployment,
     UpstreamError,
-    error_for_status,
+    body_text,
+    probe,
+    refuse_extras,
     refuse_unsupported,
-    retry_after_of,
-    transport_error,
+    refused,
+    send,
 )
 from kathan.errors import InvalidRequestError, UnsupportedParameterError
 from kathan.protocol.chat import (
@@ -73,7 +77,6 @@ from kathan.protocol.chat import (
 )
 
 ANTHROPIC_VERSION = "2023-06-01"
-DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 4096
 THINKING_BUDGETS: Final[Mapping[str, int]] = MappingProxyType(
     {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768}
@@ -94,6 +97,19 @@ _FINISH: Final[Mapping[str, str]] = MappingProxyType({
     "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
+})
+# The HTTP status of each of Anthropic's error types (an ``error`` event names only its type).
+_ERROR_STATUS: Final[Mapping[str, int]] = MappingProxyType({
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
 })
 
 
@@ -411,12 +427,13 @@ class StreamTranslator:
 
     >>> t = StreamTranslator()
     >>> t.feed("content_block_delta",
-    ...        {"type": "content_block_delta", "index": 0,
-    ...         "delta": {"type": "text_delta", "text": "Hi"}})
+    ...        '{"type": "content_block_delta", "index": 0, '
+    ...        '"delta": {"type": "text_delta", "text": "Hi"}}')
     [Delta(index=0, content='Hi', ...)]
-    >>> t.end()   # raises UpstreamError when message_stop never came
+    >>> t.finish()   # raises UpstreamError when message_stop never came
 
-    Thinking blocks are dropped; ``error`` events raise ``UpstreamError``.
+    Thinking blocks are dropped; ``error`` events raise ``ErrorEvent``. It is
+    ``done`` after ``message_stop``.
     """
 
     def __init__(self) -> None:
@@ -427,18 +444,17 @@ class StreamTranslator:
         self._stop_reason: str | None = None
         self.done = False
 
-    def feed(self, event: str | None, data: dict[str, Any]) -> list[Delta]:
+    def feed(self, event: str | None, raw: str) -> list[Delta]:
         """The deltas one event yields (often none)."""
-        kind = data.get("type") or event
         if self.done:
             return []
+        data = json_object(raw)
+        kind = data.get("type") or event
         if kind == "error":
             error = _dict(data.get("error"))
-            what = f"{error.get('type', 'error')}: {error.get('message', '')}".rstrip(": ")
-            raise UpstreamError(
-                f"The upstream failed mid-stream: {what}", status_code=503, retryable=False,
-                retry_after=1, code="upstream_error",
-            )
+            kind = str(error.get("type", "error"))
+            what = f"{kind}: {error.get('message', '')}".rstrip(": ")
+            raise ErrorEvent(what, status=_ERROR_STATUS.get(kind))
         if kind == "message_start":
             self._add_usage(_dict(data.get("message")).get("usage"))
         elif kind == "content_block_start":
@@ -467,13 +483,12 @@ class StreamTranslator:
             ]
         return []  # ping, and event types Anthropic may add later
 
-    def end(self) -> None:
-        """Called when the stream ended: raises unless it ended with ``message_stop``."""
+    def finish(self) -> list[Delta]:
+        """Called when the stream ended: raises unless it ended with ``message_stop``
+        (whose deltas ``feed`` returned)."""
         if not self.done:
-            raise UpstreamError(
-                "The upstream closed the stream early.", status_code=503, retryable=False,
-                retry_after=1, code="upstream_error",
-            )
+            raise incomplete("The upstream closed the stream before message_stop.")
+        return []
 
     def _add_usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
@@ -519,95 +534,50 @@ class StreamTranslator:
 # The backend
 
 
-async def _error_message(response: Response) -> str:
+def _refusal(response: Response, raw: bytes) -> UpstreamError:
     """Anthropic's ``{"type": "error", "error": {"type", "message"}}``, or the body's text."""
-    text = (await response.text(errors="replace"))[:2000]
     try:
-        body = json.loads(text)
-    except json.JSONDecodeError:
-        return text.strip() or response.reason or f"HTTP {response.status}"
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and error.get("message"):
-        return f"{error.get('type', 'error')}: {error['message']}"
-    return text.strip()
-
-
-class _DeltaStream:
-    """The deltas of one upstream response. Closing it closes the response (and so
-    cancels the upstream request), whether or not iteration began."""
-
-    def __init__(self, response: Response) -> None:
-        self._response = response
-        self._deltas = self._relay()
-
-    def __aiter__(self) -> _DeltaStream:
-        return self
-
-    async def __anext__(self) -> Delta:
-        return await anext(self._deltas)
-
-    async def aclose(self) -> None:
-        try:
-            await self._deltas.aclose()
-        finally:
-            self._response.close()
-
-    async def _relay(self) -> AsyncGenerator[Delta]:
-        translator = StreamTranslator()
-        response = self._response
-        finished = False
-        try:
-            async for event, data in sse_events(response):
-                try:
-                    payload = json.loads(data)
-                except json.JSONDecodeError as exc:
-                    raise UpstreamError(
-                        "The upstream sent an event that is not JSON.", status_code=503,
-                        retryable=False, retry_after=1, code="upstream_error",
-                    ) from exc
-                if isinstance(payload, dict):
-                    for delta in translator.feed(event, payload):
-                        yield delta
-            translator.end()
-            finished = True
-        except (TimeoutError, OSError, ValueError) as exc:
-            raise UpstreamError(
-                f"The upstream connection failed mid-stream: {type(exc).__name__}",
-                status_code=503, retryable=False, retry_after=1, code="upstream_error",
-            ) from exc
-        finally:
-            if finished:
-                response.release()  # read to its end: the connection can be reused
-            else:
-                response.close()  # the client left or the stream failed: cancel upstream
+        return refused(response, f"{error.get('type', 'error')}: {error['message']}")
+    return refused(response, body_text(raw, response))
 
 
 class AnthropicBackend:
     """Serves chat requests from Anthropic's Messages API (``POST {base_url}/v1/messages``).
 
-    >>> backend = AnthropicBackend(deployment, pool)   # an HTTPPool
-    >>> deltas = await backend.open(request)   # UpstreamError before the first byte
-    >>> async for delta in deltas:
-    ...     ...
+    Requests go through ``transport`` (Kathan's ``HTTPPool``); ``session`` only asks
+    ``{base_url}/v1/models`` whether a deployment whose circuit is open answers
+    again (``probe``).
 
-    ``base_url`` is the API's root (``https://api.anthropic.com``, the default
-    when empty); a trailing ``/v1`` is accepted too.
+    >>> backend = AnthropicBackend(deployment, session, pool)
+    >>> stream = await backend.open(request)   # UpstreamError before the first delta
+    >>> async with stream:
+    ...     async for delta in stream:
+    ...         ...
+
+    ``base_url`` is the API's root (``https://api.anthropic.com``); a trailing
+    ``/v1`` is accepted too.
     """
 
-    def __init__(self, deployment: Deployment, pool: HTTPPool) -> None:
+    def __init__(
+        self, deployment: Deployment, session: aiohttp.ClientSession, transport: Transport
+    ) -> None:
         self.deployment = deployment
-        self._pool = pool
-        base = (deployment.base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._target = Target.parse(base + ("/messages" if base.endswith("/v1") else "/v1/messages"))
-        headers = {
-            "anthropic-version": ANTHROPIC_VERSION,
-            "content-type": "application/json",
-            "accept-encoding": "gzip, deflate",
-        }
+        self._session = session
+        base = deployment.base_url.rstrip("/")
+        api = base if base.endswith("/v1") else base + "/v1"
+        auth = {"anthropic-version": ANTHROPIC_VERSION}
         if deployment.api_key:
-            headers["x-api-key"] = deployment.api_key
-        headers.update(deployment.headers)
-        self._headers = encode_headers(headers)
+            auth["x-api-key"] = deployment.api_key
+        self._endpoint = transport.endpoint(api + "/messages", {
+            **auth, "content-type": "application/json", "accept-encoding": "gzip, deflate",
+            **deployment.headers,
+        })
+        self._probe = api + "/models", {**auth, **deployment.headers}
 
     @property
     def ready(self) -> bool:
@@ -616,23 +586,15 @@ class AnthropicBackend:
     def stats(self) -> LoadStats | None:
         return None
 
-    async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
+    def check(self, request: ChatCompletionRequest) -> None:
+        refuse_extras(request, "anthropic")
+
+    async def probe(self) -> bool:
+        url, headers = self._probe
+        return await probe(self._session, url, headers, self.deployment.connect_timeout)
+
+    async def open(self, request: ChatCompletionRequest) -> DeltaStream:
+        self.check(request)
         body = json.dumps(to_anthropic(request, self.deployment), ensure_ascii=False)
-        d = self.deployment
-        try:
-            response = await self._pool.request(
-                self._target, b"POST", self._headers, body.encode(),
-                connect_timeout=d.connect_timeout, read_timeout=d.read_timeout,
-            )
-        except (TimeoutError, OSError) as exc:
-            raise transport_error(f"{type(exc).__name__}: {exc}") from exc
-        if not 200 <= response.status < 300:
-            try:
-                message = await _error_message(response)
-            except (TimeoutError, OSError):
-                message = response.reason
-            finally:
-                response.release()
-            raise error_for_status(response.status, message, retry_after=retry_after_of(response),
-                                   location=response.headers.get("Location"))
-        return _DeltaStream(response)
+        response = await send(self._endpoint, body.encode(), self.deployment, _refusal)
+        return await relay(response, StreamTranslator())

@@ -49,25 +49,26 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
-from kathan.backends.base import Delta, LoadStats, TokenUsage, ToolCallDelta
+from kathan.backends.base import Delta, DeltaStream, LoadStats, TokenUsage, ToolCallDelta
 from kathan.backends.fetch import MAX_IMAGE_BYTES, fetch_image, parse_data_url
 from kathan.backends.gemini_schema import to_gemini_schema
-from kathan.backends.http1 import HTTPPool, Response, Target, encode_headers
-from kathan.backends.sse_client import sse_events
+from kathan.backends.relay import ErrorEvent, incomplete, json_object, relay
 from kathan.backends.toolcalls import ToolUse, new_call_id, tool_use
+from kathan.backends.transport import Response, Transport
 from kathan.backends.upstream import (
     Deployment,
     UpstreamError,
     error_for_status,
+    probe,
+    refuse_extras,
     refuse_unsupported,
-    transport_error,
+    send,
 )
 from kathan.errors import InvalidRequestError
 from kathan.protocol.chat import (
@@ -84,8 +85,6 @@ from kathan.protocol.chat import (
     UserMessage,
 )
 
-DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
-
 THINKING_BUDGETS = {
     "none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768,
 }
@@ -99,7 +98,6 @@ _FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length"} | dict.fromkeys(
      "IMAGE_PROHIBITED_CONTENT"), "content_filter",
 )
 
-_MAX_ERROR_BODY = 64 * 1024
 MAX_INLINE_BYTES = MAX_IMAGE_BYTES  # all inline images of one request: Gemini's limit
 
 
@@ -358,12 +356,13 @@ def _logprobs(result: Any) -> tuple[TokenLogprob, ...]:
     return tuple(out)
 
 
-def _stream_error(error: Any) -> UpstreamError:
-    """The error of an ``{"error": {...}}`` event inside the stream."""
+def _error_event(error: Any) -> ErrorEvent:
+    """The error of an ``{"error": {...}}`` event inside the stream (its ``code`` is
+    an HTTP status)."""
     error = error if isinstance(error, dict) else {}
     code = error.get("code")
     message = str(error.get("message") or "an error event in the stream")
-    return error_for_status(code if isinstance(code, int) else 500, message)
+    return ErrorEvent(message, status=code if isinstance(code, int) else None)
 
 
 class StreamTranslator:
@@ -377,12 +376,18 @@ class StreamTranslator:
     ``finish`` after every choice finished; ``finish`` raises if one did not.
     With ``parallel_tool_calls=False`` a choice keeps only its first call.
 
+    Gemini's stream has no closing event: it is read to its end (``done`` stays
+    false).
+
     >>> t = StreamTranslator()
-    >>> t.feed({"candidates": [{"content": {"parts": [{"text": "Hi"}]}, "finishReason": "STOP"}]})
+    >>> t.feed(None, '{"candidates": [{"content": {"parts": [{"text": "Hi"}]}, '
+    ...              '"finishReason": "STOP"}]}')
     [Delta(index=0, content='Hi', ...), Delta(index=0, finish_reason='stop', ...)]
     >>> t.finish()
     []
     """
+
+    done = False
 
     def __init__(self, *, n: int = 1, parallel_tool_calls: bool = True) -> None:
         self._expected = set(range(n))
@@ -391,9 +396,10 @@ class StreamTranslator:
         self._finished: set[int] = set()
         self._usage: TokenUsage | None = None
 
-    def feed(self, chunk: dict[str, Any]) -> list[Delta]:
+    def feed(self, event: str | None, data: str) -> list[Delta]:
+        chunk = json_object(data)
         if "error" in chunk:
-            raise _stream_error(chunk["error"])
+            raise _error_event(chunk["error"])
         candidates = chunk.get("candidates") or []
         feedback = chunk.get("promptFeedback")
         if not candidates and isinstance(feedback, dict) and feedback.get("blockReason"):
@@ -420,9 +426,8 @@ class StreamTranslator:
     def finish(self) -> list[Delta]:
         unfinished = sorted(self._expected - self._finished)
         if unfinished:
-            raise UpstreamError(
-                f"The upstream closed the stream before choice {unfinished[0]} finished.",
-                status_code=503, retryable=False, retry_after=1, code="upstream_stream_incomplete",
+            raise incomplete(
+                f"The upstream closed the stream before choice {unfinished[0]} finished."
             )
         return [Delta(usage=self._usage)] if self._usage is not None else []
 
@@ -499,91 +504,55 @@ def _seconds(value: str | None) -> int | None:
     return max(1, math.ceil(seconds)) if math.isfinite(seconds) and seconds >= 0 else None
 
 
-def _upstream_error(
-    status: int, raw: bytes, retry_after: str | None, location: str | None = None
-) -> UpstreamError:
+def _refusal(response: Response, raw: bytes) -> UpstreamError:
     message, key_invalid, delay = _google_error(raw)
-    retry = _seconds(retry_after) or delay
+    retry = _seconds(response.headers.get("Retry-After")) or delay
+    status = response.status
     if status == 400 and key_invalid:
         # Google answers a wrong key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID): the
         # operator's fault, not the client's; reported as the 401 it means, for the router.
         status = 401
-    return error_for_status(status, message, retry_after=retry, location=location)
-
-
-async def _deltas(response: Response, translator: StreamTranslator) -> AsyncGenerator[Delta]:
-    """The response's deltas; the response is closed however the stream ends."""
-    complete = False
-    try:
-        try:
-            async for _, data in sse_events(response):
-                chunk = json.loads(data)
-                for delta in translator.feed(chunk if isinstance(chunk, dict) else {}):
-                    yield delta
-        except (TimeoutError, OSError) as exc:
-            raise UpstreamError(
-                f"The upstream connection failed mid-stream: {type(exc).__name__}.",
-                status_code=503, retryable=False, retry_after=1, code="upstream_stream_broken",
-            ) from exc
-        except ValueError as exc:  # JSON and UTF-8 decoding errors, values of the wrong type
-            raise UpstreamError(
-                "The upstream sent a malformed event.", status_code=503,
-                retryable=False, retry_after=1, code="upstream_bad_response",
-            ) from exc
-        tail = translator.finish()
-        complete = True
-    finally:
-        if complete:
-            response.release()
-        else:
-            response.close()  # drops the connection: the upstream stops generating
-    for delta in tail:
-        yield delta
-
-
-async def _chain(first: Delta | None, rest: AsyncGenerator[Delta]) -> AsyncIterator[Delta]:
-    try:
-        if first is not None:
-            yield first
-        async for delta in rest:
-            yield delta
-    finally:
-        await rest.aclose()
+    return error_for_status(status, message, retry_after=retry,
+                            location=response.headers.get("Location"))
 
 
 class GeminiBackend:
     """Answers chat requests with one Gemini deployment.
 
+    Requests go through ``transport`` (Kathan's ``HTTPPool``); ``session`` fetches
+    the image URLs Kathan must inline and asks ``{base_url}/v1beta/models``
+    whether a deployment whose circuit is open answers again (``probe``).
     ``allow_private_fetch`` lets image URLs reach private addresses: for tests only.
 
     >>> backend = GeminiBackend(
-    ...     Deployment(backend="gemini", model="gemini-2.5-flash", api_key=key), session, pool)
-    >>> deltas = await backend.open(request)   # raises KathanError before any output
-    >>> async for delta in deltas:
-    ...     ...
+    ...     Deployment(backend="gemini", model="gemini-2.5-flash", base_url=url, api_key=key),
+    ...     session, pool)
+    >>> stream = await backend.open(request)   # KathanError before the first delta
+    >>> async with stream:
+    ...     async for delta in stream:
+    ...         ...
     """
 
     def __init__(
         self,
         deployment: Deployment,
         session: aiohttp.ClientSession,
-        pool: HTTPPool,
+        transport: Transport,
         *,
         allow_private_fetch: bool = False,
     ) -> None:
         self.deployment = deployment
-        self._session = session  # for the image URLs Kathan itself must fetch
-        self._pool = pool
+        self._session = session
         self._allow_private_fetch = allow_private_fetch
-        base = (deployment.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = deployment.base_url.rstrip("/")
         model = quote(deployment.model.removeprefix("models/"), safe="")
         self.url = f"{base}/v1beta/models/{model}:streamGenerateContent?alt=sse"
-        self._target = Target.parse(self.url)
-        headers = {**deployment.headers, "Content-Type": "application/json",
-                   "Accept-Encoding": "gzip, deflate"}
-        if deployment.api_key:
-            headers["x-goog-api-key"] = deployment.api_key
-        self._headers = encode_headers(headers)
+        key = {"x-goog-api-key": deployment.api_key} if deployment.api_key else {}
+        self._endpoint = transport.endpoint(self.url, {
+            **deployment.headers, "Content-Type": "application/json",
+            "Accept-Encoding": "gzip, deflate", **key,
+        })
+        self._probe = f"{base}/v1beta/models", {**deployment.headers, **key}
 
     @property
     def ready(self) -> bool:
@@ -592,49 +561,21 @@ class GeminiBackend:
     def stats(self) -> LoadStats | None:
         return None
 
-    async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
+    def check(self, request: ChatCompletionRequest) -> None:
+        refuse_extras(request, "gemini")
+
+    async def probe(self) -> bool:
+        url, headers = self._probe
+        return await probe(self._session, url, headers, self.deployment.connect_timeout)
+
+    async def open(self, request: ChatCompletionRequest) -> DeltaStream:
+        self.check(request)
         body = await to_gemini(
             request, session=self._session, allow_private_fetch=self._allow_private_fetch
         )
-        response = await self._post(body)
         translator = StreamTranslator(
             n=request.n or 1, parallel_tool_calls=request.parallel_tool_calls is not False
         )
-        deltas = _deltas(response, translator)
-        try:
-            # The first event may still be an error (a blocked prompt, an error event):
-            # waiting for it lets those be answered with a status code.
-            first = await anext(deltas, None)
-        except BaseException:
-            await deltas.aclose()
-            raise
-        return _chain(first, deltas)
-
-    async def _post(self, body: dict[str, Any]) -> Response:
-        d = self.deployment
-        try:
-            response = await self._pool.request(
-                self._target, b"POST", self._headers, json.dumps(body).encode(),
-                connect_timeout=d.connect_timeout, read_timeout=d.read_timeout,
-            )
-        except TimeoutError:
-            raise transport_error(
-                f"no answer within the deployment's timeouts ({d.name or d.model})"
-            ) from None
-        except OSError as exc:
-            raise transport_error(f"{type(exc).__name__}: {exc}") from exc
-        if 200 <= response.status < 300:
-            return response
-        raw = b""
-        try:
-            async for piece in response.iter_any():
-                raw += piece
-                if len(raw) >= _MAX_ERROR_BODY:
-                    raw = raw[:_MAX_ERROR_BODY]
-                    break
-        except (TimeoutError, OSError):
-            pass  # the status alone must do
-        finally:
-            response.close()
-        raise _upstream_error(response.status, raw, response.headers.get("Retry-After"),
-                              response.headers.get("Location"))
+        response = await send(self._endpoint, json.dumps(body).encode(), self.deployment,
+                              _refusal)
+        return await relay(response, translator)

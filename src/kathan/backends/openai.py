@@ -5,8 +5,10 @@ Every parameter the client sent goes upstream as sent, provider extras
 included; only ``model`` becomes the deployment's model name. A streaming
 request streams upstream too, asking for usage with ``stream_options``; a
 non-streaming one is sent non-streaming, which gives exact usage even from
-servers that ignore ``stream_options`` (llama-cpp-python's does). Either way
-the answer becomes the one stream of deltas Kathan builds its replies from.
+servers that ignore ``stream_options`` (llama-cpp-python's does), and is read
+whole before ``open`` returns, so whatever is wrong with it still gets a status
+code. Either way the answer becomes the one stream of deltas Kathan builds its
+replies from (``kathan.backends.relay``).
 When a stream still comes without usage, completion tokens are counted as the
 chunks that carried output (one per token on llama.cpp, vLLM and SGLang) and
 prompt tokens are reported as 0.
@@ -14,22 +16,22 @@ prompt tokens are reported as 0.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic_core import from_json, to_json
+import aiohttp
+from pydantic_core import to_json
 
-from kathan.backends.base import Delta, LoadStats, TokenUsage, ToolCallDelta
-from kathan.backends.http1 import HTTPPool, Response, Target, encode_headers
-from kathan.backends.sse_client import sse_events
+from kathan.backends.base import Delta, DeltaStream, LoadStats, TokenUsage, ToolCallDelta
+from kathan.backends.relay import ErrorEvent, WholeBody, incomplete, json_object, relay
+from kathan.backends.transport import Response, Transport
 from kathan.backends.upstream import (
     Deployment,
     UpstreamError,
-    error_for_status,
-    retry_after_of,
-    transport_error,
+    body_text,
+    probe,
+    refused,
+    send,
 )
 from kathan.protocol.chat import ChatCompletionRequest, TokenLogprob
 
@@ -49,13 +51,12 @@ def upstream_body(request: ChatCompletionRequest, model: str) -> dict[str, Any]:
     return body
 
 
-async def error_message(response: Response) -> str:
+def error_message(raw: bytes, response: Response) -> str:
     """The upstream's own words from an error body (OpenAI's, FastAPI's or plain text)."""
-    text = (await response.text(errors="replace"))[:2000]
     try:
-        body = json.loads(text)
-    except json.JSONDecodeError:
-        return text.strip() or response.reason or f"HTTP {response.status}"
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return body_text(raw, response)
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and error.get("message"):
@@ -64,29 +65,41 @@ async def error_message(response: Response) -> str:
             return error
         if "detail" in body:
             return json.dumps(body["detail"])[:2000]
-    return text
+    return body_text(raw, response)
+
+
+def _refusal(response: Response, raw: bytes) -> UpstreamError:
+    return refused(response, error_message(raw, response))
 
 
 class OpenAIBackend:
     """Relays chat requests to an OpenAI-compatible ``/chat/completions``.
 
-    It talks to the upstream through ``HTTPPool``, Kathan's lean keep-alive
-    HTTP/1.1 client (this relay is on every request's path).
+    Requests go through ``transport`` (Kathan's ``HTTPPool``: this relay is on every
+    request's path); ``session`` only asks ``{base_url}/models`` whether a
+    deployment whose circuit is open answers again (``probe``).
 
-    >>> backend = OpenAIBackend(deployment, pool)
-    >>> deltas = await backend.open(request)   # UpstreamError before the first byte
+    >>> backend = OpenAIBackend(deployment, session, pool)
+    >>> stream = await backend.open(request)   # UpstreamError before the first delta
+    >>> async with stream:
+    ...     async for delta in stream:
+    ...         ...
     """
 
-    def __init__(self, deployment: Deployment, pool: HTTPPool) -> None:
+    def __init__(
+        self, deployment: Deployment, session: aiohttp.ClientSession, transport: Transport
+    ) -> None:
         self.deployment = deployment
-        self._pool = pool
-        self._target = Target.parse(deployment.base_url.rstrip("/") + "/chat/completions")
-        headers = {"Content-Type": "application/json", "Accept-Encoding": "gzip, deflate",
-                   "User-Agent": "kathan", **deployment.headers}
+        self._session = session
+        base = deployment.base_url.rstrip("/")
+        auth = {**deployment.headers}
         if deployment.api_key:
-            headers["Authorization"] = f"Bearer {deployment.api_key}"
-        self._headers = encode_headers(headers)  # encoded once, sent with every request
-        self._draining: set[asyncio.Future[None]] = set()
+            auth["Authorization"] = f"Bearer {deployment.api_key}"
+        self._endpoint = transport.endpoint(base + "/chat/completions", {
+            "Content-Type": "application/json", "Accept-Encoding": "gzip, deflate",
+            "User-Agent": "kathan", **auth,
+        })
+        self._probe = base + "/models", auth
 
     @property
     def ready(self) -> bool:
@@ -95,37 +108,80 @@ class OpenAIBackend:
     def stats(self) -> LoadStats | None:
         return None
 
-    async def open(self, request: ChatCompletionRequest) -> AsyncIterator[Delta]:
-        body = upstream_body(request, self.deployment.model)
-        d = self.deployment
-        try:
-            response = await self._pool.request(
-                self._target, b"POST", self._headers, to_json(body),
-                connect_timeout=d.connect_timeout, read_timeout=d.read_timeout,
-            )
-        except (TimeoutError, OSError) as exc:
-            raise transport_error(f"{type(exc).__name__}: {exc}") from exc
-        if response.status >= 300:
-            try:
-                message = await error_message(response)
-            except (TimeoutError, OSError):
-                message = response.reason
-            finally:
-                response.release()
-            raise error_for_status(response.status, message, retry_after=retry_after_of(response),
-                                   location=response.headers.get("Location"))
-        if not request.stream:
-            return self._whole(response)
-        return self._deltas(response)
+    def check(self, request: ChatCompletionRequest) -> None:
+        return None  # every parameter goes upstream as sent
 
-    async def _whole(self, response: Response) -> AsyncIterator[Delta]:
-        """A non-streamed answer, as deltas."""
-        try:
-            body = from_json(await response.read())  # read to its end: back to the pool
-        except (TimeoutError, OSError, ValueError) as exc:
-            response.close()
-            raise UpstreamError(f"The upstream's answer could not be read: {type(exc).__name__}",
-                                status_code=503, retryable=False, retry_after=1) from exc
+    async def probe(self) -> bool:
+        url, headers = self._probe
+        return await probe(self._session, url, headers, self.deployment.connect_timeout)
+
+    async def open(self, request: ChatCompletionRequest) -> DeltaStream:
+        body = to_json(upstream_body(request, self.deployment.model))
+        response = await send(self._endpoint, body, self.deployment, _refusal)
+        if request.stream:
+            return await relay(response, ChunkTranslator())
+        return await relay(response, WholeTranslator(), WholeBody())
+
+
+def _error_event(error: Any) -> ErrorEvent:
+    """An ``{"error": ...}`` chunk or body; its ``code`` is an HTTP status on vLLM."""
+    if not isinstance(error, dict):
+        return ErrorEvent(str(error))
+    code = error.get("code")
+    status = code if isinstance(code, int) and 400 <= code < 600 else None
+    return ErrorEvent(str(error.get("message") or error.get("type") or "an error"),
+                      status=status)
+
+
+class ChunkTranslator:
+    """A streamed answer's ``chat.completion.chunk`` events, until ``[DONE]``.
+
+    When no chunk carried usage, the chunks that carried output count as the
+    completion tokens (one token each on llama.cpp, vLLM and SGLang).
+    """
+
+    __slots__ = ("_pieces", "_usage", "done")
+
+    def __init__(self) -> None:
+        self.done = False
+        self._usage: TokenUsage | None = None
+        self._pieces = 0
+
+    def feed(self, event: str | None, data: str) -> list[Delta]:
+        if data == "[DONE]" or data.strip() == "[DONE]":
+            self.done = True
+            return []
+        chunk = json_object(data)
+        if "error" in chunk:
+            raise _error_event(chunk["error"])
+        out: list[Delta] = []
+        for choice in chunk.get("choices") or ():
+            for delta in _choice_deltas(choice):
+                self._pieces += delta.finish_reason is None
+                out.append(delta)
+        if chunk.get("usage"):
+            self._usage = _usage(chunk["usage"])
+        return out
+
+    def finish(self) -> list[Delta]:
+        if not self.done:
+            raise incomplete("The upstream closed the stream before it finished.")
+        return [Delta(usage=self._usage or TokenUsage(0, self._pieces))]
+
+
+class WholeTranslator:
+    """A non-streamed answer: one ``chat.completion`` body, as deltas."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def feed(self, event: str | None, data: str) -> list[Delta]:
+        body = json_object(data)
+        if "error" in body:
+            raise _error_event(body["error"])
+        out: list[Delta] = []
         for choice in body.get("choices") or ():
             message = choice.get("message") or {}
             as_delta = {"index": choice.get("index", 0), "logprobs": choice.get("logprobs"),
@@ -134,69 +190,15 @@ class OpenAIBackend:
                                   "tool_calls": [{"index": i, **call} for i, call
                                                  in enumerate(message.get("tool_calls") or ())]},
                         "finish_reason": choice.get("finish_reason") or "stop"}
-            for delta in _choice_deltas(as_delta):
-                yield delta
-        yield Delta(usage=_usage(body.get("usage") or {}))
+            out += _choice_deltas(as_delta)
+        out.append(Delta(usage=_usage(body.get("usage") or {})))
+        self.done = True
+        return out
 
-    async def _deltas(self, response: Response) -> AsyncIterator[Delta]:
-        usage: TokenUsage | None = None
-        done = False
-        pieces = 0
-        try:
-            async for _event, data in sse_events(response):
-                if data.strip() == "[DONE]":
-                    done = True
-                    break
-                chunk = from_json(data)
-                if "error" in chunk:
-                    error = chunk["error"]
-                    message = error.get("message") if isinstance(error, dict) else str(error)
-                    raise UpstreamError(f"The upstream failed mid-stream: {message}",
-                                        status_code=503, retryable=False, retry_after=1)
-                for choice in chunk.get("choices") or ():
-                    for delta in _choice_deltas(choice):
-                        pieces += delta.finish_reason is None
-                        yield delta
-                if chunk.get("usage"):
-                    usage = _usage(chunk["usage"])
-        except (TimeoutError, OSError) as exc:
-            raise UpstreamError(
-                f"The upstream connection failed mid-stream: {type(exc).__name__}",
-                status_code=503, retryable=False, retry_after=1,
-            ) from exc
-        except ValueError as exc:  # pydantic-core's JSON error
-            raise UpstreamError("The upstream sent a chunk that is not JSON.",
-                                status_code=503, retryable=False, retry_after=1) from exc
-        finally:
-            if done:
-                self._finish_reading(response)
-            else:
-                response.close()  # abandoned (the client left, or an error): cancel upstream
-        if not done:
-            raise UpstreamError("The upstream closed the stream before it finished.",
-                                status_code=503, retryable=False, retry_after=1)
-        yield Delta(usage=usage or TokenUsage(0, pieces))
-
-    def _finish_reading(self, response: Response) -> None:
-        """After ``[DONE]``: give the connection back to the pool. What follows it (the
-        chunked body's end, often a packet of its own) is read in the background, so the
-        client's last event does not wait for it."""
-        if response.at_eof:  # nothing left: reuse it now
-            response.release()
-            return
-        task = asyncio.ensure_future(_drain(response))
-        self._draining.add(task)
-        task.add_done_callback(self._draining.discard)
-
-
-async def _drain(response: Response) -> None:
-    try:
-        async for _ in response.iter_any():
-            pass
-    except (TimeoutError, OSError):
-        response.close()
-        return
-    response.release()
+    def finish(self) -> list[Delta]:
+        if not self.done:
+            raise incomplete("The upstream's answer ended before its body.")
+        return []
 
 
 def _choice_deltas(choice: dict[str, Any]) -> list[Delta]:

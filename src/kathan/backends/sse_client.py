@@ -1,10 +1,7 @@
-"""Reading a server-sent event stream from an upstream, as ``(event, data)`` pairs."""
+"""Reading a server-sent event stream from an upstream, as ``(event, data)`` pairs
+(``kathan.backends.relay`` feeds it a response's bytes)."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-
-from kathan.backends.http1 import Response
 
 Event = tuple[str | None, str]
 
@@ -59,17 +56,3 @@ class SSEParser:
             elif name == "data":
                 self._data.append(value)
 
-
-async def sse_events(response: Response) -> AsyncIterator[Event]:
-    """Yield each event's name (None when unnamed) and its data lines joined by newlines.
-
-    >>> async for event, data in sse_events(response):
-    ...     if data == "[DONE]":
-    ...         break
-    """
-    parser = SSEParser()
-    async for chunk in response.iter_any():
-        for event in parser.feed(chunk):
-            yield event
-    for event in parser.end():
-        yield event

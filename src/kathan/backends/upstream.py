@@ -5,19 +5,25 @@ A provider backend (``openai``, ``anthropic``, ``gemini``) is a ``Backend``:
 ``Delta``s once the upstream has answered with a success status, or raises
 an ``UpstreamError`` before any output exists. Provider backends translate
 and relay; balancing, retries, fallback and circuit breaking are the
-router's (``kathan.routing``).
+router's (``kathan.routing``). How a stream that fails after a success status
+is reported is ``kathan.backends.relay``'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from kathan.backends.http1 import Response
+import aiohttp
+
+from kathan.backends.transport import Endpoint, Response
 from kathan.errors import KathanError, UnsupportedParameterError
+from kathan.protocol.chat import ChatCompletionRequest
 
 BackendKind = Literal["local", "openai", "anthropic", "gemini"]
+
+MAX_ERROR_BODY = 64 * 1024  # of a non-2xx answer, read for the upstream's words
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +144,89 @@ def refuse_unsupported(
             )
 
 
+def refuse_extras(request: ChatCompletionRequest, backend: str) -> None:
+    """A 400 for provider extras (fields Kathan does not know), which only
+    OpenAI-compatible deployments receive as sent."""
+    if request.model_extra:
+        extra = next(iter(request.model_extra))
+        raise UnsupportedParameterError(
+            f"'{extra}' is not a parameter the {backend} backend knows; "
+            "provider extras pass through only to OpenAI-compatible deployments.",
+            param=extra,
+        )
+
+
 def retry_after_of(response: Response) -> int | None:
     """An upstream's ``Retry-After`` in whole seconds (at least 1), when it sent a number."""
     try:
         return max(1, int(float(response.headers.get("Retry-After", ""))))
     except (ValueError, OverflowError):
         return None
+
+
+def refused(response: Response, message: str) -> UpstreamError:
+    """``error_for_status`` for a non-2xx ``response``, with its ``Retry-After`` and
+    ``Location``."""
+    return error_for_status(response.status, message, retry_after=retry_after_of(response),
+                            location=response.headers.get("Location"))
+
+
+Refusal = Callable[[Response, bytes], UpstreamError]
+
+
+async def send(endpoint: Endpoint, body: bytes, deployment: Deployment,
+               refusal: Refusal) -> Response:
+    """POST ``body``: the response when its status is 2xx; otherwise raises what
+    ``refusal`` makes of the response and its body (``error_body``). A connection
+    failure or a timeout before the status line is ``transport_error``."""
+    d = deployment
+    try:
+        response = await endpoint.post(body, connect_timeout=d.connect_timeout,
+                                       read_timeout=d.read_timeout)
+    except TimeoutError:
+        raise transport_error(
+            f"no answer within the deployment's timeouts ({d.name or d.model})"
+        ) from None
+    except OSError as exc:
+        raise transport_error(f"{type(exc).__name__}: {exc}") from exc
+    if 200 <= response.status < 300:
+        return response
+    raise refusal(response, await error_body(response))
+
+
+async def error_body(response: Response) -> bytes:
+    """The first ``MAX_ERROR_BODY`` bytes of a response's body, for its error message.
+
+    The response is released when read to its end (the connection may be reused)
+    and closed when longer or broken; what was read until a failure is returned.
+    """
+    raw = b""
+    try:
+        async for piece in response.iter_any():
+            raw += piece
+            if len(raw) >= MAX_ERROR_BODY:
+                raw = raw[:MAX_ERROR_BODY]
+                break
+    except (TimeoutError, OSError):
+        pass  # the status alone must do
+    finally:
+        response.release()  # closes the connection unless the body was read to its end
+    return raw
+
+
+def body_text(raw: bytes, response: Response, limit: int = 2000) -> str:
+    """An error body as text for a message, or the status's phrase when it is empty."""
+    text = raw.decode("utf-8", "replace").strip()[:limit]
+    return text or response.reason or f"HTTP {response.status}"
+
+
+async def probe(session: aiohttp.ClientSession, url: str, headers: Mapping[str, str],
+                timeout: float) -> bool:
+    """Whether ``GET url`` answers below 500 within ``timeout`` seconds (redirects are
+    not followed: they answer too)."""
+    try:
+        async with session.get(url, headers=dict(headers), allow_redirects=False,
+                               timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            return response.status < 500
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
