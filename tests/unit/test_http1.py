@@ -1067,11 +1067,14 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return cert, key
 
 
-async def _tls_server(cert: str, key: str, body: bytes) -> tuple[asyncio.Server, int]:
+async def _tls_server(cert: str, key: str, body: bytes,
+                      accepted: list[None] | None = None) -> tuple[asyncio.Server, int]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if accepted is not None:
+            accepted.append(None)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -1094,7 +1097,8 @@ async def test_https_with_a_trusted_certificate_is_read_and_kept_alive(
     certificate: tuple[str, str],
 ) -> None:
     cert, key = certificate
-    server, port = await _tls_server(cert, key, b'{"ok": true}')
+    accepted: list[None] = []
+    server, port = await _tls_server(cert, key, b'{"ok": true}', accepted)
     trusted = ssl.create_default_context(cafile=cert)
     pool = HTTPPool(ssl_context=trusted)
     try:
@@ -1103,7 +1107,9 @@ async def test_https_with_a_trusted_certificate_is_read_and_kept_alive(
             response = await pool.request(target, b"POST", {}, b"{}")
             assert response.status == 200
             assert await response.read() == b'{"ok": true}'
+            await asyncio.sleep(0.05)  # TLS's late records (session tickets) are in by now
         assert pool.idle_connections == 1
+        assert len(accepted) == 1  # the idle TLS connection was fit for reuse
     finally:
         await pool.close()
         server.close()
