@@ -128,6 +128,8 @@ class Script:
       ``retry_delay``: a ``RetryInfo`` detail (e.g. ``"7s"``), as Google sends on 429.
     - ``delay``: seconds before answering at all; ``chunk_delay``: between events.
     - ``die_after``: close the connection after this many events.
+    - ``error_after``: after this many events, send an error event (code 503,
+      ``UNAVAILABLE``) and end the stream.
     - ``block_prompt``: answer with ``promptFeedback.blockReason`` and no candidates.
     - ``recording``: replay this recording (a name in ``recordings/`` without
       ``.sse``), whatever the request.
@@ -143,6 +145,7 @@ class Script:
     delay: float = 0.0
     chunk_delay: float = 0.0
     die_after: int | None = None
+    error_after: int | None = None
     block_prompt: str | None = None
     recording: str | None = None
     models: frozenset[str] = MODELS
@@ -562,12 +565,17 @@ def make_app(script: Script) -> web.Application:
                     assert request.transport is not None
                     request.transport.close()  # what was written goes out, then the socket
                     return response
+                if n == script.error_after:
+                    event = {"error": {"code": 503, "message": "The model is overloaded.",
+                                       "status": "UNAVAILABLE"}}
                 if script.chunk_delay and n:
                     await asyncio.sleep(script.chunk_delay)
                 text = json.dumps(event)
                 await response.write(
                     f"data: {text}\r\n\r\n".encode() if sse
                     else f"{'[' if n == 0 else ','}{text}\r\n".encode())
+                if n == script.error_after:
+                    break  # Google ends the stream after an error
             if not sse:
                 await response.write(b"]")
         except (ConnectionResetError, asyncio.CancelledError):

@@ -3,7 +3,7 @@
 It answers ``POST /v1/chat/completions`` by streaming a fixed reply in
 OpenAI's chunk format, and ``GET /v1/models``. A ``Script`` decides how it
 misbehaves: fail the next N requests with a status, wait before answering,
-or die after N chunks.
+die after N chunks, or send an error event after N chunks.
 """
 
 from __future__ import annotations
@@ -28,9 +28,12 @@ class Script:
     delay: float = 0.0  # seconds before the status line
     chunk_delay: float = 0.0  # seconds between chunks
     die_after_chunks: int | None = None  # close the connection after this many chunks
+    # after this many chunks, an error event (vLLM's shape, code 503) ends the stream
+    error_after_chunks: int | None = None
     api_key: str = "sk-upstream"
     requests: list[dict[str, Any]] = field(default_factory=list)
     disconnects: int = 0
+    disconnected: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None,
@@ -96,12 +99,18 @@ def make_app(script: Script) -> web.Application:
                     assert request.transport is not None
                     request.transport.close()  # dies without [DONE]
                     return response
+                if i == script.error_after_chunks:
+                    error = {"error": {"message": "upstream overloaded", "type": "server_error",
+                                       "code": 503}}
+                    await response.write(f"data: {json.dumps(error)}\n\n".encode())
+                    return response
                 await response.write(chunk)
                 if script.chunk_delay:
                     await asyncio.sleep(script.chunk_delay)
             await response.write(b"data: [DONE]\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
             script.disconnects += 1
+            script.disconnected.set()
             raise
         return response
 

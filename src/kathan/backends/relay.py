@@ -135,11 +135,7 @@ async def relay(
     ...         ...
     """
     reader = _Relay(response, translator, framing or SSEParser())
-    try:
-        first = await reader.step(opening=True)
-    except BaseException:
-        reader.close()
-        raise
+    first = await reader.step(opening=True)  # closes the response when it raises
     return DeltaStream(reader.deltas(first), on_close=reader.close)
 
 
@@ -149,7 +145,7 @@ _DRAINS: set[asyncio.Task[None]] = set()
 
 
 class _Relay:
-    __slots__ = ("_chunks", "_ended", "_events", "_finished", "_framing", "_handed_off",
+    __slots__ = ("_chunks", "_ended", "_events", "_finished", "_framing", "_let_go",
                  "_response", "_translator")
 
     def __init__(self, response: Response, translator: Translator, framing: Framing) -> None:
@@ -160,7 +156,7 @@ class _Relay:
         self._events: deque[Event] = deque()
         self._ended = False  # the body's end was read
         self._finished = False  # the translator's finish ran
-        self._handed_off = False  # the rest of the body is read in the background
+        self._let_go = False  # released, or its rest is read in the background
 
     async def deltas(self, first: list[Delta]) -> AsyncGenerator[Delta, None]:
         for delta in first:
@@ -170,8 +166,8 @@ class _Relay:
                 yield delta
 
     def close(self) -> None:
-        if not self._handed_off:
-            self._response.close()  # released already if read to its end; else the upstream stops
+        if not self._let_go:
+            self._response.close()  # the upstream stops
 
     async def step(self, *, opening: bool) -> list[Delta]:
         """The deltas of the next event, or those of the end."""
@@ -180,6 +176,7 @@ class _Relay:
             if event is None:
                 self._finished = True
                 out = self._translator.finish()
+                self._let_go = True
                 self._response.release()
                 return out
             out = self._translator.feed(*event)
@@ -212,7 +209,7 @@ class _Relay:
     def _hand_off(self) -> None:
         """The answer is complete: the connection goes back to the pool once the body's
         end (often a packet of its own) has been read."""
-        self._handed_off = True
+        self._let_go = True
         if self._response.at_eof:
             self._response.release()
             return
