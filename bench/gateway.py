@@ -11,8 +11,14 @@ virtual environment (``--litellm-venv``, created on first use with
 - requests/s at 32 concurrent connections with wrk (a POST Lua script), JSON:
   the median of ``--rounds`` runs per target, the targets taking turns.
 
+``--baseline REV`` adds Kathan as of a git revision (its ``src/`` exported
+from this repository into a temporary folder, run with the same interpreter
+and dependencies), measured in the same run as the working tree's, so a
+change is compared before and after on one machine in one sitting.
+``--no-litellm`` leaves LiteLLM out.
+
     python -m bench.gateway [--requests 300] [--duration 10] [--rounds 3]
-                            [--litellm-venv /tmp/litellm-venv]
+                            [--litellm-venv /tmp/litellm-venv] [--baseline REV] [--no-litellm]
 """
 
 from __future__ import annotations
@@ -60,7 +66,18 @@ def start_mock() -> tuple[str, subprocess.Popen[bytes]]:
     return base, process
 
 
-def start_kathan(mock: str) -> tuple[str, str, subprocess.Popen[bytes]]:
+def export_revision(rev: str) -> Path:
+    """The ``src/`` folder of revision ``rev`` of this repository, in a temporary folder."""
+    root = Path(__file__).resolve().parents[1]
+    out = Path(tempfile.mkdtemp(prefix="kathan-baseline-"))
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "src"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out / "src"
+
+
+def start_kathan(mock: str, src: Path | None = None) -> tuple[str, str, subprocess.Popen[bytes]]:
+    """Kathan in front of ``mock``: the installed one, or the code in ``src``."""
     home = Path(tempfile.mkdtemp())
     port = free_port()
     config = home / "kathan.yaml"
@@ -70,6 +87,8 @@ def start_kathan(mock: str) -> tuple[str, str, subprocess.Popen[bytes]]:
         "        max_in_flight: 1024\n")
     env = {**os.environ, "KATHAN_API_KEYS": KEY, "KATHAN_LOG_LEVEL": "warning",
            "KATHAN_DATA_DIR": str(home / "data"), "MOCK_KEY": "sk-mock"}
+    if src is not None:  # ahead of the installed (editable) package on sys.path
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "kathan", "serve", "--port", str(port), "--config", str(config)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -177,6 +196,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3, help="wrk runs per target, alternating")
     parser.add_argument("--litellm-venv", type=Path, default=Path("/tmp/litellm-venv"))
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also measure Kathan as of this git revision, in the same run")
+    parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed (Debian: apt-get install wrk)")
@@ -187,7 +209,11 @@ def main() -> None:
         kathan, key, process = start_kathan(mock)
         processes.append(process)
         targets.append(("kathan", kathan, key))
-        binary = ensure_litellm(args.litellm_venv)
+        if args.baseline:
+            old, old_key, process = start_kathan(mock, export_revision(args.baseline))
+            processes.append(process)
+            targets.append((f"kathan@{args.baseline[:9]}", old, old_key))
+        binary = None if args.no_litellm else ensure_litellm(args.litellm_venv)
         if binary is not None:
             litellm, process = start_litellm(binary, mock)
             processes.append(process)
@@ -213,25 +239,31 @@ def main() -> None:
                 process.kill()
     print(f"sequential: {args.requests} requests each, interleaved with as many straight to "
           f"the mock; wrk -t2 -c32 -d{args.duration}s (JSON)")
-    print(f"{'target':<16} {'JSON p50':>9} {'p99':>7} {'added p50':>10} {'p99':>7}  "
+    print(f"{'target':<18} {'JSON p50':>9} {'p99':>7} {'added p50':>10} {'p99':>7}  "
           f"{'stream p50':>10} {'p99':>7} {'added p50':>10} {'p99':>7}  {'req/s @32':>10}")
     for name, (j_direct, j_gate), (s_direct, s_gate) in rows:
         rps = statistics.median(rates[name])
-        print(f"{name:<16} {pct(j_gate, 50):9.2f} {pct(j_gate, 99):7.2f} "
+        print(f"{name:<18} {pct(j_gate, 50):9.2f} {pct(j_gate, 99):7.2f} "
               f"{pct(j_gate, 50) - pct(j_direct, 50):10.2f} "
               f"{pct(j_gate, 99) - pct(j_direct, 99):7.2f}  "
               f"{pct(s_gate, 50):10.2f} {pct(s_gate, 99):7.2f} "
               f"{pct(s_gate, 50) - pct(s_direct, 50):10.2f} "
               f"{pct(s_gate, 99) - pct(s_direct, 99):7.2f}  {rps:10.1f}")
-        print(f"{'  (mock, paired)':<16} {pct(j_direct, 50):9.2f} {pct(j_direct, 99):7.2f} "
+        print(f"{'  (mock, paired)':<18} {pct(j_direct, 50):9.2f} {pct(j_direct, 99):7.2f} "
               f"{'':>10} {'':>7}  {pct(s_direct, 50):10.2f} {pct(s_direct, 99):7.2f}")
-    print(f"{'mock (direct)':<16} {'':>9} {'':>7} {'':>10} {'':>7}  {'':>10} {'':>7} "
+    print(f"{'mock (direct)':<18} {'':>9} {'':>7} {'':>10} {'':>7}  {'':>10} {'':>7} "
           f"{'':>10} {'':>7}  {mock_rps:10.1f}")
-    if len(rows) == 2:
+    if "litellm proxy" in rates:
         ratio = statistics.median(rates["kathan"]) / statistics.median(rates["litellm proxy"])
         print(f"kathan / litellm requests/s: {ratio:.1f}x (medians of {args.rounds} alternating "
               f"wrk runs; kathan {', '.join(f'{r:.0f}' for r in rates['kathan'])}; litellm "
               f"{', '.join(f'{r:.1f}' for r in rates['litellm proxy'])})")
+    if args.baseline:
+        old = f"kathan@{args.baseline[:9]}"
+        ratio = statistics.median(rates["kathan"]) / statistics.median(rates[old])
+        print(f"kathan / {old} requests/s: {ratio:.2f}x (kathan "
+              f"{', '.join(f'{r:.0f}' for r in rates['kathan'])}; {old} "
+              f"{', '.join(f'{r:.0f}' for r in rates[old])})")
     print("(latencies in ms)")
 
 

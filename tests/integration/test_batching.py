@@ -293,3 +293,29 @@ async def test_sdk_sees_503_as_a_retryable_error(tiny_server: LiveServer) -> Non
     errors = [r for r in results if isinstance(r, Exception)]
     assert errors and all(isinstance(e, openai.InternalServerError) and e.status_code == 503
                           for e in errors)
+
+    # And the SDK does retry it: with retries allowed, every 503 it was given (6 requests
+    # for 2 slots and 2 queue places make some) is followed by another attempt of that
+    # request, after the Retry-After Kathan sent.
+    answers: list[httpx.Response] = []
+
+    async def seen(response: httpx.Response) -> None:
+        answers.append(response)
+
+    async with httpx.AsyncClient(event_hooks={"response": [seen]}, timeout=60) as http, \
+            AsyncOpenAI(base_url=tiny_server.v1, api_key=tiny_server.api_key,
+                        max_retries=1, http_client=http) as c:
+        async def retried() -> object:
+            return await c.chat.completions.create(
+                model=MODEL, max_tokens=200, logit_bias={"2": -100},
+                messages=[{"role": "user", "content": "Story please."}])
+        results = await asyncio.gather(*(retried() for _ in range(6)), return_exceptions=True)
+    refused = [a for a in answers if a.status_code == 503]
+    assert refused and all(a.headers["retry-after"].isdigit() for a in refused)
+    first_tries = 6
+    retries = len(answers) - first_tries
+    # Each refusal on a first try was retried once (a retry refused again is final).
+    finals = [r for r in results if isinstance(r, Exception)]
+    assert retries == len(refused) - len(finals), (len(answers), len(refused), len(finals))
+    assert retries >= 1
+    assert all(isinstance(e, openai.InternalServerError) for e in finals)

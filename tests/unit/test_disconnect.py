@@ -1,4 +1,5 @@
-"""``unless_disconnected``: the work of a request ends with its client or its caller."""
+"""``DisconnectWatch`` and ``unless_disconnected``: the work of a request ends with its
+client or its caller. No test waits on time: each waits for the event it is about."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 
 import pytest
 
-from kathan.api.disconnect import unless_disconnected
+from kathan.api.disconnect import DisconnectWatch, unless_disconnected
 from kathan.errors import ClientDisconnected
 
 
@@ -24,10 +25,12 @@ class Channel:
         return {"type": "http.disconnect"}
 
 
-async def slow_work(cancelled: asyncio.Event) -> int:
-    """Work that takes a minute, and says when it was cancelled."""
+async def slow_work(cancelled: asyncio.Event, started: asyncio.Event | None = None) -> int:
+    """Work that never ends by itself; it says when it started and when it was cancelled."""
+    if started is not None:
+        started.set()
     try:
-        await asyncio.sleep(60)
+        await asyncio.Event().wait()
     except asyncio.CancelledError:
         cancelled.set()
         raise
@@ -47,17 +50,23 @@ async def test_the_works_result_comes_back_and_the_watcher_stops() -> None:
 
 async def test_a_client_that_leaves_cancels_the_work() -> None:
     channel = Channel()
-    cancelled = asyncio.Event()
-    asyncio.get_running_loop().call_later(0.01, channel.leave)
+    cancelled, started = asyncio.Event(), asyncio.Event()
+
+    async def leave_once_started() -> None:
+        await started.wait()
+        channel.leave()
+
+    leaving = asyncio.create_task(leave_once_started())
     with pytest.raises(ClientDisconnected):
-        await unless_disconnected(channel, slow_work(cancelled))
+        await unless_disconnected(channel, slow_work(cancelled, started))
     assert cancelled.is_set()
+    await leaving
 
 
 async def test_cancelling_the_caller_cancels_the_work_and_is_not_a_disconnect() -> None:
-    cancelled = asyncio.Event()
-    caller = asyncio.create_task(unless_disconnected(Channel(), slow_work(cancelled)))
-    await asyncio.sleep(0.01)
+    cancelled, started = asyncio.Event(), asyncio.Event()
+    caller = asyncio.create_task(unless_disconnected(Channel(), slow_work(cancelled, started)))
+    await started.wait()
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller
@@ -85,9 +94,37 @@ async def test_a_client_that_leaves_just_after_the_work_ended_cancels_nothing() 
 
     async def caller() -> int:
         value = await unless_disconnected(channel, work())
-        await asyncio.sleep(0.01)  # sending the answer
+        for _ in range(5):  # sending the answer: turns of the loop, where a stray cancel lands
+            await asyncio.sleep(0)
         return value
 
     task = asyncio.create_task(caller())
     assert await task == 3
     assert task.cancelling() == 0
+
+
+async def test_a_quiet_watch_takes_the_disconnect_back_and_says_so() -> None:
+    # The streamed response's use: the client left, the stream stops, nothing is raised.
+    channel = Channel()
+    cancelled, started = asyncio.Event(), asyncio.Event()
+
+    async def leave_once_started() -> None:
+        await started.wait()
+        channel.leave()
+
+    leaving = asyncio.create_task(leave_once_started())
+    with DisconnectWatch(channel, quiet=True) as watch:
+        await slow_work(cancelled, started)
+    assert watch.left and cancelled.is_set()
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    await leaving
+
+
+async def test_a_watch_whose_client_stays_leaves_no_task_behind() -> None:
+    before = len(asyncio.all_tasks())
+    with DisconnectWatch(Channel()) as watch:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not watch.left
+    assert len(asyncio.all_tasks()) == before
+
