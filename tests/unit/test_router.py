@@ -293,6 +293,18 @@ async def test_a_retry_goes_to_another_deployment() -> None:
         assert len(h.sleeps.waits) == 1
 
 
+async def test_a_request_counts_one_failure_per_deployment_however_often_retried() -> None:
+    first = Scripted(*(bad_gateway() for _ in range(5)))
+    second = Scripted(*(bad_gateway() for _ in range(5)))
+    h = Harness(first, second, retries=3, failures=2)
+    with pytest.raises(ServiceUnavailableError):
+        await answer(h.router)
+    assert first.opens + second.opens == 4 and len(h.sleeps.waits) == 3
+    assert first.opens >= 1 and second.opens >= 1  # the second attempt went elsewhere
+    assert [r.breaker.failures for r in h.routes] == [1, 1]
+    assert h.circuits() == [Circuit.CLOSED, Circuit.CLOSED]
+
+
 async def test_attempts_stop_after_retries_with_a_503_and_retry_after() -> None:
     broken = Scripted(*(bad_gateway() for _ in range(10)))
     h = Harness(broken, retries=2, failures=2, cooldown=30.0)

@@ -108,7 +108,7 @@ class Router:
         failed: set[Route] = set()  # a route counts one failure per request
         last: UpstreamError | None = None
         waited = 0
-        for attempt in range(self.retry.attempts):
+        for _ in range(self.retry.attempts):
             if last is not None and last.retryable:
                 if self._next(tried) is None:
                     break  # nothing left to try: no point waiting
