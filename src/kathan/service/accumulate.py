@@ -10,7 +10,6 @@ the deltas skips building a dozen chunk models per reply.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
 from typing import Any
 
 from kathan.backends.base import Delta, TokenUsage
@@ -183,9 +182,3 @@ class Accumulator:
             ),
         )
 
-
-async def accumulate(chunks: AsyncIterable[ChatCompletionChunk]) -> ChatCompletion:
-    acc = Accumulator()
-    async for chunk in chunks:
-        acc.add(chunk)
-    return acc.result()

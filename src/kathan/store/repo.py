@@ -29,7 +29,7 @@ from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final, cast
 
-from sqlalchemy import ColumnElement, Result, case, delete, func, insert, select
+from sqlalchemy import ColumnElement, case, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -474,24 +474,6 @@ async def session_by_prefix(
         )
     ).first()
     return None if row is None else (row[0], row[1])
-
-
-async def delete_session(session: AsyncSession, session_id: str) -> bool:
-    """End a login session; False if there was none."""
-    result = await session.execute(delete(LoginSession).where(LoginSession.id == session_id))
-    return _rowcount(result) > 0
-
-
-async def delete_expired_sessions(session: AsyncSession, *, now: datetime | None = None) -> int:
-    result = await session.execute(
-        delete(LoginSession).where(LoginSession.expires_at <= _utc(now or _now()))
-    )
-    return _rowcount(result)
-
-
-def _rowcount(result: Result[Any]) -> int:
-    # DELETE results are CursorResults, which carry rowcount.
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 # Usage ledger
