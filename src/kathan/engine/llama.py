@@ -1,8 +1,11 @@
 """A thin, typed wrapper over the llama.cpp C API as exposed by llama-cpp-python.
 
-Only this module touches ``llama_cpp`` pointers and ctypes structures. It keeps
-the C objects alive for as long as their Python owners, and frees them in
-``close()``.
+This module owns the model and context pointers: it keeps the C objects alive
+for as long as their Python owners, and frees them in ``close()``. The only
+other module that touches ``llama_cpp`` pointers and ctypes structures is
+``sampling.py``, which owns the per-sequence sampler chains (and their grammar
+samplers) the same way; ``grammar.py`` only borrows llama-cpp-python's
+pure-Python JSON-schema-to-GBNF converter.
 """
 
 from __future__ import annotations
