@@ -42,8 +42,10 @@ class _Entry:
 class Authenticator:
     """Checks bearer tokens.
 
-    >>> auth = Authenticator(static_keys=["sk-boot"], db=database)
-    >>> principal = await auth.verify("sk-kathan-...")   # None when not valid
+    ``await verify(token)`` returns the ``Principal`` the token grants (a static
+    key, a stored API key or, when ``allow`` names it, a login session), or None
+    when it is not valid. Stored lookups are cached for ``cache_seconds``
+    (``negative_seconds`` for unknown prefixes); ``forget`` drops one early.
     """
 
     def __init__(

@@ -25,8 +25,8 @@ request forgery needs:
 Every refusal is an ``InvalidRequestError`` naming the caller's ``param``:
 the URL is the client's, and so is its fault.
 
->>> mime, data = await fetch_image(url, session, param="messages[0].content[1].image_url.url")
->>> mime, data = parse_data_url("data:image/png;base64,iVBORw0...", param="...")
+Both ``await fetch_image(url, session, param=...)`` and ``parse_data_url(url,
+param=...)`` return the image's ``(mime type, bytes)``.
 """
 
 from __future__ import annotations

@@ -29,10 +29,9 @@ class EngineConfig:
 class LocalEngine:
     """Loads a GGUF model and generates for many callers at once (continuous batching).
 
-    >>> engine = LocalEngine(config)
-    >>> await asyncio.to_thread(engine.load)
-    >>> async for event in engine.generate(request):
-    ...     print(event.index, event.text, end="")
+    ``load`` blocks (run it off the event loop, e.g. with ``asyncio.to_thread``);
+    after it, ``generate(request)`` yields the ``GenerationEvent``s of all the
+    request's choices as they are generated.
     """
 
     def __init__(self, config: EngineConfig) -> None:

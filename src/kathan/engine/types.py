@@ -11,7 +11,9 @@ class Halt:
     """Ends chosen choices of a running request at their next step, from any thread.
 
     >>> halt = Halt()
-    >>> halt.end(0)      # choice 0 finishes with "stop" at its next token
+    >>> halt.end(0)  # choice 0 finishes with "stop" at its next token
+    >>> 0 in halt, 1 in halt
+    (True, False)
     """
 
     def __init__(self) -> None:

@@ -41,9 +41,7 @@ class Limiter(Protocol):
     ``retry_after`` in whole seconds (at least 1). ``release`` frees the slot
     and adds the request's tokens to the TPM window and the quota period.
     Times are seconds since the epoch (``time.time()``); tests pass ``now``.
-
-    >>> lease = await limiter.acquire("key_1", Limits(rpm=10))
-    >>> await limiter.release(lease, tokens=120)
+    The caller hands every lease that ``acquire`` returns to ``release``, once.
     """
 
     async def acquire(self, key_id: str, limits: Limits, *, now: float | None = None) -> Lease: ...

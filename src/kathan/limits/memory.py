@@ -164,10 +164,6 @@ class MemoryLimiter:
     loop. Old entries are pruned on every access, and a key with empty
     windows and no leases is forgotten. A lease not released within
     ``lease_ttl`` seconds stops holding its slot.
-
-    >>> limiter = MemoryLimiter()
-    >>> lease = await limiter.acquire("key_1", Limits(rpm=10, max_concurrent=2))
-    >>> await limiter.release(lease, tokens=120)
     """
 
     def __init__(self, *, lease_ttl: float = 600.0) -> None:

@@ -149,11 +149,7 @@ class RedisLimiter:
     seconds (its replica was killed) stops holding its slot. Connection
     failures raise ``LimiterUnavailable``.
 
-    >>> limiter = RedisLimiter("redis://127.0.0.1:6379/0")
-    >>> lease = await limiter.acquire("key_1", Limits(rpm=10, max_concurrent=2))
-    >>> await limiter.release(lease, tokens=120)
-    >>> await limiter.close()
-
+    ``RedisLimiter(url)`` makes and owns its client, which ``close`` closes;
     ``RedisLimiter.from_client(client)`` uses a client you own: ``close``
     leaves it open.
     """

@@ -392,9 +392,8 @@ class StreamChunks:
     bytes are the model's own whatever its fields and their order.
 
     >>> chunks = StreamChunks(id="chatcmpl-1", created=1, model="m")
-    >>> chunks.chunk([chunks.choice(0, construct(ChoiceDelta, role="assistant", content=""))])
-    >>> chunks.text(0, "Hel")  # == the JSON of the chunk with that one delta
-    b'{"id":"chatcmpl-1",...,"choices":[{"index":0,"delta":{"content":"Hel"},...'
+    >>> chunks.text(0, "Hel") == chunks.text_chunk(0, "Hel").model_dump_json().encode()
+    True
     """
 
     __slots__ = ("_created", "_id", "_model", "_templates")

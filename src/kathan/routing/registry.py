@@ -21,7 +21,9 @@ class ModelEntry:
 class ModelRegistry:
     """Resolves a requested model name (id or alias) to its entry.
 
-    >>> registry.resolve("default").id
+    >>> entry = ModelEntry("smollm2-135m-instruct", "kathan", 0, backend=None,  # unused here
+    ...                    aliases=("default",))
+    >>> ModelRegistry([entry]).resolve("default").id
     'smollm2-135m-instruct'
     """
 

@@ -48,9 +48,11 @@ class _Call:
 class Accumulator:
     """Folds chunks into a completion.
 
+    >>> from kathan.protocol.chat import StreamChunks
+    >>> chunks = StreamChunks(id="chatcmpl-1", created=1, model="m")
     >>> acc = Accumulator()
-    >>> for chunk in chunks:
-    ...     acc.add(chunk)
+    >>> acc.add(chunks.text_chunk(0, "Hel"))
+    >>> acc.add(chunks.text_chunk(0, "lo!"))
     >>> acc.result().choices[0].message.content
     'Hello!'
     """

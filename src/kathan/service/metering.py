@@ -48,9 +48,11 @@ def _period_start(period: str, day_number: int) -> str:
 class Metering:
     """Creates a ``Meter`` for each chat request.
 
-    >>> meter = metering.begin(principal, request_id="ab12", streamed=False)
-    >>> await meter.admit("smollm2-135m-instruct", aliases=("default",))  # 403 / 429
-    >>> meter.finish("succeeded", prompt_tokens=20, completion_tokens=5, ...)
+    ``begin(principal, streamed=...)`` makes the request's meter; ``await
+    meter.admit(model, aliases)`` refuses a model the key may not use (403) or a
+    request over its limits (429), and ``await meter.finish(...)`` or ``await
+    meter.fail(error)`` gives its place back and records its ledger row (when there
+    is a ledger), once.
     """
 
     def __init__(

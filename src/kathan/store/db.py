@@ -58,6 +58,7 @@ def resolve_url(settings: Settings) -> str:
     ``sqlite:///`` becomes ``sqlite+aiosqlite:///``); otherwise a SQLite file in
     ``data_dir``, which is created (mode 0700) if missing.
 
+    >>> from kathan.settings import Settings
     >>> resolve_url(Settings(database_url="postgres://u@db/kathan"))
     'postgresql+asyncpg://u@db/kathan'
     """
@@ -87,11 +88,10 @@ def alembic_config() -> Config:
 class Database:
     """An async engine and its session factory.
 
-    >>> db = Database("sqlite+aiosqlite:////var/lib/kathan/kathan.db")
-    >>> await db.upgrade()
-    >>> async with db.session() as session:
-    ...     accounts = await repo.list_accounts(session)
-    >>> await db.dispose()
+    Built from a URL that ``resolve_url`` gives; ``await db.upgrade()`` brings the
+    schema to the latest migration, ``async with db.session() as session:`` opens a
+    session for ``kathan.store.repo``'s queries, and ``await db.dispose()`` closes
+    the engine's connections.
     """
 
     def __init__(self, url: str) -> None:

@@ -54,11 +54,8 @@ class UsageLedger:
     ``record`` never waits for the database. Rows are written idempotently
     (by request id), so a batch that failed is simply tried again. ``close``
     writes everything still buffered; a graceful shutdown loses nothing.
-
-    >>> ledger = UsageLedger(writer, flush_seconds=0.25)
-    >>> ledger.start()
-    >>> ledger.record(row)
-    >>> await ledger.close()
+    The background writer runs from ``start()`` (on a running event loop) until
+    ``await close()``.
     """
 
     def __init__(

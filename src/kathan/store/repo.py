@@ -5,13 +5,9 @@ except ``bootstrap_admin``. Tokens are returned once, when made, and never
 stored: a row keeps the token's public prefix (for lookup and display) and its
 SHA-256 digest. No token ever appears in a log line or an exception message.
 
->>> async with db.session() as session:
-...     account = await create_account(session, name="alice", email="alice@example.com")
-...     token, key = await create_key(session, account_id=account.id, name="laptop")
-...     await session.commit()
->>> found = await key_by_prefix(session, key_prefix(token))
->>> found is not None and token_matches(token, found[0].digest)
-True
+A key made with ``create_key`` is found again by ``key_by_prefix(session,
+key_prefix(token))``, which returns the key and its account; the caller then
+checks the token with ``token_matches(token, key.digest)``.
 """
 
 from __future__ import annotations
