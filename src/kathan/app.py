@@ -25,7 +25,6 @@ from kathan.backends.http1 import HTTPPool
 from kathan.backends.local import LocalBackend
 from kathan.engine.engine import EngineConfig, LocalEngine
 from kathan.limits import make_limiter
-from kathan.protocol.chat import ChatCompletionRequest
 from kathan.routing.build import build_registry
 from kathan.routing.registry import ModelRegistry
 from kathan.routing.router import Router
@@ -249,11 +248,12 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestCounter, paths=frozenset({chat.PATH}),
                        count=metrics.count_request)
-    app.include_router(chat.router)
+    # Generation routes first: they are matched on every hot request.
+    app.router.routes.insert(0, chat.route)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.include_router(models.router)
     app.include_router(accounts.router)
     app.include_router(accounts.admin)
-    responses.install(app, [ChatCompletionRequest])
+    responses.install(app)
     return app

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from kathan.api.deps import require_api_key
+from kathan.api import deps
 from kathan.app import create_app
 from kathan.auth.principal import Principal
 from kathan.errors import ContextLengthExceededError
@@ -292,12 +293,21 @@ def test_chat_answers_alike_whatever_the_opentelemetry_setting(opentelemetry: bo
 
 
 @pytest.mark.parametrize("opentelemetry", [False, True])
-def test_the_chat_route_runs_fastapis_own_dependencies(opentelemetry: bool) -> None:
-    # The route FastAPI describes is the one that runs: overriding the key check
-    # (as an operator's plug-in or a test would) reaches chat requests too.
+def test_the_chat_route_checks_keys_with_the_function_every_route_uses(
+    opentelemetry: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A change to the key check reaches chat as it reaches the other routes: both call
+    # the one function, whatever the settings.
+    seen: list[str] = []
+    check = deps._principal
+
+    async def noting(request: Any, credentials: Any, kinds: Any) -> Principal:
+        seen.append(request.url.path)
+        return await check(request, credentials, kinds)
+
+    monkeypatch.setattr(deps, "_principal", noting)
     with make_client(FakeBackend(), opentelemetry=opentelemetry) as c:
-        c.app.dependency_overrides[require_api_key] = (  # type: ignore[attr-defined]
-            lambda: Principal(kind="static", is_admin=False))
-        r = c.post("/v1/chat/completions", json=BODY)
-        assert r.status_code == 200, r.text
-        assert r.json()["choices"][0]["message"]["content"] == "Hello!"
+        assert c.post("/v1/chat/completions", json=BODY, headers=AUTH).status_code == 200
+        assert c.get("/v1/models", headers=AUTH).status_code == 200
+        assert c.post("/v1/chat/completions", json=BODY).status_code == 401
+    assert seen == ["/v1/chat/completions", "/v1/models", "/v1/chat/completions"]

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from kathan.api.deps import require_api_key
 from kathan.app import create_app
 from kathan.auth.principal import Principal
 from kathan.backends.base import Delta, DeltaStream, LoadStats, TokenUsage
@@ -97,6 +96,13 @@ class Script:
         yield Delta(usage=TokenUsage(prompt_tokens=3, completion_tokens=len(self.pieces)))
 
 
+class OneKey:
+    """The authenticator seam: every bearer token is the stored key ``KEY``."""
+
+    async def verify(self, token: str, allow: object = None) -> Principal:
+        return KEY
+
+
 class CountingLimiter(MemoryLimiter):
     """The real in-memory limiter, counting leases taken and given back."""
 
@@ -152,11 +158,11 @@ async def world(backend: Script) -> AsyncIterator[World]:
                     RetryPolicy(retries=0, backoff=0.0))
     registry = ModelRegistry([ModelEntry(id="m", owned_by="t", created=1, backend=router)])
     app = create_app(Settings(accounts=False, api_keys=["sk-x"]), registry=registry)
-    app.dependency_overrides[require_api_key] = lambda: KEY
     limiter, ledger = CountingLimiter(), Ledger()
     metering = Metering(limiter, ledger, None)  # type: ignore[arg-type]
     async with app.router.lifespan_context(app):
         app.state.metering = metering
+        app.state.auth = OneKey()
         yield World(app, backend, router, limiter, ledger, metering)
 
 
@@ -189,6 +195,7 @@ class Client:
                 "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
                 "root_path": "", "query_string": b"", "server": ("t", 80),
                 "client": ("c", 1), "headers": [(b"content-type", b"application/json"),
+                                                 (b"authorization", b"Bearer sk-k-test"),
                                                  (b"content-length", str(len(self.raw)).encode())]}
 
     async def call(self, app: FastAPI) -> None:

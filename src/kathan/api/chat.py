@@ -1,24 +1,21 @@
-"""``POST /v1/chat/completions``: an ordinary FastAPI route.
+"""``POST /v1/chat/completions``, a ``GenerationRoute`` (``api/routes.py``).
 
-The key is checked by the same dependency as every model route
-(``deps.require_api_key``); the body is read and validated by
-``deps.json_body`` straight from its JSON bytes, whatever the content type;
-errors are raised and rendered by the app's handlers (``api/errors.py``).
-The route only translates: the request into ``ChatService``, the
-``Generation`` it returns into SSE or one JSON completion. The streamed
-response owns the generation and closes it however it ends.
+The endpoint only translates: the request into ``ChatService``, the
+``Generation`` it returns into SSE or one JSON completion. The key is checked
+by ``deps.api_key`` before the body is judged (a 401 comes before a 422), the
+body read by ``deps.read_json``. The streamed response owns the generation and
+closes it however it ends.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from kathan.api import responses
-from kathan.api.deps import ApiKeyDep, json_body
+from kathan.api.deps import api_key, read_json
 from kathan.api.disconnect import unless_disconnected
+from kathan.api.routes import GenerationRoute
 from kathan.api.sse import EventStreamResponse, encode_stream
 from kathan.protocol.chat import ChatCompletion, ChatCompletionRequest
 from kathan.service.chat import ChatService
@@ -32,20 +29,11 @@ _STREAM_DOC = {
     "content": {"text/event-stream": {"schema": {"type": "string"}}},
 }
 
-ChatBody = Annotated[ChatCompletionRequest, Depends(json_body(ChatCompletionRequest))]
 
-router = APIRouter()
-
-
-@router.post(
-    PATH,
-    response_model=ChatCompletion,
-    responses={200: _STREAM_DOC, **responses.errors(400, 401, 403, 404, 413, 422, 429, 503)},
-    openapi_extra=responses.request_body(ChatCompletionRequest),
-)
-async def create_chat_completion(
-    body: ChatBody, principal: ApiKeyDep, request: Request
-) -> Response:
+async def create_chat_completion(request: Request) -> Response:
+    """A chat completion, OpenAI's shape, plus the seeds' voice fields."""
+    principal = await api_key(request)
+    body = await read_json(request, ChatCompletionRequest, principal)
     state = request.app.state
     service: ChatService = state.chat
     metering: Metering | None = state.metering
@@ -64,3 +52,10 @@ async def create_chat_completion(
     completion = await unless_disconnected(request.receive, service.complete(body, meter=meter))
     # Serialized here, once: FastAPI would validate the model again against response_model.
     return Response(completion.model_dump_json(), media_type="application/json")
+
+
+route = GenerationRoute(
+    PATH, create_chat_completion, body=ChatCompletionRequest, answer=ChatCompletion,
+    responses={200: _STREAM_DOC, **responses.errors(400, 401, 403, 404, 413, 422, 429, 503)},
+    summary="Create Chat Completion",
+)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Request
@@ -66,6 +65,14 @@ async def require_api_key(
     return await _principal(request, credentials, ("static", "key"))
 
 
+async def api_key(request: Request) -> Principal:
+    """``require_api_key`` for the generation routes, which read their own request:
+    the same bearer scheme object and the same check, called directly. FastAPI's
+    dependency solving costs these hot routes more than all of their own work
+    (``bench/asgi_overhead.py``)."""
+    return await _principal(request, await _bearer(request), ("static", "key"))
+
+
 async def require_account(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -106,24 +113,19 @@ AnyPrincipalDep = Annotated[Principal, Depends(require_any)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
-def json_body(model: type[M]) -> Callable[[Request, Principal], Awaitable[M]]:
-    """A dependency that reads the body as JSON whatever its content type (``curl -d``
-    sends a form type) and validates it straight from its bytes as ``model``. Its
-    422 carries the seeds' ``detail`` items located in the body; a caller who is
-    known (the key was checked first, so a 401 comes before a 422) gets the
-    rejected request's ledger row. The route describes the body with
-    ``responses.request_body(model)``."""
-
-    async def read(request: Request, principal: ApiKeyDep) -> M:
-        raw = await request.body()
-        try:
-            return model.model_validate_json(raw)
-        except ValidationError as exc:
-            error = RequestValidationFailed(_issues(exc, raw))
-            await _record_rejected(request.app.state.metering, principal, raw, error)
-            raise error from None
-
-    return read
+async def read_json(request: Request, model: type[M], principal: Principal) -> M:
+    """The body read as JSON whatever its content type (``curl -d`` sends a form type)
+    and validated straight from its bytes as ``model``. Its 422 carries the seeds'
+    ``detail`` items located in the body; the caller (known: the key is checked
+    first, so a 401 comes before a 422) gets the rejected request's ledger row.
+    The route describes the body with ``responses.request_body(model)``."""
+    raw = await request.body()
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        error = RequestValidationFailed(_issues(exc, raw))
+        await _record_rejected(request.app.state.metering, principal, raw, error)
+        raise error from None
 
 
 def _issues(exc: ValidationError, raw: bytes) -> list[dict[str, Any]]:

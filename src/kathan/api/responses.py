@@ -1,5 +1,5 @@
-"""OpenAPI descriptions shared by the routers: error responses, and request bodies
-that a route reads itself (``deps.json_body``)."""
+"""OpenAPI descriptions shared by the routers (error responses), and the app's
+OpenAPI document with the generation routes in it."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from kathan.api.routes import SCHEMA_REF, GenerationRoute
 from kathan.protocol.errors import ErrorBody
-
-_REF = "#/components/schemas/{model}"
 
 _DESCRIPTIONS = {
     400: "The request cannot be served as asked (unsupported parameter, context too long, "
@@ -32,26 +30,23 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
-def request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """The ``openapi_extra`` of a route whose JSON body is ``model`` (read by
-    ``deps.json_body``); ``install`` puts the model's schema in the components."""
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}}}}}
-
-
-def install(app: FastAPI, bodies: list[type[BaseModel]]) -> None:
-    """Build the OpenAPI document with the schemas of ``bodies`` (the models of the
-    routes' ``request_body``) among the components."""
+def install(app: FastAPI) -> None:
+    """Build the app's OpenAPI document: FastAPI's, with the generation routes
+    (``GenerationRoute``, which FastAPI does not know) and the schemas they refer to."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
-            _, defs = models_json_schema([(m, "validation") for m in bodies],
-                                         ref_template=_REF)
+            raw = [r for r in app.router.routes if isinstance(r, GenerationRoute)]
+            models = list(dict.fromkeys(m for r in raw for m in r.models))
+            _, defs = models_json_schema(models, ref_template=SCHEMA_REF)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for name, definition in defs.get("$defs", {}).items():
                 components.setdefault(name, definition)
+            paths = schema.setdefault("paths", {})
+            for route in raw:
+                paths.setdefault(route.path, {})["post"] = route.operation()
             app.openapi_schema = schema
         return app.openapi_schema
 
