@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from kathan.app import create_app
 from kathan.auth.principal import Principal
 from kathan.backends.base import Delta, DeltaStream, LoadStats, TokenUsage
-from kathan.backends.upstream import Deployment, UpstreamError, transport_error
+from kathan.backends.upstream import Deployment, UpstreamUnavailable, transport_error
 from kathan.limits.base import Lease, Limits
 from kathan.limits.memory import MemoryLimiter
 from kathan.protocol.chat import ChatCompletionRequest
@@ -285,7 +285,7 @@ async def test_a_failed_write_after_headers() -> None:
 
 
 async def test_upstream_broken_mid_stream() -> None:
-    broken = UpstreamError("The upstream connection failed mid-stream.", status_code=503,
+    broken = UpstreamUnavailable("The upstream connection failed mid-stream.",
                            retryable=False, retry_after=1, code="upstream_stream_broken")
     async with world(Script(("a", "b"), fail=(1, broken))) as w:
         client = Client(stream())
@@ -313,7 +313,7 @@ async def test_timeout_before_any_output() -> None:
 
 
 async def test_timeout_mid_stream() -> None:
-    timeout = UpstreamError("The upstream went silent.", status_code=503, retryable=False,
+    timeout = UpstreamUnavailable("The upstream went silent.", retryable=False,
                             retry_after=1, code="upstream_stream_broken")
     async with world(Script(("a", "b"), fail=(1, timeout))) as w:
         client = Client(BODY)

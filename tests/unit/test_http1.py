@@ -1128,3 +1128,51 @@ async def test_https_with_an_untrusted_certificate_is_refused(
     finally:
         await pool.close()
         server.close()
+
+
+@on_both_loops
+async def test_a_response_let_go_before_its_end_is_released_when_the_body_ends() -> None:
+    # An event stream's last event came; the chunked body's end is still on its way. The
+    # reader lets go at once, and the connection goes back to the pool when the end comes.
+    let_go = asyncio.Event()
+
+    async def handler(conn: ServerConnection) -> None:
+        while await conn.next_request() is not None:
+            await conn.send(CHUNKED_HEAD + chunk(b"data: [DONE]\n\n"))
+            await asyncio.wait_for(let_go.wait(), TEST_TIMEOUT)
+            await conn.send(chunk(b"data: late\n\n") + LAST_CHUNK)
+
+    async with Server(handler) as server, opened_pool() as pool:
+        for _ in range(2):
+            let_go.clear()
+            response = await post(pool, server)
+            pieces = stream(response)
+            assert await anext(pieces) == b"data: [DONE]\n\n"
+            response.release_when_read()
+            assert pool.idle_connections == 0  # not before the body ended
+            let_go.set()
+            await until(lambda: pool.idle_connections == 1)
+            await pieces.aclose()
+        assert len(server.connections) == 1  # the one connection, reused
+
+
+@on_both_loops
+async def test_a_response_let_go_whose_body_breaks_is_closed() -> None:
+    let_go = asyncio.Event()
+
+    async def handler(conn: ServerConnection) -> None:
+        await conn.next_request()
+        await conn.send(CHUNKED_HEAD + chunk(b"data: [DONE]\n\n"))
+        await asyncio.wait_for(let_go.wait(), TEST_TIMEOUT)
+        # and the connection closes without the body's end
+
+    async with Server(handler) as server, opened_pool() as pool:
+        response = await post(pool, server)
+        pieces = stream(response)
+        assert await anext(pieces) == b"data: [DONE]\n\n"
+        response.release_when_read()
+        let_go.set()
+        # The pool's own bookkeeping: the broken connection is dropped, not pooled.
+        await until(lambda: not pool._all)
+        assert pool.idle_connections == 0
+        await pieces.aclose()

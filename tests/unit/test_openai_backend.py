@@ -173,3 +173,40 @@ async def test_a_finished_stream_gives_its_connection_back(session: aiohttp.Clie
             await asyncio.sleep(0.01)
         assert pool.idle_connections == 1
     await pool.close()
+
+
+class BrokenAfterSending:
+    """A transport (the seam) whose connection breaks once the request went out, or
+    before anything was sent."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.posts = 0
+
+    def endpoint(self, url: str, headers: Any) -> BrokenAfterSending:
+        return self
+
+    async def post(self, body: bytes, *, connect_timeout: float, read_timeout: float) -> Any:
+        self.posts += 1
+        raise self.error
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_request_the_upstream_may_have_received_is_not_retryable(
+    session: aiohttp.ClientSession,
+) -> None:
+    from kathan.backends.transport import UpstreamConnectError, UpstreamMaybeReceivedError
+
+    deployment = Deployment(backend="openai", model="up", base_url="http://127.0.0.1:9/v1")
+    sent = BrokenAfterSending(UpstreamMaybeReceivedError("reset after the request"))
+    with pytest.raises(UpstreamError) as lost:
+        await OpenAIBackend(deployment, session, sent).open(request())
+    assert (lost.value.code, lost.value.retryable, lost.value.status_code) == (
+        "upstream_connection_lost", False, 503)
+    unsent = BrokenAfterSending(UpstreamConnectError("refused"))
+    with pytest.raises(UpstreamError) as unreachable:
+        await OpenAIBackend(deployment, session, unsent).open(request())
+    assert (unreachable.value.code, unreachable.value.retryable) == ("upstream_unreachable", True)
+    assert sent.posts == unsent.posts == 1

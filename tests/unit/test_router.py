@@ -14,6 +14,7 @@ from kathan.backends.base import Backend, Delta, DeltaStream, LoadStats
 from kathan.backends.upstream import (
     Deployment,
     UpstreamError,
+    UpstreamUnavailable,
     error_for_status,
     refuse_extras,
     transport_error,
@@ -38,7 +39,7 @@ def bad_gateway() -> UpstreamError:
 
 def silent_failure() -> UpstreamError:
     """A retryable failure without a Retry-After (``error_for_status`` always sets one)."""
-    return UpstreamError("down", status_code=503, retryable=True, upstream_status=502)
+    return UpstreamUnavailable("down", retryable=True, upstream_status=502)
 
 
 class Scripted:

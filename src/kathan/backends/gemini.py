@@ -63,6 +63,7 @@ from kathan.backends.toolcalls import ToolUse, new_call_id, tool_use
 from kathan.backends.transport import Response, Transport
 from kathan.backends.upstream import (
     Deployment,
+    UpstreamBadRequest,
     UpstreamError,
     error_for_status,
     probe,
@@ -403,10 +404,9 @@ class StreamTranslator:
         candidates = chunk.get("candidates") or []
         feedback = chunk.get("promptFeedback")
         if not candidates and isinstance(feedback, dict) and feedback.get("blockReason"):
-            raise UpstreamError(
+            raise UpstreamBadRequest(
                 f"The upstream blocked the prompt ({feedback['blockReason']}).",
-                status_code=400, retryable=False, upstream_status=200,
-                error_type="invalid_request_error", code="prompt_blocked", param="messages",
+                retryable=False, upstream_status=200, code="prompt_blocked", param="messages",
             )
         out: list[Delta] = []
         for candidate in candidates:

@@ -415,10 +415,10 @@ class _Connection(asyncio.Protocol):
         self._stop_timer()
         keep = (not self.closed and not response._until_close
                 and self.parser.should_keep_alive())
-        response._end()
         if keep:
             self.reusable = True  # given back to the pool when the response is released
-        elif not self.closed:
+        response._end()
+        if not keep and not self.closed:
             self.close()
 
     def _fail(self, error: Exception) -> None:
@@ -484,7 +484,7 @@ class Response:
     ``text``) or as it arrives (``iter_any``). Once the body is read to its end the
     connection goes back to the pool; ``close`` drops it instead (an abandoned answer)."""
 
-    __slots__ = ("_chunks", "_conn", "_decoder", "_error", "_refused", "_size",
+    __slots__ = ("_chunks", "_conn", "_decoder", "_discard", "_error", "_refused", "_size",
                  "_until_close", "_waiter", "complete", "headers", "status")
 
     def __init__(self, conn: _Connection, status: int, headers: CIMultiDict[str]) -> None:
@@ -497,6 +497,7 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._error: Exception | None = None
         self._refused: Exception | None = None  # a body that cannot be decoded at all
+        self._discard = False  # the reader let go (release_when_read): drop what comes
         coding = headers.get("Content-Encoding", "identity").strip().lower()
         self._decoder: _Decoder | None = None
         if coding in ("gzip", "x-gzip"):
@@ -579,10 +580,25 @@ class Response:
         if conn is not None:
             conn.close()
 
+    def release_when_read(self) -> None:
+        """The reader has what it needs (an event stream's last event came): what is left
+        of the body is dropped as it arrives, and the connection goes back to the pool
+        once the body has ended, or closes if it breaks. No task: the connection's own
+        callbacks do it, so the reader's answer does not wait for the body's end."""
+        self._discard = True
+        self._chunks.clear()
+        self._size = 0
+        if self._error is not None:
+            self.close()
+        elif self.complete:
+            self.release()
+        elif self._conn is not None:
+            self._conn.resume()
+
     # fed by the connection
 
     def _feed(self, data: bytes) -> None:
-        if self._refused is not None:
+        if self._refused is not None or self._discard:
             return
         if self._decoder is not None:
             try:
@@ -605,14 +621,21 @@ class Response:
             except zlib.error as exc:
                 self._break(UpstreamConnectionError(f"the upstream's body is corrupt: {exc}"))
                 return
-            if rest:
+            if rest and not self._discard:
                 self._chunks.append(rest)
         self.complete = True
+        if self._discard:
+            # Called from the connection's parser: the release waits for it to return.
+            asyncio.get_running_loop().call_soon(self.release)
+            return
         self._wake()
 
     def _break(self, error: Exception) -> None:
         if self._error is None:
             self._error = error
+        if self._discard:
+            self.close()
+            return
         self._wake()
 
     def _wake(self) -> None:

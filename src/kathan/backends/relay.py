@@ -19,7 +19,6 @@ retryable, and an error event becomes the error of the status it names
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
@@ -29,7 +28,7 @@ from pydantic_core import from_json
 from kathan.backends.base import Delta, DeltaStream
 from kathan.backends.sse_client import Event, SSEParser
 from kathan.backends.transport import Response
-from kathan.backends.upstream import UpstreamError, error_for_status
+from kathan.backends.upstream import UpstreamError, UpstreamUnavailable, error_for_status
 
 BROKEN = "upstream_stream_broken"
 MALFORMED = "upstream_bad_response"
@@ -41,11 +40,11 @@ INCOMPLETE = "upstream_stream_incomplete"
 _MALFORMED = (ValueError, TypeError, LookupError, AttributeError)
 
 
-class StreamFailure(UpstreamError):
+class StreamFailure(UpstreamUnavailable):
     """A stream that failed after the upstream's success status (the module's policy)."""
 
     def __init__(self, message: str, *, code: str, retryable: bool = False) -> None:
-        super().__init__(message, status_code=503, retryable=retryable, retry_after=1, code=code)
+        super().__init__(message, retryable=retryable, retry_after=1, code=code)
 
 
 class ErrorEvent(StreamFailure):
@@ -139,11 +138,6 @@ async def relay(
     return DeltaStream(reader.deltas(first), on_close=reader.close)
 
 
-# Drains of kept-alive responses after their last event. asyncio keeps only weak
-# references to tasks; these are held until they finish.
-_DRAINS: set[asyncio.Task[None]] = set()
-
-
 class _Relay:
     __slots__ = ("_chunks", "_ended", "_events", "_finished", "_framing", "_let_go",
                  "_response", "_translator")
@@ -208,24 +202,9 @@ class _Relay:
 
     def _hand_off(self) -> None:
         """The answer is complete: the connection goes back to the pool once the body's
-        end (often a packet of its own) has been read."""
+        end (often a packet of its own) has come, without the last delta waiting for it."""
         self._let_go = True
-        if self._response.at_eof:
-            self._response.release()
-            return
-        task = asyncio.ensure_future(_drain(self._response, self._chunks))
-        _DRAINS.add(task)
-        task.add_done_callback(_DRAINS.discard)
-
-
-async def _drain(response: Response, chunks: AsyncIterator[bytes]) -> None:
-    try:
-        async for _ in chunks:
-            pass
-    except (TimeoutError, OSError):
-        response.close()
-        return
-    response.release()
+        self._response.release_when_read()
 
 
 def _failure(exc: BaseException, opening: bool) -> BaseException:

@@ -90,6 +90,11 @@ class Response(Protocol):
 
     def release(self) -> None: ...
 
+    def release_when_read(self) -> None:
+        """The reader is done though the body may not be: the rest is dropped as it
+        comes, and the response released once it ended (closed if it breaks)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -17,7 +17,7 @@ from typing import Literal
 
 import aiohttp
 
-from kathan.backends.transport import Endpoint, Response
+from kathan.backends.transport import Endpoint, Response, UpstreamMaybeReceivedError
 from kathan.errors import KathanError, UnsupportedParameterError
 from kathan.protocol.chat import ChatCompletionRequest
 
@@ -43,34 +43,76 @@ class Deployment:
 
 
 class UpstreamError(KathanError):
-    """The upstream failed before the response began.
+    """The upstream failed, or refused the request. Each kind is a class with its own
+    status (``KathanError``'s rule); what varies per instance is what the router needs:
 
-    ``retryable``: a connection error, timeout, 429 or 5xx (the router may try
-    again or another deployment). Otherwise the upstream refused the request
-    itself (400, 404, 413, 422 ...), and that answer is the client's.
-    ``retry_after``: the upstream's ``Retry-After`` in seconds, when it sent one.
+    ``retryable``: another attempt (here or on another deployment) may succeed: a
+    connection failure before anything was sent, a timeout, 429, 5xx, or a stream
+    that failed before its first event. Otherwise the answer is final.
+    ``retry_after``: seconds for the client's ``Retry-After``.
     ``upstream_status``: the upstream's HTTP status, None for a transport failure.
     """
+
+    status_code = 503
+    error_type = "upstream_error"
 
     def __init__(
         self,
         message: str,
         *,
-        status_code: int,
         retryable: bool,
         upstream_status: int | None = None,
         retry_after: int | None = None,
         param: str | None = None,
         code: str | None = None,
-        error_type: str = "upstream_error",
     ) -> None:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         super().__init__(message, param=param, code=code, headers=headers)
-        self.status_code = status_code
-        self.error_type = error_type
         self.retryable = retryable
         self.upstream_status = upstream_status
         self.retry_after = retry_after
+
+
+class UpstreamUnavailable(UpstreamError):
+    """503: the upstream cannot answer (unreachable, failing, misconfigured)."""
+
+
+class UpstreamRateLimited(UpstreamError):
+    """429: the upstream is rate limiting (passed on when no deployment is left)."""
+
+    status_code = 429
+    error_type = "rate_limit_exceeded"
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream refused the request itself: its answer is the client's, with the
+    same status (subclasses per status)."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class UpstreamBadRequest(UpstreamRejected):
+    status_code = 400
+
+
+class UpstreamNotFound(UpstreamRejected):
+    status_code = 404
+    error_type = "not_found_error"
+
+
+class UpstreamTooLarge(UpstreamRejected):
+    status_code = 413
+
+
+class UpstreamUnprocessable(UpstreamRejected):
+    status_code = 422
+
+
+_REJECTED: dict[int, type[UpstreamRejected]] = {
+    400: UpstreamBadRequest, 404: UpstreamNotFound, 413: UpstreamTooLarge,
+    422: UpstreamUnprocessable,
+}
 
 
 def error_for_status(
@@ -93,41 +135,39 @@ def error_for_status(
     """
     if 300 <= status < 400:
         where = f" (a redirect to {location[:500]})" if location else ""
-        return UpstreamError(
+        return UpstreamUnavailable(
             f"The upstream answered {status}{where}; Kathan does not follow redirects: set "
-            "the deployment's base_url to the server itself.", status_code=503,
+            "the deployment's base_url to the server itself.",
             retryable=False, upstream_status=status, retry_after=retry_after or 30,
             code="upstream_redirect",
         )
-    if status in (400, 404, 413, 422):
-        kind = "not_found_error" if status == 404 else "invalid_request_error"
-        return UpstreamError(
-            f"The upstream refused the request: {message}", status_code=status,
-            retryable=False, upstream_status=status, param=param, error_type=kind,
-            code="upstream_rejected",
+    rejected = _REJECTED.get(status)
+    if rejected is not None:
+        return rejected(
+            f"The upstream refused the request: {message}", retryable=False,
+            upstream_status=status, param=param, code="upstream_rejected",
         )
     if status in (401, 403):
-        return UpstreamError(
+        return UpstreamUnavailable(
             f"The upstream rejected Kathan's credentials ({status}); the operator must fix "
-            "the deployment's API key.", status_code=503, retryable=False,
+            "the deployment's API key.", retryable=False,
             upstream_status=status, retry_after=retry_after or 30, code="upstream_auth_failed",
         )
     if status == 429:
-        return UpstreamError(
-            f"The upstream is rate limiting: {message}", status_code=429, retryable=True,
-            upstream_status=status, retry_after=retry_after or 1,
-            error_type="rate_limit_exceeded", code="upstream_rate_limited",
+        return UpstreamRateLimited(
+            f"The upstream is rate limiting: {message}", retryable=True,
+            upstream_status=status, retry_after=retry_after or 1, code="upstream_rate_limited",
         )
-    return UpstreamError(
-        f"The upstream failed ({status}): {message}", status_code=503, retryable=True,
+    return UpstreamUnavailable(
+        f"The upstream failed ({status}): {message}", retryable=True,
         upstream_status=status, retry_after=retry_after or 1, code="upstream_error",
     )
 
 
 def transport_error(what: str) -> UpstreamError:
     """A connection failure or a timeout before the response began."""
-    return UpstreamError(
-        f"The upstream could not be reached: {what}", status_code=503, retryable=True,
+    return UpstreamUnavailable(
+        f"The upstream could not be reached: {what}", retryable=True,
         retry_after=1, code="upstream_unreachable",
     )
 
@@ -178,11 +218,22 @@ async def send(endpoint: Endpoint, body: bytes, deployment: Deployment,
                refusal: Refusal) -> Response:
     """POST ``body``: the response when its status is 2xx; otherwise raises what
     ``refusal`` makes of the response and its body (``error_body``). A connection
-    failure or a timeout before the status line is ``transport_error``."""
+    failure or a timeout before the status line is ``transport_error`` (retryable: the
+    router may try another deployment; after a timeout Kathan has closed the
+    connection, which tells the upstream to stop); a connection that broke after
+    the request went out is final (``upstream_connection_lost``)."""
     d = deployment
     try:
         response = await endpoint.post(body, connect_timeout=d.connect_timeout,
                                        read_timeout=d.read_timeout)
+    except UpstreamMaybeReceivedError as exc:
+        # Sent, and the connection broke before any answer: the upstream may be running
+        # it (and billing it). Not retried: a POST is not sent twice (RFC 9112, 9.3.1).
+        raise UpstreamUnavailable(
+            f"The connection to the upstream broke after the request was sent ({exc}); "
+            "it is not sent again, as the upstream may have received it.",
+            retryable=False, retry_after=1, code="upstream_connection_lost",
+        ) from exc
     except TimeoutError:
         raise transport_error(
             f"no answer within the deployment's timeouts ({d.name or d.model})"
