@@ -14,8 +14,11 @@ import importlib
 import pytest
 
 MODULES = [
+    "kathan.backends.anthropic",
     "kathan.backends.fetch",
+    "kathan.backends.gemini",
     "kathan.backends.gemini_schema",
+    "kathan.backends.sse_client",
     "kathan.backends.toolcalls",
     "kathan.engine.scheduler",
     "kathan.engine.stops",

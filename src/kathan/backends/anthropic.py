@@ -119,10 +119,8 @@ _ERROR_STATUS: Final[Mapping[str, int]] = MappingProxyType({
 
 def to_anthropic(request: ChatCompletionRequest, deployment: Deployment) -> dict[str, Any]:
     """The Messages API body for ``request``; raises ``InvalidRequestError`` for what
-    cannot be honoured.
-
-    >>> to_anthropic(request, deployment)
-    {'model': 'claude-...', 'max_tokens': 4096, 'messages': [...], 'stream': True}
+    cannot be honoured. It always streams (``"stream": true``); ``max_tokens``, which
+    Anthropic requires, defaults to ``DEFAULT_MAX_TOKENS``.
     """
     _check_supported(request)
     use = tool_use(request)
@@ -426,14 +424,18 @@ class StreamTranslator:
     """Turns one Messages API event stream into ``Delta``s (all of choice 0).
 
     >>> t = StreamTranslator()
-    >>> t.feed("content_block_delta",
-    ...        '{"type": "content_block_delta", "index": 0, '
-    ...        '"delta": {"type": "text_delta", "text": "Hi"}}')
-    [Delta(index=0, content='Hi', ...)]
-    >>> t.finish()   # raises UpstreamError when message_stop never came
+    >>> t.feed("content_block_start", '{"type": "content_block_start", "index": 0, '
+    ...        '"content_block": {"type": "text", "text": ""}}')
+    []
+    >>> [d.content for d in t.feed("content_block_delta", '{"type": "content_block_delta", '
+    ...        '"index": 0, "delta": {"type": "text_delta", "text": "Hi"}}')]
+    ['Hi']
+    >>> t.done
+    False
 
     Thinking blocks are dropped; ``error`` events raise ``ErrorEvent``. It is
-    ``done`` after ``message_stop``.
+    ``done`` after ``message_stop``; ``finish`` before that raises (the stream was
+    cut short).
     """
 
     def __init__(self) -> None:
@@ -551,13 +553,8 @@ class AnthropicBackend:
 
     Requests go through ``transport`` (Kathan's ``HTTPPool``); ``session`` only asks
     ``{base_url}/v1/models`` whether a deployment whose circuit is open answers
-    again (``probe``).
-
-    >>> backend = AnthropicBackend(deployment, session, pool)
-    >>> stream = await backend.open(request)   # UpstreamError before the first delta
-    >>> async with stream:
-    ...     async for delta in stream:
-    ...         ...
+    again (``probe``). ``open`` raises an ``UpstreamError`` before the first delta,
+    or returns the ``DeltaStream`` the caller closes.
 
     ``base_url`` is the API's root (``https://api.anthropic.com``); a trailing
     ``/v1`` is accepted too.

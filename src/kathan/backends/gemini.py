@@ -305,10 +305,8 @@ async def to_gemini(
     """The ``GenerateContentRequest`` body for ``request`` (async: images may be fetched).
 
     Raises ``InvalidRequestError`` naming the field for what Gemini cannot be asked.
-
-    >>> body = await to_gemini(request, session=session)
-    >>> body["contents"][0]
-    {'role': 'user', 'parts': [{'text': 'Hello'}]}
+    A user message ``Hello`` becomes ``{"role": "user", "parts": [{"text": "Hello"}]}``
+    in ``contents``; system messages go to ``systemInstruction``.
     """
     _refuse_unsupported(request)
     use = tool_use(request)
@@ -381,9 +379,9 @@ class StreamTranslator:
     false).
 
     >>> t = StreamTranslator()
-    >>> t.feed(None, '{"candidates": [{"content": {"parts": [{"text": "Hi"}]}, '
-    ...              '"finishReason": "STOP"}]}')
-    [Delta(index=0, content='Hi', ...), Delta(index=0, finish_reason='stop', ...)]
+    >>> [(d.content, d.finish_reason) for d in t.feed(None, '{"candidates": [{"content": '
+    ...     '{"parts": [{"text": "Hi"}]}, "finishReason": "STOP"}]}')]
+    [('Hi', None), (None, 'stop')]
     >>> t.finish()
     []
     """
@@ -523,14 +521,8 @@ class GeminiBackend:
     the image URLs Kathan must inline and asks ``{base_url}/v1beta/models``
     whether a deployment whose circuit is open answers again (``probe``).
     ``allow_private_fetch`` lets image URLs reach private addresses: for tests only.
-
-    >>> backend = GeminiBackend(
-    ...     Deployment(backend="gemini", model="gemini-2.5-flash", base_url=url, api_key=key),
-    ...     session, pool)
-    >>> stream = await backend.open(request)   # KathanError before the first delta
-    >>> async with stream:
-    ...     async for delta in stream:
-    ...         ...
+    ``open`` raises a ``KathanError`` before the first delta, or returns the
+    ``DeltaStream`` the caller closes.
     """
 
     def __init__(

@@ -77,13 +77,9 @@ class OpenAIBackend:
 
     Requests go through ``transport`` (Kathan's ``HTTPPool``: this relay is on every
     request's path); ``session`` only asks ``{base_url}/models`` whether a
-    deployment whose circuit is open answers again (``probe``).
-
-    >>> backend = OpenAIBackend(deployment, session, pool)
-    >>> stream = await backend.open(request)   # UpstreamError before the first delta
-    >>> async with stream:
-    ...     async for delta in stream:
-    ...         ...
+    deployment whose circuit is open answers again (``probe``). ``open`` raises an
+    ``UpstreamError`` before the first delta, or returns the ``DeltaStream`` the
+    caller closes.
     """
 
     def __init__(

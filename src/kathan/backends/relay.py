@@ -124,14 +124,9 @@ async def relay(
 
     The first event is read and translated before this returns: a failure there
     raises here, with a status code (see the module's policy). The response is
-    released once read to its end (or once the translator is done: what is left
-    of the body is read in the background, so the last delta does not wait for
-    it) and closed otherwise, which tells the upstream to stop.
-
-    >>> stream = await relay(response, translator)
-    >>> async with stream:
-    ...     async for delta in stream:
-    ...         ...
+    released once read to its end (or once the translator is done: the transport
+    drops the rest of the body and releases it when it ends, so the last delta does
+    not wait for it) and closed otherwise, which tells the upstream to stop.
     """
     reader = _Relay(response, translator, framing or SSEParser())
     first = await reader.step(opening=True)  # closes the response when it raises
