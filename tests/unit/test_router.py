@@ -13,6 +13,7 @@ import pytest
 from kathan.backends.base import Backend, Delta, DeltaStream, LoadStats
 from kathan.backends.upstream import (
     Deployment,
+    UpstreamConnectionLost,
     UpstreamError,
     UpstreamUnavailable,
     error_for_status,
@@ -570,3 +571,16 @@ async def test_probe_says_whether_any_deployment_may_take_requests() -> None:
     assert await h.router.probe()
     assert await answer(h.router) == "hello there"
     assert h.circuits() == [Circuit.CLOSED]
+
+
+async def test_a_request_the_upstream_may_have_received_goes_nowhere_else() -> None:
+    # The connection broke after the request went out: no retry on another deployment,
+    # no fallback model, since the upstream may be running it already.
+    lost = UpstreamConnectionLost("broke after sending", retryable=False, retry_after=1,
+                                  code="upstream_connection_lost")
+    first, second, backup = Scripted(lost), Scripted(), Scripted(reply="from the backup")
+    h = Harness(first, second, retries=2, fallbacks=("backup",), resolve=lambda _: backup)
+    with pytest.raises(UpstreamConnectionLost):
+        await answer(h.router)
+    assert (first.opens + second.opens, backup.opens) == (1, 0)
+    assert h.sleeps.waits == [] and h.in_flight() == [0, 0]

@@ -77,6 +77,12 @@ class UpstreamUnavailable(UpstreamError):
     """503: the upstream cannot answer (unreachable, failing, misconfigured)."""
 
 
+class UpstreamConnectionLost(UpstreamUnavailable):
+    """503: the connection broke after the request went out and before any answer. The
+    upstream may have received the request and may be running (and billing) it, so
+    it is sent nowhere again: not retried, not passed to a fallback model."""
+
+
 class UpstreamRateLimited(UpstreamError):
     """429: the upstream is rate limiting (passed on when no deployment is left)."""
 
@@ -229,7 +235,7 @@ async def send(endpoint: Endpoint, body: bytes, deployment: Deployment,
     except UpstreamMaybeReceivedError as exc:
         # Sent, and the connection broke before any answer: the upstream may be running
         # it (and billing it). Not retried: a POST is not sent twice (RFC 9112, 9.3.1).
-        raise UpstreamUnavailable(
+        raise UpstreamConnectionLost(
             f"The connection to the upstream broke after the request was sent ({exc}); "
             "it is not sent again, as the upstream may have received it.",
             retryable=False, retry_after=1, code="upstream_connection_lost",

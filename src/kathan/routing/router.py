@@ -33,7 +33,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from kathan.backends.base import Backend, Delta, DeltaStream, LoadStats
-from kathan.backends.upstream import UpstreamError
+from kathan.backends.upstream import UpstreamConnectionLost, UpstreamError
 from kathan.errors import KathanError, ServiceUnavailableError
 from kathan.protocol.chat import ChatCompletionRequest
 from kathan.routing.capabilities import Capabilities, check_capabilities
@@ -201,6 +201,8 @@ class Router:
 def _model_unavailable(error: KathanError) -> bool:
     """The model could not answer now (another model might), rather than refusing
     the request itself."""
+    if isinstance(error, UpstreamConnectionLost):
+        return False  # the upstream may have it: it goes nowhere else
     if isinstance(error, UpstreamError):
         return error.retryable or error.status_code >= 500
     return isinstance(error, ServiceUnavailableError)
