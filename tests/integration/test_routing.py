@@ -160,6 +160,20 @@ async def test_failover_and_the_circuit_breaker(
         await asyncio.to_thread(stop_server, gateway)
 
 
+async def recovered(c: openai.AsyncOpenAI) -> Any:
+    """A request once the probe's answer has half-opened the circuit (the gateway may
+    take a moment to read it): a 503 before that is retried, for at most 10 s."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                return await c.chat.completions.create(
+                    model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+            except openai.APIStatusError as exc:
+                if exc.status_code != 503:
+                    raise
+            await asyncio.sleep(0.05)
+
+
 async def test_retry_then_recovery(tmp_path: Path) -> None:
     flaky = Script(reply="recovered", fail_next=2, fail_status=502)
     async with serve(flaky) as url:
@@ -184,9 +198,9 @@ async def test_retry_then_recovery(tmp_path: Path) -> None:
                 assert len(flaky.requests) == 3 + 3 + 1
                 # The probe (every 0.5 s) sees it answer and half-opens the circuit.
                 flaky.fail_next = 0
-                await asyncio.sleep(1.5)
-                r = await c.chat.completions.create(
-                    model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+                flaky.probed.clear()
+                await asyncio.wait_for(flaky.probed.wait(), 10)
+                r = await recovered(c)
                 assert r.choices[0].message.content == "recovered"
         finally:
             await asyncio.to_thread(stop_server, gateway)
@@ -222,12 +236,14 @@ async def test_upstream_killed_mid_stream_ends_with_an_error_event(tmp_path: Pat
             events = r.text.strip().split("\n\n")
             assert any(e.startswith("data:") and '"content"' in e for e in events)
             assert events[-2].startswith("event: error") and events[-1] == "data: [DONE]"
-            # The ledger recorded the failed stream.
-            await asyncio.sleep(0.5)
-            async with httpx.AsyncClient(timeout=30) as h:
-                usage = (await h.get(f"{gateway.v1}/usage",
-                                     headers={"Authorization": f"Bearer {API_KEY}"})).json()
-            assert sum(row["failed"] for row in usage["data"]) >= 1
+            # The ledger recorded the failed stream (rows are written in batches).
+            async with httpx.AsyncClient(timeout=30) as h, asyncio.timeout(10):
+                while True:
+                    usage = (await h.get(f"{gateway.v1}/usage",
+                                         headers={"Authorization": f"Bearer {API_KEY}"})).json()
+                    if sum(row["failed"] for row in usage["data"]) >= 1:
+                        break
+                    await asyncio.sleep(0.05)
         finally:
             await asyncio.to_thread(stop_server, gateway)
 

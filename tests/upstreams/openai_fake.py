@@ -34,6 +34,7 @@ class Script:
     requests: list[dict[str, Any]] = field(default_factory=list)
     disconnects: int = 0
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+    probed: asyncio.Event = field(default_factory=asyncio.Event)  # GET /v1/models came
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None,
@@ -115,6 +116,7 @@ def make_app(script: Script) -> web.Application:
         return response
 
     async def models(request: web.Request) -> web.Response:
+        script.probed.set()
         return web.json_response({"object": "list", "data": [{"id": "fake-model"}]})
 
     app = web.Application()
