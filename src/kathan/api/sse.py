@@ -93,9 +93,11 @@ class EventStreamResponse(StreamingResponse):
         finally:
             # Released however the response ended: sent in full, the client gone before
             # or after the headers (a server may raise on the first send), cancelled.
-            await self._events.aclose()
-            if self._owner is not None:
-                await self._owner.aclose()
+            try:
+                await self._events.aclose()
+            finally:
+                if self._owner is not None:
+                    await self._owner.aclose()
         if self.background is not None:
             await self.background()
 
