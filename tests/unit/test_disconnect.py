@@ -20,6 +20,11 @@ class Channel:
     def leave(self) -> None:
         self._gone.set()
 
+    async def leave_once(self, started: asyncio.Event) -> None:
+        """Leave as soon as the work has started."""
+        await started.wait()
+        self.leave()
+
     async def __call__(self) -> dict[str, object]:
         await self._gone.wait()
         return {"type": "http.disconnect"}
@@ -51,12 +56,7 @@ async def test_the_works_result_comes_back_and_the_watcher_stops() -> None:
 async def test_a_client_that_leaves_cancels_the_work() -> None:
     channel = Channel()
     cancelled, started = asyncio.Event(), asyncio.Event()
-
-    async def leave_once_started() -> None:
-        await started.wait()
-        channel.leave()
-
-    leaving = asyncio.create_task(leave_once_started())
+    leaving = asyncio.create_task(channel.leave_once(started))
     with pytest.raises(ClientDisconnected):
         await unless_disconnected(channel, slow_work(cancelled, started))
     assert cancelled.is_set()
@@ -107,12 +107,7 @@ async def test_a_quiet_watch_takes_the_disconnect_back_and_says_so() -> None:
     # The streamed response's use: the client left, the stream stops, nothing is raised.
     channel = Channel()
     cancelled, started = asyncio.Event(), asyncio.Event()
-
-    async def leave_once_started() -> None:
-        await started.wait()
-        channel.leave()
-
-    leaving = asyncio.create_task(leave_once_started())
+    leaving = asyncio.create_task(channel.leave_once(started))
     with DisconnectWatch(channel, quiet=True) as watch:
         await slow_work(cancelled, started)
     assert watch.left and cancelled.is_set()
