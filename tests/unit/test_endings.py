@@ -380,3 +380,19 @@ async def test_stages_see_the_deltas_and_close_with_the_stream() -> None:
     async with DeltaStream(_two()).wrap(upper) as stream:
         assert [d.content async for d in stream] == ["A", "B"]
     assert stream.closed
+
+
+async def test_error_watchers_see_what_ends_the_iteration_and_not_its_end() -> None:
+    async def breaking() -> AsyncGenerator[Delta, None]:
+        yield Delta(content="a")
+        raise ValueError("broken")
+
+    seen: list[BaseException] = []
+    async with DeltaStream(breaking()) as stream:
+        stream.on_error(seen.append)
+        with pytest.raises(ValueError):
+            [d async for d in stream]
+    async with DeltaStream(_two()) as whole:
+        whole.on_error(seen.append)
+        assert len([d async for d in whole]) == 2
+    assert [str(e) for e in seen] == ["broken"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -63,6 +62,7 @@ class LoadStats:
 
 Stage = Callable[[AsyncGenerator[Delta, None]], AsyncGenerator[Delta, None]]
 Closer = Callable[[], Awaitable[None] | None]
+Watcher = Callable[[BaseException], None]
 
 
 class DeltaStream:
@@ -77,19 +77,22 @@ class DeltaStream:
 
     Stages (``wrap``) transform the deltas; they must not hold resources of their
     own in a ``finally``: a stage that never started never runs one. Resources are
-    handed to ``on_close``, which runs regardless.
+    handed to ``on_close``, which runs regardless. ``on_error`` callbacks see an
+    error that ends the iteration (the router counts a broken stream against its
+    deployment), without a stage of their own.
 
     Usage, as a caller sees it: open, then ``async with stream:`` and ``async for
     delta in stream:`` inside it; a backend builds one from an async generator of
     its deltas and registers ``stream.on_close(response.close)``.
     """
 
-    __slots__ = ("_closed", "_closers", "_layers", "_outer")
+    __slots__ = ("_closed", "_closers", "_layers", "_outer", "_watchers")
 
     def __init__(self, deltas: AsyncGenerator[Delta, None], *, on_close: Closer | None = None):
         self._layers: list[AsyncGenerator[Delta, None]] = [deltas]
         self._outer = deltas
         self._closers: list[Closer] = [] if on_close is None else [on_close]
+        self._watchers: list[Watcher] = []
         self._closed = False
 
     def wrap(self, stage: Stage) -> Self:
@@ -104,6 +107,10 @@ class DeltaStream:
             raise RuntimeError("the stream is closed already")
         self._closers.append(closer)
 
+    def on_error(self, watcher: Watcher) -> None:
+        """Call ``watcher(exc)`` when reading the deltas raises ``exc`` (not at their end)."""
+        self._watchers.append(watcher)
+
     @property
     def closed(self) -> bool:
         return self._closed
@@ -112,7 +119,14 @@ class DeltaStream:
         return self
 
     async def __anext__(self) -> Delta:
-        return await self._outer.__anext__()
+        try:
+            return await self._outer.__anext__()
+        except StopAsyncIteration:
+            raise
+        except BaseException as exc:
+            for watcher in self._watchers:
+                watcher(exc)
+            raise
 
     async def aclose(self) -> None:
         if self._closed:
@@ -127,7 +141,7 @@ class DeltaStream:
         for closer in reversed(self._closers):
             try:
                 result = closer()
-                if inspect.isawaitable(result):
+                if result is not None:  # an async closer's awaitable
                     await result
             except BaseException as exc:  # noqa: BLE001 - raised below, after the others ran
                 failure = failure or exc
@@ -145,12 +159,6 @@ class DeltaStream:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-async def deltas_of(items: list[Delta]) -> AsyncGenerator[Delta, None]:
-    """A fixed list of deltas as a generator (for ``DeltaStream`` of a whole answer)."""
-    for item in items:
-        yield item
 
 
 class Backend(Protocol):

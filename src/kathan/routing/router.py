@@ -29,10 +29,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from kathan.backends.base import Backend, Delta, DeltaStream, LoadStats
+from kathan.backends.base import Backend, DeltaStream, LoadStats
 from kathan.backends.upstream import UpstreamConnectionLost, UpstreamError
 from kathan.errors import KathanError, ServiceUnavailableError
 from kathan.protocol.chat import ChatCompletionRequest
@@ -154,18 +154,13 @@ class Router:
             lease.release()
             raise
         route.breaker.succeeded()
-        return stream.wrap(lambda deltas: self._watch(route, deltas))
+        stream.on_error(lambda exc: self._broke(route, exc))
+        return stream
 
-    async def _watch(
-        self, route: Route, deltas: AsyncGenerator[Delta, None]
-    ) -> AsyncGenerator[Delta, None]:
+    def _broke(self, route: Route, exc: BaseException) -> None:
         """A stream that breaks mid-way counts against its deployment's breaker."""
-        try:
-            async for delta in deltas:
-                yield delta
-        except UpstreamError:
+        if isinstance(exc, UpstreamError):
             self._failed(route)
-            raise
 
     def _failed(self, route: Route) -> None:
         if route.breaker.failed(self.clock()):
