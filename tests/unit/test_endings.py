@@ -77,7 +77,11 @@ class Script:
         if self.refuse is not None:
             raise self.refuse
         self.opened += 1
-        return DeltaStream(self._deltas(), on_close=self._close)
+        self.produced = 0
+        stream = DeltaStream(self._deltas(), on_close=self._close)
+        # What the backend counts as it goes: the prompt (3), then one token per piece.
+        stream.count_with(lambda: TokenUsage(prompt_tokens=3, completion_tokens=self.produced))
+        return stream
 
     def _close(self) -> None:
         self.closed += 1
@@ -91,6 +95,7 @@ class Script:
                 raise self.fail[1]
             if self.paced:
                 await asyncio.sleep(0)
+            self.produced += 1
             yield Delta(content=piece)
         yield Delta(finish_reason="stop")
         yield Delta(usage=TokenUsage(prompt_tokens=3, completion_tokens=len(self.pieces)))
@@ -273,6 +278,9 @@ async def test_client_gone_after_headers() -> None:
         row = await w.assert_released_once()
         assert (row.status, row.http_status, row.error_code) == (
             "cancelled", 499, "client_disconnected")
+        # Charged what was produced before the client left: the prompt and two tokens.
+        assert (row.prompt_tokens, row.completion_tokens) == (3, 2)
+        assert w.limiter.released == [5]
 
 
 async def test_a_failed_write_after_headers() -> None:
@@ -295,6 +303,7 @@ async def test_upstream_broken_mid_stream() -> None:
         row = await w.assert_released_once()
         assert (row.status, row.http_status, row.error_code) == (
             "failed", 503, "upstream_stream_broken")
+        assert (row.prompt_tokens, row.completion_tokens) == (3, 1)  # what came before
         assert w.router.routes[0].breaker.failures == 1
 
 

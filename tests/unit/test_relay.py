@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from kathan.backends.anthropic import AnthropicBackend
-from kathan.backends.base import Backend, Delta, DeltaStream
+from kathan.backends.base import Backend, Delta, DeltaStream, TokenUsage
 from kathan.backends.gemini import GeminiBackend
 from kathan.backends.http1 import HTTPPool
 from kathan.backends.openai import OpenAIBackend
@@ -329,6 +329,7 @@ class Lines:
         self.done = False
         self.finished = 0
         self.eof_ends = eof_ends
+        self.pieces = 0
 
     def feed(self, event: str | None, data: str) -> list[Delta]:
         item = json_object(data)
@@ -337,7 +338,11 @@ class Lines:
         if item.get("end"):
             self.done = True
             return []
+        self.pieces += 1
         return [Delta(content=str(item["text"]))]
+
+    def counted(self) -> TokenUsage:
+        return TokenUsage(0, self.pieces)
 
     def finish(self) -> list[Delta]:
         self.finished += 1
@@ -442,3 +447,49 @@ async def test_an_error_body_stops_at_the_cap() -> None:
     assert len(raw) == MAX_ERROR_BODY
     assert response.read_pieces == -(-MAX_ERROR_BODY // 1000)
     assert response.released == 1  # not at its end: HTTPPool closes the connection
+
+
+# -- what a stream cut short is charged ----------------------------------------------
+
+
+def test_each_translator_counts_what_the_answer_consumed_so_far() -> None:
+    from kathan.backends.anthropic import StreamTranslator as AnthropicTranslator
+    from kathan.backends.gemini import StreamTranslator as GeminiTranslator
+    from kathan.backends.openai import ChunkTranslator
+
+    # OpenAI-compatible: the usage chunk comes last; before it, one token a piece.
+    openai = ChunkTranslator()
+    for word in ("a", "b", "c"):
+        openai.feed(None, '{"choices": [{"index": 0, "delta": {"content": "%s"}}]}' % word)
+    assert openai.counted() == TokenUsage(0, 3)
+    openai.feed(None, '{"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 3}}')
+    assert openai.counted() == TokenUsage(9, 3)
+
+    # Anthropic: the prompt's size at message_start, then the output deltas seen.
+    anthropic = AnthropicTranslator()
+    anthropic.feed("message_start", '{"type": "message_start", "message": {"usage": '
+                   '{"input_tokens": 12, "cache_read_input_tokens": 4, "output_tokens": 1}}}')
+    anthropic.feed("content_block_start", '{"type": "content_block_start", "index": 0, '
+                   '"content_block": {"type": "text", "text": ""}}')
+    for _ in range(3):
+        anthropic.feed("content_block_delta", '{"type": "content_block_delta", "index": 0, '
+                       '"delta": {"type": "text_delta", "text": "x"}}')
+    assert anthropic.counted() == TokenUsage(16, 3, 4)
+
+    # Gemini: its usageMetadata counts so far, when a chunk carried it.
+    gemini = GeminiTranslator()
+    gemini.feed(None, '{"candidates": [{"content": {"parts": [{"text": "Hi"}]}}]}')
+    assert gemini.counted() == TokenUsage(0, 1)
+    gemini.feed(None, '{"candidates": [{"content": {"parts": [{"text": " there"}]}}], '
+                '"usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 2}}')
+    assert gemini.counted() == TokenUsage(7, 2)
+
+
+async def test_a_relayed_stream_closed_early_counts_what_it_read() -> None:
+    response = FakeResponse(b'data: {"text": "a"}\n\ndata: {"text": "b"}\n\n',
+                            b'data: {"text": "c"}\n\n', b'data: {"end": true}\n\n')
+    stream = await relay(response, Lines())
+    async with stream:
+        assert (await anext(stream)).content == "a"
+        assert (await anext(stream)).content == "b"
+    assert stream.counted() == TokenUsage(0, 2)

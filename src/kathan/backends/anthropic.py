@@ -444,6 +444,7 @@ class StreamTranslator:
         self._usage = {"input_tokens": 0, "cache_read_input_tokens": 0,
                        "cache_creation_input_tokens": 0, "output_tokens": 0}
         self._stop_reason: str | None = None
+        self._pieces = 0  # output deltas seen, for a stream cut before its usage
         self.done = False
 
     def feed(self, event: str | None, raw: str) -> list[Delta]:
@@ -475,15 +476,18 @@ class StreamTranslator:
             self._add_usage(data.get("usage"))
         elif kind == "message_stop":
             self.done = True
-            u = self._usage
-            cached = u["cache_read_input_tokens"]
-            prompt = u["input_tokens"] + cached + u["cache_creation_input_tokens"]
             finish = _FINISH.get(self._stop_reason or "end_turn", "stop")
-            return [
-                Delta(finish_reason=finish),
-                Delta(usage=TokenUsage(prompt, u["output_tokens"], cached)),
-            ]
+            return [Delta(finish_reason=finish), Delta(usage=self.counted())]
         return []  # ping, and event types Anthropic may add later
+
+    def counted(self) -> TokenUsage:
+        """The usage Anthropic reported so far (the prompt's at ``message_start``, the
+        output's in ``message_delta``); before the output's, the output deltas seen."""
+        u = self._usage
+        cached = u["cache_read_input_tokens"]
+        prompt = u["input_tokens"] + cached + u["cache_creation_input_tokens"]
+        output = u["output_tokens"] if self.done else max(u["output_tokens"], self._pieces)
+        return TokenUsage(prompt, output, cached)
 
     def finish(self) -> list[Delta]:
         """Called when the stream ended: raises unless it ended with ``message_stop``
@@ -521,6 +525,7 @@ class StreamTranslator:
         kind = delta.get("type")
         if block is None:
             return []
+        self._pieces += 1
         if kind == "text_delta" and block.kind == "text":
             text = delta.get("text")
             return [Delta(content=text)] if isinstance(text, str) and text else []

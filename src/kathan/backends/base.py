@@ -63,6 +63,7 @@ class LoadStats:
 Stage = Callable[[AsyncGenerator[Delta, None]], AsyncGenerator[Delta, None]]
 Closer = Callable[[], Awaitable[None] | None]
 Watcher = Callable[[BaseException], None]
+Counter = Callable[[], TokenUsage]
 
 
 class DeltaStream:
@@ -81,18 +82,25 @@ class DeltaStream:
     error that ends the iteration (the router counts a broken stream against its
     deployment), without a stage of their own.
 
+    ``counted()`` is what the stream has consumed so far, as its backend counts it
+    (``count_with``): prompt tokens once the prompt was processed, completion
+    tokens as they were produced. The usage delta at the end is exact; this is
+    what a request that ends before it (the client left, the upstream broke) is
+    charged.
+
     Usage, as a caller sees it: open, then ``async with stream:`` and ``async for
     delta in stream:`` inside it; a backend builds one from an async generator of
     its deltas and registers ``stream.on_close(response.close)``.
     """
 
-    __slots__ = ("_closed", "_closers", "_layers", "_outer", "_watchers")
+    __slots__ = ("_closed", "_closers", "_counter", "_layers", "_outer", "_watchers")
 
     def __init__(self, deltas: AsyncGenerator[Delta, None], *, on_close: Closer | None = None):
         self._layers: list[AsyncGenerator[Delta, None]] = [deltas]
         self._outer = deltas
         self._closers: list[Closer] = [] if on_close is None else [on_close]
         self._watchers: list[Watcher] = []
+        self._counter: Counter | None = None
         self._closed = False
 
     def wrap(self, stage: Stage) -> Self:
@@ -106,6 +114,13 @@ class DeltaStream:
         if self._closed:
             raise RuntimeError("the stream is closed already")
         self._closers.append(closer)
+
+    def count_with(self, counter: Counter) -> None:
+        """``counter()`` tells what the stream has consumed so far (the backend's count)."""
+        self._counter = counter
+
+    def counted(self) -> TokenUsage:
+        return self._counter() if self._counter is not None else TokenUsage(0, 0)
 
     def on_error(self, watcher: Watcher) -> None:
         """Call ``watcher(exc)`` when reading the deltas raises ``exc`` (not at their end)."""

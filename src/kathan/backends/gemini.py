@@ -394,6 +394,7 @@ class StreamTranslator:
         self._calls: dict[int, int] = {}
         self._finished: set[int] = set()
         self._usage: TokenUsage | None = None
+        self._pieces = 0  # candidates' output parts seen, for a stream without usage yet
 
     def feed(self, event: str | None, data: str) -> list[Delta]:
         chunk = json_object(data)
@@ -429,6 +430,11 @@ class StreamTranslator:
             )
         return [Delta(usage=self._usage)] if self._usage is not None else []
 
+    def counted(self) -> TokenUsage:
+        """Gemini's last ``usageMetadata`` (it comes with most chunks, counts so far);
+        before any, the output parts seen."""
+        return self._usage or TokenUsage(0, self._pieces)
+
     def _candidate(self, candidate: dict[str, Any]) -> list[Delta]:
         index = candidate.get("index", 0)
         index = index if isinstance(index, int) else 0
@@ -440,6 +446,7 @@ class StreamTranslator:
         for part in parts or ():
             if not isinstance(part, dict) or part.get("thought") is True:
                 continue
+            self._pieces += 1
             if isinstance(part.get("text"), str):
                 texts.append(part["text"])
             elif isinstance(part.get("functionCall"), dict):

@@ -365,8 +365,11 @@ class LocalBackend:
             await events.aclose()
             raise
         # The engine's job is the stream's to release (``events.aclose`` aborts it).
-        return DeltaStream(self._deltas(first, events, parse_calls, generation.halt),
-                           on_close=events.aclose)
+        counts = _Counts(first)
+        stream = DeltaStream(self._deltas(first, events, parse_calls, generation.halt, counts),
+                             on_close=events.aclose)
+        stream.count_with(counts.usage)
+        return stream
 
     async def _deltas(
         self,
@@ -374,12 +377,14 @@ class LocalBackend:
         events: AsyncGenerator[GenerationEvent],
         parse_calls: bool,
         halt: Halt | None,
+        counts: _Counts,
     ) -> AsyncGenerator[Delta, None]:
         prompt = cached = completion = 0
         parsers: dict[int, ToolCallParser] = {}
         try:
             event: GenerationEvent | None = first
             while event is not None:
+                counts.see(event)
                 index = event.index
                 logprobs = tuple(_logprob(lp) for lp in event.logprobs)
                 if not parse_calls:
@@ -409,6 +414,27 @@ class LocalBackend:
         except Exception as exc:
             raise EngineError("The local engine failed while generating.") from exc
         yield Delta(usage=TokenUsage(prompt, completion, cached))
+
+
+class _Counts:
+    """The tokens a generation consumed so far, from its events: the prompt (processed
+    once the first token exists) and each choice's generated tokens."""
+
+    __slots__ = ("_cached", "_generated", "_prompt")
+
+    def __init__(self, first: GenerationEvent) -> None:
+        self._prompt = first.prompt_tokens
+        self._cached = first.cached_tokens
+        self._generated: dict[int, int] = {}
+
+    def see(self, event: GenerationEvent) -> None:
+        self._generated[event.index] = max(self._generated.get(event.index, 0),
+                                           event.completion_tokens)
+        self._prompt = max(self._prompt, event.prompt_tokens)
+        self._cached = max(self._cached, event.cached_tokens)
+
+    def usage(self) -> TokenUsage:
+        return TokenUsage(self._prompt, sum(self._generated.values()), self._cached)
 
 
 def _split(index: int, pieces: list[Piece], logprobs: tuple[TokenLogprob, ...]) -> Delta:

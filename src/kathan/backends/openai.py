@@ -162,16 +162,22 @@ class ChunkTranslator:
     def finish(self) -> list[Delta]:
         if not self.done:
             raise incomplete("The upstream closed the stream before it finished.")
-        return [Delta(usage=self._usage or TokenUsage(0, self._pieces))]
+        return [Delta(usage=self.counted())]
+
+    def counted(self) -> TokenUsage:
+        # Before the usage chunk, the prompt's size is unknown (an OpenAI-compatible
+        # stream reports it at the end): only the output pieces can be counted.
+        return self._usage or TokenUsage(0, self._pieces)
 
 
 class WholeTranslator:
     """A non-streamed answer: one ``chat.completion`` body, as deltas."""
 
-    __slots__ = ("done",)
+    __slots__ = ("_usage", "done")
 
     def __init__(self) -> None:
         self.done = False
+        self._usage = TokenUsage(0, 0)
 
     def feed(self, event: str | None, data: str) -> list[Delta]:
         body = json_object(data)
@@ -187,7 +193,8 @@ class WholeTranslator:
                                                  in enumerate(message.get("tool_calls") or ())]},
                         "finish_reason": choice.get("finish_reason") or "stop"}
             out += _choice_deltas(as_delta)
-        out.append(Delta(usage=_usage(body.get("usage") or {})))
+        self._usage = _usage(body.get("usage") or {})
+        out.append(Delta(usage=self._usage))
         self.done = True
         return out
 
@@ -195,6 +202,9 @@ class WholeTranslator:
         if not self.done:
             raise incomplete("The upstream's answer ended before its body.")
         return []
+
+    def counted(self) -> TokenUsage:
+        return self._usage  # nothing before the whole body was read
 
 
 def _choice_deltas(choice: dict[str, Any]) -> list[Delta]:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from pydantic_core import from_json
 
-from kathan.backends.base import Delta, DeltaStream
+from kathan.backends.base import Delta, DeltaStream, TokenUsage
 from kathan.backends.sse_client import Event, SSEParser
 from kathan.backends.transport import Response
 from kathan.backends.upstream import UpstreamError, UpstreamUnavailable, error_for_status
@@ -81,7 +81,9 @@ class Translator(Protocol):
     calls those malformed). Once ``done`` is true the upstream has said the answer
     is complete and no further event is read. ``finish`` is called once, when the
     events end or once ``done``: it returns the last deltas (usage, typically) and
-    raises ``incomplete(...)`` when the answer did not finish.
+    raises ``incomplete(...)`` when the answer did not finish. ``counted`` is what
+    the answer consumed so far, from what the upstream said (its usage fields) or,
+    lacking them, the pieces of output seen: what a request cut short is charged.
     """
 
     @property
@@ -90,6 +92,8 @@ class Translator(Protocol):
     def feed(self, event: str | None, data: str) -> list[Delta]: ...
 
     def finish(self) -> list[Delta]: ...
+
+    def counted(self) -> TokenUsage: ...
 
 
 class Framing(Protocol):
@@ -130,7 +134,9 @@ async def relay(
     """
     reader = _Relay(response, translator, framing or SSEParser())
     first = await reader.step(opening=True)  # closes the response when it raises
-    return DeltaStream(reader.deltas(first), on_close=reader.close)
+    stream = DeltaStream(reader.deltas(first), on_close=reader.close)
+    stream.count_with(translator.counted)
+    return stream
 
 
 class _Relay:

@@ -238,7 +238,12 @@ class Runner:
             text += tail if stopped else tail + choice.stops.flush()
         if finish is None:
             if text or logprobs:
-                job.deliver(GenerationEvent(text, choice.index, logprobs=logprobs))
+                # The counts so far ride along: a request cut short is charged them.
+                job.deliver(GenerationEvent(
+                    text, choice.index, logprobs=logprobs,
+                    completion_tokens=choice.generated, prompt_tokens=len(request.prompt),
+                    cached_tokens=choice.cached,
+                ))
             return False
         job.deliver(
             GenerationEvent(

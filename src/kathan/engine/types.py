@@ -60,7 +60,10 @@ class TokenLogprob:
 
 @dataclass(frozen=True, slots=True)
 class GenerationEvent:
-    """New text for choice ``index``. Its last event has ``finish_reason``."""
+    """New text for choice ``index``. Its last event has ``finish_reason``. Every event
+    carries the choice's counts so far (tokens generated, the prompt's length and the
+    part of it reused from the cache).
+    """
 
     text: str
     index: int = 0

@@ -14,6 +14,10 @@ request ended:
 - the reader stopped early or was cancelled (the client left): ``cancelled`` (499);
 - any other exception (a bug): ``failed`` (500, ``internal_error``).
 
+However it ended, the row and the key's limits (TPM, quota) are charged the
+tokens consumed: the backend's usage when it came, else what the stream counted
+until it stopped (``DeltaStream.counted``).
+
 Each delta is seen on its way for the request's metrics (time to first token,
 time per output token, token counts), whichever shape the endpoint renders.
 """
@@ -31,17 +35,29 @@ from kathan.service.metering import Meter
 from kathan.service.metrics import Metrics
 
 
-async def end_meter(meter: Meter, exc: BaseException | None, *, ttft: float | None = None) -> None:
+async def end_meter(
+    meter: Meter,
+    exc: BaseException | None,
+    *,
+    ttft: float | None = None,
+    usage: TokenUsage | None = None,
+) -> None:
     """The ledger row of a request that ended, before or after it was opened, with ``exc``
-    (None: the reader stopped before the end)."""
+    (None: the reader stopped before the end), charged ``usage``: what was consumed
+    until then."""
+    u = usage or TokenUsage(0, 0)
+    p, c, k = u.prompt_tokens, u.completion_tokens, u.cached_tokens
     if isinstance(exc, KathanError) and not isinstance(exc, ClientDisconnected):
-        await meter.fail(exc)
+        await meter.fail(exc, ttft=ttft, prompt_tokens=p, completion_tokens=c, cached_tokens=k)
     elif exc is None or isinstance(
         exc, ClientDisconnected | GeneratorExit | asyncio.CancelledError
     ):
-        await meter.finish("cancelled", ttft=ttft, http_status=499, error_code="client_disconnected")
+        await meter.finish("cancelled", ttft=ttft, http_status=499,
+                           error_code="client_disconnected",
+                           prompt_tokens=p, completion_tokens=c, cached_tokens=k)
     else:
-        await meter.finish("failed", ttft=ttft, http_status=500, error_code="internal_error")
+        await meter.finish("failed", ttft=ttft, http_status=500, error_code="internal_error",
+                           prompt_tokens=p, completion_tokens=c, cached_tokens=k)
 
 
 class Generation:
@@ -136,18 +152,20 @@ class Generation:
                 await self._end(self.meter)
 
     async def _end(self, meter: Meter) -> None:
+        # The backend's usage when it came; otherwise what the stream counted so far,
+        # so that a request cut short is charged what it consumed.
+        usage = self.usage or self.stream.counted()
         if not self._complete or self._error is not None:
-            await end_meter(meter, self._error, ttft=self.ttft)
+            await end_meter(meter, self._error, ttft=self.ttft, usage=usage)
             return
         finish_reason = self.finish_reason
         if self.legacy and finish_reason == "tool_calls":
             finish_reason = "function_call"
-        usage = self.usage
         await meter.finish(
             "succeeded",
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            cached_tokens=usage.cached_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            prompt_tokens=usage.prompt_tokens,
+            cached_tokens=usage.cached_tokens,
+            completion_tokens=usage.completion_tokens,
             ttft=self.ttft,
             finish_reason=finish_reason,
         )

@@ -138,9 +138,20 @@ class Meter:
                 "unreachable). Retry shortly.", retry_after=2, code="limiter_unavailable",
             ) from exc
 
-    async def fail(self, error: KathanError) -> None:
+    async def fail(
+        self,
+        error: KathanError,
+        *,
+        prompt_tokens: int = 0,
+        cached_tokens: int = 0,
+        completion_tokens: int = 0,
+        ttft: float | None = None,
+    ) -> None:
+        """End with ``error``, charged the tokens consumed before it (0 when none were)."""
         status: Status = "rate_limited" if isinstance(error, RateLimitError) else "failed"
-        await self._end(status, error.status_code, error_code=error.code)
+        await self._end(status, error.status_code, error_code=error.code,
+                        prompt_tokens=prompt_tokens, cached_tokens=cached_tokens,
+                        completion_tokens=completion_tokens, ttft=ttft)
 
     async def finish(
         self,
