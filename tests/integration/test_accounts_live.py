@@ -191,3 +191,75 @@ def test_keys_are_never_stored_or_logged_in_clear(tmp_path: Path) -> None:
         assert key not in logged
         # Not even the secret part after the public prefix.
         assert key[18:].encode() not in stored and key[18:] not in logged
+
+
+QUOTA = 300
+
+
+def hang_up_until_refused(server: LiveServer, key: str) -> tuple[int, Any]:
+    """Streams through the SDK that read 10 chunks and hang up, until the key is refused:
+    how many were admitted, and the refusal."""
+    import openai
+
+    admitted = 0
+    with openai.OpenAI(base_url=server.v1, api_key=key, max_retries=0) as client:
+        for _ in range(30):
+            try:
+                stream = client.chat.completions.create(
+                    model=MODEL, stream=True, max_tokens=200, logit_bias={"2": -100},
+                    messages=[{"role": "user", "content": "Tell me a long story."}])
+            except openai.RateLimitError as exc:
+                return admitted, exc
+            admitted += 1
+            for i, _chunk in enumerate(stream):
+                if i == 9:
+                    break
+            stream.close()  # the client hangs up mid-stream
+    return admitted, None
+
+
+def check_charged(rows: list[tuple[str, int, int, int]], admitted: int, refused: Any) -> None:
+    """Rows (status, http_status, prompt_tokens, completion_tokens) of the key above."""
+    assert refused is not None, "the quota was never reached"
+    assert refused.response.headers["retry-after"].isdigit()
+    cut = [r for r in rows if r[0] == "cancelled"]
+    assert len(cut) == admitted and all(r[1] == 499 for r in cut)
+    # Each was charged its prompt and at least the chunks the client read.
+    assert all(p > 0 and c >= 8 for _, _, p, c in cut), cut
+    charged = [p + c for _, _, p, c in cut]
+    # The quota was checked before each admission: it is over by at most one request.
+    assert sum(charged) - max(charged) < QUOTA <= sum(charged)
+    assert [r[0] for r in rows].count("rate_limited") == 1
+
+
+def test_interrupted_streams_are_charged_and_exhaust_a_quota(tmp_path: Path) -> None:
+    # Clients that read a few chunks and hang up pay for what was generated: the prompt
+    # and the tokens produced count against the key's quota and are in the ledger.
+    server = start_server(tmp_path, SMALL)
+    key = make_key(server, limits={"quota_tokens": QUOTA, "quota_period": "day"})
+    admitted, refused = hang_up_until_refused(server, key["key"])
+    stop_server(server)  # graceful: every ledger row is written
+    db = sqlite3.connect(tmp_path / "data" / "kathan.db")
+    rows = db.execute("SELECT status, http_status, prompt_tokens, completion_tokens "
+                      "FROM usage WHERE key_id = ?", (key["id"],)).fetchall()
+    db.close()
+    check_charged(rows, admitted, refused)
+
+
+async def test_interrupted_streams_are_charged_on_postgres_and_redis(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    env = {"KATHAN_DATABASE_URL": postgres_url, "KATHAN_REDIS_URL": require_redis()}
+    server = start_server(tmp_path, SMALL, env)
+    try:
+        key = make_key(server, limits={"quota_tokens": QUOTA, "quota_period": "day"})
+        admitted, refused = await asyncio.to_thread(hang_up_until_refused, server, key["key"])
+    finally:
+        stop_server(server)
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        found = await conn.fetch("SELECT status, http_status, prompt_tokens, completion_tokens "
+                                 "FROM usage WHERE key_id = $1", key["id"])
+    finally:
+        await conn.close()
+    check_charged([tuple(r) for r in found], admitted, refused)
