@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -105,6 +106,19 @@ async def _load(engine: LocalEngine, settings: Settings) -> None:
     )
 
 
+ADMIN_KEY_FILE = "admin-key.txt"
+
+
+def write_secret(path: Path, secret: str) -> Path:
+    """``secret`` in a new file only its owner may read (0600), created that way."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    return path
+
+
 class StoreUnavailable(RuntimeError):
     """The store cannot be reached or migrated at start-up."""
 
@@ -113,6 +127,7 @@ class _Accounts:
     """The store, the ledger and the limiter, started and stopped together."""
 
     def __init__(self, settings: Settings) -> None:
+        self._data_dir = settings.data_dir
         self.db = Database(resolve_url(settings))
         self.ledger = UsageLedger(self._write, flush_seconds=settings.ledger_flush_seconds)
         self.limiter = make_limiter(settings.redis_url)
@@ -129,9 +144,11 @@ class _Accounts:
         async with self.db.session() as s:
             key = await repo.bootstrap_admin(s)
         if key is not None:
+            path = write_secret(self._data_dir / ADMIN_KEY_FILE, key)
+            # The key itself never goes to a log stream, where collectors would keep it.
             print(
-                "The store was empty, so Kathan created an admin account and key. "
-                f"It is shown only this once:\n    {key}\n",
+                "The store was empty, so Kathan created an admin account and key. The key "
+                f"is in {path} (readable by this user only): keep it, then delete the file.",
                 file=sys.stderr,
                 flush=True,
             )

@@ -263,3 +263,20 @@ async def test_interrupted_streams_are_charged_on_postgres_and_redis(
     finally:
         await conn.close()
     check_charged([tuple(r) for r in found], admitted, refused)
+
+
+def test_the_bootstrap_admin_key_goes_to_a_private_file_not_the_log(tmp_path: Path) -> None:
+    server = start_server(tmp_path, SMALL)  # an empty store: the admin is created
+    try:
+        secret = tmp_path / "data" / "admin-key.txt"
+        key = secret.read_text().strip()
+        assert key.startswith("sk-kathan-")
+        assert secret.stat().st_mode & 0o777 == 0o600
+        with httpx.Client(base_url=server.base_url, timeout=30,
+                          headers={"Authorization": f"Bearer {key}"}) as c:
+            assert c.get("/admin/accounts").status_code == 200
+    finally:
+        stop_server(server)
+    logged = server.log.read_text()
+    assert str(secret) in logged
+    assert key not in logged and key[18:] not in logged
