@@ -25,6 +25,32 @@ from pydantic_settings import (
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 
 
+class RequestLimits(BaseModel):
+    """What one request may ask of a model. A model's own values win; what it leaves
+    unset comes from the top-level ``requests``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_max_tokens: int | None = Field(
+        None, ge=1, description="max_tokens for a request that gives none (the local "
+        "model's is capped by what fits in its context). Unset: no default, the model's "
+        "own limit applies.")
+    max_tokens: int | None = Field(
+        None, ge=1, description="Largest max_tokens (or max_completion_tokens) a request "
+        "may ask; above it, a 400 that gives both numbers. Unset: no ceiling.")
+    max_n: int | None = Field(
+        None, ge=1, le=128, description="Largest n (choices) a request may ask; above it, "
+        "a 400. Unset: no ceiling.")
+
+    def under(self, outer: RequestLimits) -> RequestLimits:
+        """These limits, with what they leave unset taken from ``outer``."""
+        return RequestLimits(**{
+            name: outer_value if value is None else value
+            for name, value, outer_value in (
+                (n, getattr(self, n), getattr(outer, n)) for n in type(self).model_fields)
+        })
+
+
 class LocalModelSettings(BaseModel):
     """The model served by the embedded llama.cpp engine."""
 
@@ -64,6 +90,9 @@ class LocalModelSettings(BaseModel):
         description="Most prompt tokens computed per step while other sequences decode, "
         "so a long new prompt does not stall running streams.",
     )
+    requests: RequestLimits = Field(
+        default_factory=lambda: RequestLimits(default_max_tokens=1024),
+        description="Per-request limits of this model (default_max_tokens 1024).")
 
 
 Capability = Literal["tools", "vision", "json_schema", "reasoning"]
@@ -122,6 +151,8 @@ class ModelSettings(BaseModel):
         default_factory=list, description="Models to try when no deployment can answer."
     )
     deployments: list[DeploymentSettings] = Field(min_length=1)
+    requests: RequestLimits = Field(
+        default_factory=RequestLimits, description="Per-request limits of this model.")
     voice_model: str | None = Field(
         None, description="The model (id or alias in this registry) that `finetune: true` "
         "requests go to: a voice fine-tune, local or upstream. Unset: this model, with the "
@@ -201,6 +232,9 @@ class Settings(BaseSettings):
         "to the local engine), with their deployments."
     )
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    requests: RequestLimits = Field(
+        default_factory=RequestLimits,
+        description="Per-request limits of every model, where a model sets none of its own.")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -255,3 +255,28 @@ def test_embedded_model_is_found_without_importing_llm() -> None:
     path = embedded_model_path()
     assert isinstance(path, Path) and path.is_file()
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_request_limits_from_the_config(tmp_path: Path) -> None:
+    # A default max_tokens for requests that give none, and ceilings with their numbers.
+    from tests.conftest import start_server, stop_server
+
+    server = start_server(tmp_path, "local:\n  n_ctx: 512\n  requests:\n"
+                          "    default_max_tokens: 6\n    max_tokens: 40\n    max_n: 2\n")
+    try:
+        with OpenAI(base_url=server.v1, api_key=server.api_key, max_retries=0) as c:
+            r = c.chat.completions.create(
+                model=MODEL, logit_bias={"2": -100},  # no end of text: only the cap stops it
+                messages=[{"role": "user", "content": "Tell me a long story."}])
+            assert r.usage is not None and r.usage.completion_tokens == 6
+            assert r.choices[0].finish_reason == "length"
+            for kw, param, words in (({"max_tokens": 41}, "max_tokens", "is 41, but"),
+                                     ({"n": 3}, "n", "at most 2 choices")):
+                with pytest.raises(openai.BadRequestError) as info:
+                    c.chat.completions.create(
+                        model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                        **kw)  # type: ignore[call-overload]
+                assert info.value.body["param"] == param  # type: ignore[index]
+                assert words in info.value.message
+    finally:
+        stop_server(server)

@@ -125,7 +125,8 @@ def to_anthropic(request: ChatCompletionRequest, deployment: Deployment) -> dict
     _check_supported(request)
     use = tool_use(request)
     system, messages = _conversation(request)
-    max_tokens = request.max_completion_tokens or request.max_tokens or DEFAULT_MAX_TOKENS
+    max_tokens = (request.max_completion_tokens or request.max_tokens
+                  or deployment.default_max_tokens or DEFAULT_MAX_TOKENS)
     body: dict[str, Any] = {"model": deployment.model, "max_tokens": max_tokens}
     if system:
         body["system"] = system

@@ -572,6 +572,9 @@ class GeminiBackend:
         body = await to_gemini(
             request, session=self._session, allow_private_fetch=self._allow_private_fetch
         )
+        default = self.deployment.default_max_tokens
+        if default is not None:  # the model's default, for a request that sets no limit
+            body.setdefault("generationConfig", {}).setdefault("maxOutputTokens", default)
         translator = StreamTranslator(
             n=request.n or 1, parallel_tool_calls=request.parallel_tool_calls is not False
         )

@@ -185,9 +185,13 @@ def sampling_params(request: ChatCompletionRequest) -> SamplingParams:
 class LocalBackend:
     """Answers chat requests with a ``LocalEngine``."""
 
-    def __init__(self, engine: LocalEngine, *, retry_after: int) -> None:
+    def __init__(
+        self, engine: LocalEngine, *, retry_after: int, default_max_tokens: int | None = None
+    ) -> None:
         self.engine = engine
         self._retry_after = retry_after
+        # A request without max_tokens gets at most this many, within what fits.
+        self._default_max_tokens = default_max_tokens
 
     @property
     def ready(self) -> bool:
@@ -255,7 +259,8 @@ class LocalBackend:
             raise InvalidRequestError(
                 f"'n' is {n}, but this model runs at most {slots} sequences at once.", param="n"
             )
-        max_tokens = requested or (n_ctx - len(prompt))
+        room = n_ctx - len(prompt)
+        max_tokens = requested or min(self._default_max_tokens or room, room)
         content = self._content_grammar(request)
         grammar, trigger = content, None
         if use is not None and use.calls_allowed:

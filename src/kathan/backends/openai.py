@@ -36,11 +36,17 @@ from kathan.backends.upstream import (
 from kathan.protocol.chat import ChatCompletionRequest, TokenLogprob
 
 
-def upstream_body(request: ChatCompletionRequest, model: str) -> dict[str, Any]:
-    """The request as the upstream gets it."""
+def upstream_body(
+    request: ChatCompletionRequest, model: str, default_max_tokens: int | None = None
+) -> dict[str, Any]:
+    """The request as the upstream gets it; ``default_max_tokens`` (the model's
+    configured default) for a request that gives no limit of its own."""
     body = request.model_dump(mode="json", exclude_none=True, by_alias=True)
     body.update(request.model_extra or {})
     body["model"] = model
+    if default_max_tokens is not None and "max_tokens" not in body \
+            and "max_completion_tokens" not in body:
+        body["max_tokens"] = default_max_tokens
     if request.stream:
         options = dict(body.get("stream_options") or {})
         options["include_usage"] = True  # usage is always recorded, whatever the client wants
@@ -112,7 +118,8 @@ class OpenAIBackend:
         return await probe(self._session, url, headers, self.deployment.connect_timeout)
 
     async def open(self, request: ChatCompletionRequest) -> DeltaStream:
-        body = to_json(upstream_body(request, self.deployment.model))
+        body = to_json(upstream_body(request, self.deployment.model,
+                                     self.deployment.default_max_tokens))
         response = await send(self._endpoint, body, self.deployment, _refusal)
         if request.stream:
             return await relay(response, ChunkTranslator())

@@ -40,6 +40,7 @@ class Deployment:
     read_timeout: float = 120.0  # longest silence between two bytes of a response
     headers: dict[str, str] = field(default_factory=dict)
     name: str = ""  # for logs and metrics, e.g. "gpt-4#0"
+    default_max_tokens: int | None = None  # sent for a request that gives no max_tokens
 
 
 class UpstreamError(KathanError):

@@ -13,10 +13,10 @@ from kathan.backends.upstream import Deployment
 from kathan.routing.breaker import CircuitBreaker
 from kathan.routing.capabilities import Capabilities
 from kathan.routing.picker import Route
-from kathan.routing.registry import ModelEntry, ModelRegistry
+from kathan.routing.registry import Ceilings, ModelEntry, ModelRegistry
 from kathan.routing.retry import RetryPolicy
 from kathan.routing.router import Router
-from kathan.settings import DeploymentSettings, ModelSettings, Settings
+from kathan.settings import DeploymentSettings, ModelSettings, RequestLimits, Settings
 
 if TYPE_CHECKING:
     from kathan.backends.local import LocalBackend
@@ -26,7 +26,9 @@ class ConfigError(ValueError):
     """The models in the configuration cannot be served as written."""
 
 
-def _deployment(model: ModelSettings, i: int, d: DeploymentSettings) -> Deployment:
+def _deployment(
+    model: ModelSettings, i: int, d: DeploymentSettings, limits: RequestLimits
+) -> Deployment:
     name = f"{model.id}#{i}"
     try:
         key = d.api_key()
@@ -36,8 +38,12 @@ def _deployment(model: ModelSettings, i: int, d: DeploymentSettings) -> Deployme
         backend=d.backend, model=d.model or model.id, base_url=d.base_url.rstrip("/"),
         api_key=key, weight=d.weight, max_in_flight=d.max_in_flight,
         connect_timeout=d.connect_timeout, read_timeout=d.read_timeout,
-        headers=dict(d.headers), name=name,
+        headers=dict(d.headers), name=name, default_max_tokens=limits.default_max_tokens,
     )
+
+
+def _ceilings(limits: RequestLimits) -> Ceilings:
+    return Ceilings(max_tokens=limits.max_tokens, max_n=limits.max_n)
 
 
 def _backend(
@@ -81,6 +87,7 @@ def build_registry(
             id=settings.local.id, owned_by=settings.local.owned_by, created=local_created,
             backend=local, aliases=tuple(settings.local.aliases),
             voice_model=settings.local.voice_model,
+            ceilings=_ceilings(settings.local.requests.under(settings.requests)),
         ))
     routers: list[Router] = []
     registry_box: list[ModelRegistry] = []
@@ -92,9 +99,10 @@ def build_registry(
     policy = settings.routing
     retry = RetryPolicy(retries=policy.retries, backoff=policy.backoff_seconds)
     for model in settings.models:
+        limits = model.requests.under(settings.requests)
         routes = []
         for i, d in enumerate(model.deployments):
-            deployment = _deployment(model, i, d)
+            deployment = _deployment(model, i, d, limits)
             breaker = CircuitBreaker(policy.breaker_failures, policy.breaker_cooldown)
             routes.append(Route(deployment, _backend(deployment, session, pool, local), breaker))
         caps = model.capabilities
@@ -107,7 +115,7 @@ def build_registry(
         routers.append(router)
         entries.append(ModelEntry(id=model.id, owned_by=model.owned_by, created=created,
                                   backend=router, aliases=tuple(model.aliases),
-                                  voice_model=model.voice_model))
+                                  voice_model=model.voice_model, ceilings=_ceilings(limits)))
     try:
         registry = ModelRegistry(entries)
     except ValueError as exc:

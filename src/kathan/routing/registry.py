@@ -5,7 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kathan.backends.base import Backend
-from kathan.errors import ModelNotFoundError
+from kathan.errors import InvalidRequestError, ModelNotFoundError
+from kathan.protocol.chat import ChatCompletionRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Ceilings:
+    """The most one request may ask of a model (None: no ceiling)."""
+
+    max_tokens: int | None = None
+    max_n: int | None = None
+
+    def check(self, model: str, request: ChatCompletionRequest) -> None:
+        """A 400 that gives the numbers for a request over a ceiling."""
+        for name in ("max_completion_tokens", "max_tokens"):
+            asked = getattr(request, name)
+            if self.max_tokens is not None and asked is not None and asked > self.max_tokens:
+                raise InvalidRequestError(
+                    f"'{name}' is {asked}, but model '{model}' allows at most "
+                    f"{self.max_tokens} per request.", param=name, code="max_tokens_too_large")
+        if self.max_n is not None and (request.n or 1) > self.max_n:
+            raise InvalidRequestError(
+                f"'n' is {request.n}, but model '{model}' allows at most {self.max_n} choices "
+                "per request.", param="n", code="n_too_large")
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +38,7 @@ class ModelEntry:
     backend: Backend
     aliases: tuple[str, ...] = field(default=())
     voice_model: str | None = None  # where `finetune: true` goes (an id or alias)
+    ceilings: Ceilings = field(default=Ceilings())
 
 
 class ModelRegistry:

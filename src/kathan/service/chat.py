@@ -69,6 +69,7 @@ class ChatService:
         voice = voice_of(request.finetune, request.language, request.gender, request.accent)
         try:
             entry = self.registry.resolve(request.model)
+            entry.ceilings.check(entry.id, request)
             if meter is not None:
                 await meter.admit(entry.id, entry.aliases)
             if voice is not None:
