@@ -75,6 +75,10 @@ def serve(args: argparse.Namespace) -> int:
         # Access lines are info-level: below that, skip building them at all.
         access_log=settings.log_level in ("debug", "info"),
         timeout_graceful_shutdown=5,
+        # The client's address is the socket's peer unless the operator names the proxies
+        # whose X-Forwarded-For may say otherwise (it throttles registration, for one).
+        proxy_headers=settings.forwarded_allow_ips is not None,
+        forwarded_allow_ips=settings.forwarded_allow_ips or "",
     )
     return 0
 

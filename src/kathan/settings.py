@@ -22,6 +22,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from kathan.protocol.accounts import LimitsModel
+
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 
 
@@ -49,6 +51,21 @@ class RequestLimits(BaseModel):
             for name, value, outer_value in (
                 (n, getattr(self, n), getattr(outer, n)) for n in type(self).model_fields)
         })
+
+
+class AccountDefaults(BaseModel):
+    """What an account that registers itself gets (``registration: open``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limits: LimitsModel = Field(
+        default_factory=LimitsModel,
+        description="The account's limits, which the keys it creates get too.")
+    models: list[str] | None = Field(
+        None, description="The models its keys may use. Unset: every model.")
+    max_keys: int = Field(
+        10, ge=1, description="Most keys an account may hold (revoked ones not counted) "
+        "when it creates them itself; admins are not limited.")
 
 
 class LocalModelSettings(BaseModel):
@@ -235,6 +252,17 @@ class Settings(BaseSettings):
     requests: RequestLimits = Field(
         default_factory=RequestLimits,
         description="Per-request limits of every model, where a model sets none of its own.")
+    registration: Literal["open", "closed"] = Field(
+        "closed", description="Whether anyone may create an account (POST /v1/auth/register). "
+        "closed: only admins create accounts (POST /admin/accounts).")
+    registrations_per_minute: int = Field(
+        3, ge=1, description="Accounts one client address may register per minute (open).")
+    default_account: AccountDefaults = Field(
+        default_factory=AccountDefaults,
+        description="What a self-registered account gets: limits, models, most keys.")
+    forwarded_allow_ips: str | None = Field(
+        None, description="Proxies (comma-separated addresses, or *) whose "
+        "X-Forwarded-For names the client. Unset: the client is the socket's peer.")
 
     @field_validator("api_keys", mode="before")
     @classmethod

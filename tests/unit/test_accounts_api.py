@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,12 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 def app_client(tmp_path: Path) -> Iterator[TestClient]:
+    with client_with(tmp_path, registration="open") as client:
+        yield client
+
+
+@contextmanager
+def client_with(tmp_path: Path, **options: Any) -> Iterator[TestClient]:
     backend = FakeBackend()
     registry = ModelRegistry([
         ModelEntry(id="fake", owned_by="tests", created=1, backend=backend, aliases=("alias",)),
@@ -34,7 +42,7 @@ def app_client(tmp_path: Path) -> Iterator[TestClient]:
             error=ContextLengthExceededError("too long", param="messages"))),
     ])
     settings = Settings(api_keys=[ADMIN], data_dir=tmp_path, ledger_flush_seconds=0.02,
-                        key_cache_seconds=60)  # type: ignore[call-arg]
+                        key_cache_seconds=60, **options)  # type: ignore[arg-type]
     with TestClient(create_app(settings, registry=registry)) as client:
         yield client
 
@@ -198,3 +206,42 @@ def test_limits_beyond_the_stores_integers_are_422(app_client: TestClient) -> No
         "name": "big", "limits": {"max_concurrent": 409120613384536457216}})
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"][-1] == "max_concurrent"
+
+
+def test_registration_is_closed_unless_the_operator_opens_it(tmp_path: Path) -> None:
+    with client_with(tmp_path) as c:
+        r = c.post("/v1/auth/register", json={"email": "eve@example.com",
+                                               "password": "correct horse"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "registration_closed"
+        assert "/admin/accounts" in r.json()["error"]["message"]
+        # Admins still create accounts.
+        assert c.post("/admin/accounts", headers=bearer(ADMIN),
+                      json={"name": "eve", "email": "eve@example.com",
+                            "password": "correct horse"}).status_code == 201
+
+
+def test_an_open_registration_gives_the_operators_defaults(tmp_path: Path) -> None:
+    defaults = {"limits": {"rpm": 5, "quota_tokens": 1000, "quota_period": "day"},
+                "models": ["fake"], "max_keys": 2}
+    with client_with(tmp_path, registration="open", registrations_per_minute=2,
+                     default_account=defaults) as c:
+        r = c.post("/v1/auth/register", json={"email": "a@example.com",
+                                               "password": "correct horse"})
+        assert r.status_code == 201
+        assert r.json()["limits"] == {"rpm": 5, "tpm": None, "max_concurrent": None,
+                                      "quota_tokens": 1000, "quota_period": "day"}
+        token = c.post("/v1/auth/login", json={"email": "a@example.com",
+                                               "password": "correct horse"}).json()["token"]
+        key = c.post("/v1/keys", headers=bearer(token), json={"name": "one"}).json()
+        assert key["models"] == ["fake"] and key["limits"]["rpm"] == 5
+        r = c.post("/v1/keys", headers=bearer(token), json={"name": "x", "models": ["other"]})
+        assert r.status_code == 403 and r.json()["error"]["param"] == "models"
+        assert c.post("/v1/keys", headers=bearer(token), json={"name": "two"}).status_code == 201
+        r = c.post("/v1/keys", headers=bearer(token), json={"name": "three"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "too_many_keys"
+        # One client address registers at most registrations_per_minute accounts.
+        assert c.post("/v1/auth/register", json={
+            "email": "b@example.com", "password": "correct horse"}).status_code == 201
+        r = c.post("/v1/auth/register", json={"email": "c@example.com",
+                                               "password": "correct horse"})
+        assert r.status_code == 429 and r.headers["retry-after"].isdigit()

@@ -18,8 +18,16 @@ from fastapi import APIRouter, Query, Request
 from kathan.api import responses
 from kathan.api.deps import AccountDep, AdminDep, AnyPrincipalDep, DatabaseDep
 from kathan.auth.authenticator import Authenticator
-from kathan.errors import AuthenticationError, InvalidRequestError, NotFoundError
+from kathan.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from kathan.limits.base import Limits
 from kathan.protocol import accounts as wire
+from kathan.service.metering import Metering
+from kathan.settings import AccountDefaults, Settings
 from kathan.store import models, repo
 from kathan.store.db import Database
 from kathan.store.repo import limits_of
@@ -88,11 +96,27 @@ async def _usage(
 
 
 @router.post("/v1/auth/register", status_code=201, response_model=wire.Account,
-             responses=responses.errors(400, 409, 422, 503))
-async def register(body: wire.RegisterRequest, db: DatabaseDep) -> wire.Account:
+             responses=responses.errors(400, 403, 409, 422, 429, 503))
+async def register(
+    body: wire.RegisterRequest, db: DatabaseDep, request: Request
+) -> wire.Account:
+    """Create an account, when the operator opened registration (``registration: open``).
+    It gets the configured ``default_account`` limits; one client address may register
+    ``registrations_per_minute`` accounts."""
+    settings: Settings = request.app.state.settings
+    if settings.registration != "open":
+        raise PermissionDeniedError(
+            "Registration is closed on this server: an admin creates accounts "
+            "(POST /admin/accounts).", code="registration_closed")
+    metering: Metering | None = request.app.state.metering
+    if metering is not None:  # the store is on whenever this route answers
+        client = request.client.host if request.client is not None else "unknown"
+        await metering.limiter.acquire(
+            f"register:{client}", Limits(rpm=settings.registrations_per_minute))
     async with db.session() as s:
         account = await repo.create_account(
-            s, name=body.name or body.email, email=body.email, password=body.password)
+            s, name=body.name or body.email, email=body.email, password=body.password,
+            limits=settings.default_account.limits.to_limits())
         await s.commit()
     return _account(account)
 
@@ -120,15 +144,28 @@ async def list_own_keys(principal: AccountDep, db: DatabaseDep) -> wire.KeyList:
 @router.post("/v1/keys", status_code=201, response_model=wire.CreatedApiKey,
              responses=responses.errors(400, 401, 403, 422, 503))
 async def create_own_key(
-    body: wire.KeyCreateRequest, principal: AccountDep, db: DatabaseDep
+    body: wire.KeyCreateRequest, principal: AccountDep, db: DatabaseDep, request: Request
 ) -> wire.CreatedApiKey:
     assert principal.account_id is not None
+    defaults: AccountDefaults = request.app.state.settings.default_account
+    models = body.models if body.models is not None else defaults.models
+    if defaults.models is not None and not set(models or ()) <= set(defaults.models):
+        outside = sorted(set(models or ()) - set(defaults.models))
+        raise PermissionDeniedError(
+            f"Keys of this account may use only {', '.join(defaults.models)}; "
+            f"not {', '.join(outside)}.", param="models", code="model_not_allowed")
     async with db.session() as s:
         account = await repo.get_account(s, principal.account_id)
         if account is None:
             raise NotFoundError("The account no longer exists.")
+        held = sum(1 for k in await repo.list_keys(s, account_id=account.id,
+                                                   include_revoked=False))
+        if held >= defaults.max_keys:
+            raise PermissionDeniedError(
+                f"This account holds {held} keys, the most it may create itself "
+                f"({defaults.max_keys}); revoke one first.", code="too_many_keys")
         token, key = await repo.create_key(
-            s, account_id=account.id, name=body.name, models=body.models,
+            s, account_id=account.id, name=body.name, models=models,
             limits=limits_of(account), expires_at=_future(body.expires_at))
         await s.commit()
     return wire.CreatedApiKey(**_key(key).model_dump(), key=token)
