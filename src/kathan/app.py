@@ -21,6 +21,7 @@ from kathan.api import accounts, chat, errors, health, models, responses
 from kathan.api import metrics as metrics_api
 from kathan.api.middleware import BodyLimitMiddleware, RequestCounter
 from kathan.auth.authenticator import Authenticator
+from kathan.auth.throttle import LoginThrottle
 from kathan.backends.base import LoadStats
 from kathan.backends.http1 import HTTPPool
 from kathan.backends.local import LocalBackend
@@ -228,6 +229,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         app.state.chat = ChatService(reg, metrics)
         app.state.db = store.db if store is not None else None
         app.state.metering = store.metering if store is not None else None
+        app.state.login_throttle = LoginThrottle(
+            failures=settings.login_failures, lockout=settings.login_lockout_seconds)
         app.state.auth = Authenticator(
             static_keys=settings.api_keys,
             db=app.state.db,

@@ -260,6 +260,11 @@ class Settings(BaseSettings):
     default_account: AccountDefaults = Field(
         default_factory=AccountDefaults,
         description="What a self-registered account gets: limits, models, most keys.")
+    login_failures: int = Field(
+        5, ge=1, description="Failed logins for one email (four times as many from one "
+        "address) before further attempts are refused for login_lockout_seconds.")
+    login_lockout_seconds: float = Field(
+        300.0, gt=0, description="How long logins stay refused after too many failures.")
     forwarded_allow_ips: str | None = Field(
         None, description="Proxies (comma-separated addresses, or *) whose "
         "X-Forwarded-For names the client. Unset: the client is the socket's peer.")

@@ -244,3 +244,59 @@ def test_an_open_registration_gives_the_operators_defaults(tmp_path: Path) -> No
         r = c.post("/v1/auth/register", json={"email": "c@example.com",
                                                "password": "correct horse"})
         assert r.status_code == 429 and r.headers["retry-after"].isdigit()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_failed_logins_are_refused_for_a_while_and_cost_no_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kathan.auth.throttle import LoginThrottle
+    from kathan.store import repo
+
+    with client_with(tmp_path, registration="open") as c:
+        clock = Clock()
+        c.app.state.login_throttle = LoginThrottle(  # type: ignore[attr-defined]
+            failures=5, lockout=60, clock=clock)
+        c.post("/v1/auth/register", json={"email": "ada@example.com",
+                                           "password": "correct horse"})
+        checked = 0
+        authenticate = repo.authenticate
+
+        async def counting(*args: Any) -> Any:
+            nonlocal checked
+            checked += 1
+            return await authenticate(*args)
+
+        monkeypatch.setattr(repo, "authenticate", counting)
+        wrong = {"email": "ada@example.com", "password": "wrong password"}
+        statuses = [c.post("/v1/auth/login", json=wrong).status_code for _ in range(30)]
+        assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}
+        assert checked == 5  # refused attempts never reach the password check
+        right = {"email": "ada@example.com", "password": "correct horse"}
+        r = c.post("/v1/auth/login", json=right)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) == 60
+        clock.now += 61  # the wait
+        r = c.post("/v1/auth/login", json=right)
+        assert r.status_code == 200
+        # A success clears the email's count: four more failures are still answered.
+        assert [c.post("/v1/auth/login", json=wrong).status_code for _ in range(4)] == [401] * 4
+
+
+def test_logout_ends_the_session_at_once(app_client: TestClient) -> None:
+    c = app_client
+    c.post("/v1/auth/register", json={"email": "bo@example.com", "password": "correct horse"})
+    token = c.post("/v1/auth/login", json={"email": "bo@example.com",
+                                           "password": "correct horse"}).json()["token"]
+    assert c.get("/v1/keys", headers=bearer(token)).status_code == 200
+    key = c.post("/v1/keys", headers=bearer(token), json={"name": "k"}).json()["key"]
+    assert c.post("/v1/auth/logout", headers=bearer(key)).status_code == 400  # a key, not a session
+    assert c.post("/v1/auth/logout", headers=bearer(token)).status_code == 204
+    assert c.get("/v1/keys", headers=bearer(token)).status_code == 401
+    assert c.get("/v1/keys", headers=bearer(key)).status_code == 200  # keys live on

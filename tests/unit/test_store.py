@@ -354,6 +354,25 @@ async def test_login_sessions(db: Database) -> None:
         assert await repo.session_by_prefix(session, "sess-none") is None
 
 
+async def test_logout_and_expired_sessions_are_removed(db: Database) -> None:
+    account_id = await _account(db, email="b@example.com", password="pw")
+    async with db.session() as session:
+        short, _ = await repo.create_session(session, account_id, ttl_seconds=60)
+        long, _ = await repo.create_session(session, account_id, ttl_seconds=3600)
+        ended, _ = await repo.create_session(session, account_id, ttl_seconds=3600)
+        await session.commit()
+    async with db.session() as session:
+        assert await repo.end_session(session, repo.session_prefix(ended))
+        assert not await repo.end_session(session, repo.session_prefix(ended))
+        await repo.delete_expired_sessions(
+            session, now=datetime.now(UTC) + timedelta(seconds=120))
+        await session.commit()
+    async with db.session() as session:
+        left = [await repo.session_by_prefix(session, repo.session_prefix(t))
+                for t in (short, long, ended)]
+    assert [found is not None for found in left] == [False, True, False]
+
+
 # Usage ledger
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from kathan.api import responses
 from kathan.api.deps import AccountDep, AdminDep, AnyPrincipalDep, DatabaseDep
 from kathan.auth.authenticator import Authenticator
+from kathan.auth.throttle import LoginThrottle
 from kathan.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -122,16 +123,43 @@ async def register(
 
 
 @router.post("/v1/auth/login", response_model=wire.LoginResponse,
-             responses=responses.errors(400, 401, 422, 503))
-async def login(body: wire.LoginRequest, db: DatabaseDep) -> wire.LoginResponse:
+             responses=responses.errors(400, 401, 422, 429, 503))
+async def login(body: wire.LoginRequest, db: DatabaseDep, request: Request) -> wire.LoginResponse:
+    """A login token (for managing one's own keys). Failed logins are throttled per email
+    and per client address (``LoginThrottle``): a refused attempt is not even checked."""
+    throttle: LoginThrottle = request.app.state.login_throttle
+    email = repo.normalize_email(body.email)
+    client = request.client.host if request.client is not None else "unknown"
+    throttle.check(email, client)
     async with db.session() as s:
         account = await repo.authenticate(s, body.email, body.password)
         if account is None:
+            throttle.failed(email, client)
             raise AuthenticationError("Wrong email or password.")
+        throttle.succeeded(email)
+        await repo.delete_expired_sessions(s)
         token, session = await repo.create_session(s, account.id)
         await s.commit()
     return wire.LoginResponse(token=token, expires_at=_utc(session.expires_at),
                               account=_account(account))
+
+
+@router.post("/v1/auth/logout", status_code=204, response_class=Response,
+             responses=responses.errors(400, 401, 503))
+async def logout(principal: AnyPrincipalDep, db: DatabaseDep, request: Request) -> Response:
+    """End the login session whose token authorizes this request."""
+    if principal.kind != "session":
+        raise InvalidRequestError(
+            "Logout ends a login session (a token from /v1/auth/login); an API key is "
+            "revoked with DELETE /v1/keys/{key_id}.", code="not_a_session")
+    token = request.headers["authorization"].partition(" ")[2].strip()
+    prefix = repo.session_prefix(token)
+    async with db.session() as s:
+        await repo.end_session(s, prefix)
+        await s.commit()
+    auth: Authenticator = request.app.state.auth
+    auth.forget(prefix)
+    return Response(status_code=204)
 
 
 @router.get("/v1/keys", response_model=wire.KeyList, responses=responses.errors(401, 403, 503))

@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final, cast
 
-from sqlalchemy import ColumnElement, case, func, insert, select
+from sqlalchemy import ColumnElement, case, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -455,6 +455,18 @@ async def create_session(
     session.add(login)
     await session.flush()
     return token, login
+
+
+async def end_session(session: AsyncSession, prefix: str) -> bool:
+    """Delete the login session with this prefix (a logout); whether there was one."""
+    result = await session.execute(delete(LoginSession).where(LoginSession.prefix == prefix))
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def delete_expired_sessions(session: AsyncSession, now: datetime | None = None) -> None:
+    """Remove the login sessions that expired (run at each login: one DELETE)."""
+    await session.execute(
+        delete(LoginSession).where(LoginSession.expires_at < (now or _now())))
 
 
 async def session_by_prefix(
