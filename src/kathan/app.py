@@ -36,6 +36,7 @@ from kathan.service.metrics import Metrics
 from kathan.settings import LocalModelSettings, Settings
 from kathan.store import repo
 from kathan.store.db import Database, resolve_url, safe_url
+from kathan.store.journal import Journal
 from kathan.store.ledger import UsageLedger
 
 logger = logging.getLogger("kathan")
@@ -130,7 +131,8 @@ class _Accounts:
     def __init__(self, settings: Settings) -> None:
         self._data_dir = settings.data_dir
         self.db = Database(resolve_url(settings))
-        self.ledger = UsageLedger(self._write, flush_seconds=settings.ledger_flush_seconds)
+        self.ledger = UsageLedger(self._write, flush_seconds=settings.ledger_flush_seconds,
+                                  journal=Journal(settings.data_dir / "journal"))
         self.limiter = make_limiter(settings.redis_url)
         self.metering = Metering(self.limiter, self.ledger, self._tokens_since)
 
@@ -153,6 +155,7 @@ class _Accounts:
                 file=sys.stderr,
                 flush=True,
             )
+        await self.ledger.recover()  # rows a killed process left in the journal
         self.ledger.start()
 
     async def stop(self) -> None:

@@ -226,7 +226,8 @@ class Settings(BaseSettings):
         10.0, gt=0, description="How long a replica trusts a key it looked up in the store."
     )
     ledger_flush_seconds: float = Field(
-        0.25, gt=0, description="Most time a usage row waits before it is written."
+        0.25, gt=0, description="Most time a usage row waits before it is written to the "
+        "store (it is in the journal file at once)."
     )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from kathan.store.journal import Journal
 from kathan.store.ledger import UsageLedger, UsageRow
 
 
@@ -68,3 +71,51 @@ async def test_close_writes_everything_including_rows_that_arrive_meanwhile() ->
     await ledger.close()
     assert [i for batch in writer.batches for i in batch] == ["req-1", "req-2"]
     assert ledger.pending == 0
+
+
+class Store:
+    """A writer that keeps whole rows; ``down`` makes it fail."""
+
+    def __init__(self) -> None:
+        self.rows: list[Mapping[str, Any]] = []
+        self.down = False
+
+    async def __call__(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if self.down:
+            raise OSError("store down")
+        self.rows.extend(rows)
+
+
+async def test_the_journal_keeps_what_a_killed_process_had_not_stored(tmp_path: Path) -> None:
+    dead = UsageLedger(Store(), journal=Journal(tmp_path))
+    for n in range(3):
+        dead.record(_row(n))
+    assert await dead.flush()
+    for n in range(3, 5):
+        dead.record(_row(n))  # recorded, never flushed: the process is "killed" here
+    # A live process's segment is locked: a process starting meanwhile leaves it alone.
+    meanwhile = Journal(tmp_path)
+    assert meanwhile.recover()[0] == []
+    meanwhile.close()
+    os.close(dead._journal._fd)  # type: ignore[union-attr]  # what the kill does to its lock
+    store = Store()
+    revived = UsageLedger(store, journal=Journal(tmp_path))
+    assert await revived.recover() == 2
+    assert [r["id"] for r in store.rows] == ["req-3", "req-4"]
+    assert store.rows[0]["created_at"] == _row(3).created_at
+    await revived.close()
+    assert not list(tmp_path.glob("*.jsonl"))  # recovered and closed: nothing left
+
+
+async def test_a_flushed_segment_is_dropped_and_a_failed_flush_keeps_it(tmp_path: Path) -> None:
+    store = Store()
+    ledger = UsageLedger(store, journal=Journal(tmp_path))
+    ledger.record(_row(1))
+    store.down = True
+    assert not await ledger.flush()
+    assert len(list(tmp_path.glob("*.jsonl"))) == 2  # the rotated one waits, and the new one
+    store.down = False
+    assert await ledger.flush()
+    assert len(list(tmp_path.glob("*.jsonl"))) == 1  # only the current segment
+    await ledger.close()
+    assert not list(tmp_path.glob("*.jsonl"))

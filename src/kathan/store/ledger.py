@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from kathan.store.journal import Journal
+
 logger = logging.getLogger(__name__)
 
 Status = Literal["succeeded", "failed", "cancelled", "rate_limited"]
@@ -53,7 +55,10 @@ class UsageLedger:
 
     ``record`` never waits for the database. Rows are written idempotently
     (by request id), so a batch that failed is simply tried again. ``close``
-    writes everything still buffered; a graceful shutdown loses nothing.
+    writes everything still buffered; a graceful shutdown loses nothing. With a
+    ``journal`` (``store/journal.py``), each row is also appended to a file as it
+    is recorded, so a killed process loses none: ``recover`` stores what a
+    process that died left there.
     The background writer runs from ``start()`` (on a running event loop) until
     ``await close()``.
     """
@@ -65,8 +70,10 @@ class UsageLedger:
         flush_seconds: float = 0.25,
         max_batch: int = 500,
         max_pending: int = 500_000,
+        journal: Journal | None = None,
     ) -> None:
         self._write = write
+        self._journal = journal
         self._flush_seconds = flush_seconds
         self._max_batch = max_batch
         self._rows: list[dict[str, Any]] = []
@@ -88,7 +95,10 @@ class UsageLedger:
                 logger.error("usage ledger buffer full (%d rows): dropped %d rows so far",
                              len(self._rows), self.dropped)
             return
-        self._rows.append(row.as_record())
+        record = row.as_record()
+        if self._journal is not None:
+            self._journal.append(record)  # before the request's answer goes out
+        self._rows.append(record)
         if len(self._rows) >= self._max_batch:
             self._wake.set()
 
@@ -114,6 +124,8 @@ class UsageLedger:
         transactions, each with the full cost of a commit.
         """
         remaining = len(self._rows)
+        if remaining and self._journal is not None:
+            self._journal.rotate()  # rows from now on go to a new segment
         while remaining > 0:
             batch = self._rows[: min(self._max_batch, remaining)]
             try:
@@ -124,7 +136,23 @@ class UsageLedger:
             del self._rows[: len(batch)]
             self.written += len(batch)
             remaining -= len(batch)
+        if self._journal is not None:
+            self._journal.drop()  # every row of the rotated segments is stored
         return True
+
+    async def recover(self) -> int:
+        """Store the rows that processes killed before their flush left in the journal;
+        how many there were. Run before ``start``."""
+        if self._journal is None:
+            return 0
+        rows, segments = self._journal.recover()
+        for start in range(0, len(rows), self._max_batch):
+            await self._write(rows[start:start + self._max_batch])
+        self._journal.forget(segments)
+        if rows:
+            logger.warning("stored %d usage rows left in the journal by a stopped process",
+                           len(rows))
+        return len(rows)
 
     async def close(self, *, attempts: int = 5) -> None:
         self._closing = True
@@ -138,5 +166,8 @@ class UsageLedger:
                 failures += 1
                 await asyncio.sleep(0.2 * failures)
         if not self._rows:
+            if self._journal is not None:
+                self._journal.close()
             return
+        # The journal keeps them: the next start stores them.
         logger.error("%d usage rows could not be written at shutdown", len(self._rows))
