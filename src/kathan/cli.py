@@ -104,12 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
-    if args.command in ("db", "keys"):
+    if args.command in ("db", "keys", "accounts"):
         return run_store_command(args)
     return 2
 
 
-# Store commands: `kathan db upgrade` and `kathan keys create|list|revoke`.
+# Store commands: `kathan db upgrade`, `kathan accounts create` and
+# `kathan keys create|list|revoke`.
 
 
 class _CommandError(Exception):
@@ -127,6 +128,18 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     upgrade = db_sub.add_parser("upgrade", help="Apply the database migrations.")
     upgrade.add_argument("--config", type=Path, help=config_help)
     upgrade.set_defaults(store_command=_db_upgrade)
+
+    accounts = sub.add_parser("accounts", help="Create accounts (registration is closed by "
+                              "default: an operator makes them).")
+    accounts_sub = accounts.add_subparsers(dest="accounts_command", required=True)
+    make = accounts_sub.add_parser(
+        "create", help="Create an account; with --email, its holder logs in with a password "
+        "read from standard input.")
+    make.add_argument("--name", required=True, type=_nonempty, help="The account's name.")
+    make.add_argument("--email", type=_nonempty, help="Login email (then a password is read).")
+    make.add_argument("--admin", action="store_true", help="Make the account an admin.")
+    make.add_argument("--config", type=Path, help=config_help)
+    make.set_defaults(store_command=_accounts_create)
 
     keys = sub.add_parser("keys", help="Create, list and revoke API keys.")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -251,6 +264,25 @@ async def _with_store(database: Database, args: argparse.Namespace) -> int:
 async def _db_upgrade(database: Database, args: argparse.Namespace) -> int:
     revision = await database.revision()
     print(f"{safe_url(database.url)} is at revision {revision}")
+    return 0
+
+
+async def _accounts_create(database: Database, args: argparse.Namespace) -> int:
+    password = None
+    if args.email is not None:
+        password = sys.stdin.readline().rstrip("\n")
+        if len(password) < 8:
+            raise _CommandError("the password (read from standard input) needs at least "
+                                "8 characters", status=2)
+    async with database.session() as session:
+        account = await store.create_account(session, name=args.name, email=args.email,
+                                             password=password, is_admin=args.admin)
+        await session.commit()
+    print(account.id, flush=True)
+    admin = "admin " if account.is_admin else ""
+    login = f", who logs in as {account.email}" if account.email else ""
+    print(f"Created the {admin}account {account.name!r} ({account.id}){login}.",
+          file=sys.stderr)
     return 0
 
 

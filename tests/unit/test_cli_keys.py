@@ -185,3 +185,38 @@ def test_serve_tunes_the_collector_for_a_long_lived_process() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_accounts_create_makes_an_account_its_holder_logs_into(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, data_dir: Path
+) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse\n"))
+    status, out, err = run(capsys, "accounts", "create", "--name", "Ada",
+                           "--email", "ada@example.com")
+    assert status == 0, err
+    [account_id] = out.splitlines()
+    assert account_id.startswith("acct_") and "ada@example.com" in err
+
+    async def login() -> str | None:
+        from kathan.settings import Settings
+        from kathan.store.db import Database, resolve_url
+
+        db = Database(resolve_url(Settings()))
+        try:
+            async with db.session() as s:
+                account = await repo.authenticate(s, "ada@example.com", "correct horse")
+                return None if account is None else account.id
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(login()) == account_id
+    # The same email twice is refused, with the reason.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse\n"))
+    status, _, err = run(capsys, "accounts", "create", "--name", "Ada 2",
+                         "--email", "ada@example.com")
+    assert status != 0 and "already exists" in err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    status, _, err = run(capsys, "accounts", "create", "--name", "B", "--email", "b@example.com")
+    assert status == 2 and "8 characters" in err
