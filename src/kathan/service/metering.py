@@ -189,8 +189,10 @@ class Meter:
         latency = time.perf_counter() - self._started
         if self._lease is not None:
             tokens = prompt_tokens + completion_tokens
-            if self._lease.limits.max_concurrent is not None:
-                # The slot must be free before the client can send its next request.
+            limits = self._lease.limits
+            if (limits.max_concurrent, limits.tpm, limits.quota_tokens) != (None, None, None):
+                # The slot must be free, and the tokens counted, before this request's end
+                # is done: a quota is then checked against them at the next admission.
                 await self._metering._release(self._lease, tokens)
             else:
                 self._metering.release(self._lease, tokens)
