@@ -15,6 +15,38 @@ import pytest
 API_KEY = "sk-test-integration"
 
 
+@dataclass
+class Secrets:
+    """Every key the run's tests created, and every server log the run wrote: at the end
+    of the run, no key may appear in any log (``_no_key_in_any_log``)."""
+
+    keys: list[str]
+    logs: list[Path]
+
+
+SECRETS = Secrets(keys=[], logs=[])
+
+
+def remember_key(key: str) -> str:
+    """Note a key a test created (it must never be logged); returns it."""
+    SECRETS.keys.append(key)
+    return key
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_key_in_any_log() -> Iterator[None]:
+    yield
+    leaked = []
+    for log in SECRETS.logs:
+        if not log.exists():
+            continue
+        text = log.read_text(errors="replace")
+        # The whole key, or its secret part after the public prefix.
+        leaked += [f"{log}: {key[:14]}..." for key in SECRETS.keys
+                   if key in text or key[18:] in text]
+    assert not leaked, f"keys found in server logs: {leaked}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,6 +85,7 @@ def start_server(tmp: Path, config: str = "", env: dict[str, str] | None = None)
             stdout=out, stderr=subprocess.STDOUT, env=environment,
         )
     server = LiveServer(f"http://127.0.0.1:{port}", API_KEY, process, log)
+    SECRETS.logs.append(log)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:

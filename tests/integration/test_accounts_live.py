@@ -25,7 +25,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import API_KEY, LiveServer, start_server, stop_server
+from tests.conftest import API_KEY, LiveServer, remember_key, start_server, stop_server
 from tests.services import create_database, drop_database, require_postgres, require_redis
 
 MODEL = "smollm2-135m-instruct"
@@ -46,6 +46,7 @@ def make_key(server: LiveServer, **body: Any) -> dict[str, Any]:
         key = c.post("/admin/keys", json={"account_id": account.json()["id"], "name": "k", **body})
         assert key.status_code == 201, key.text
         created: dict[str, Any] = key.json()
+        remember_key(created["key"])
         return created
 
 
@@ -196,7 +197,7 @@ def test_keys_are_never_stored_or_logged_in_clear(tmp_path: Path) -> None:
     made = subprocess.run(
         [sys.executable, "-m", "kathan", "keys", "create", "--name", "cli", "--rpm", "50"],
         capture_output=True, text=True, env=env, timeout=60, check=True)
-    cli_key = made.stdout.strip().splitlines()[-1]
+    cli_key = remember_key(made.stdout.strip().splitlines()[-1])
     assert cli_key.startswith("sk-kathan-")
     server = start_server(tmp_path, SMALL)
     api_key = make_key(server)["key"]
@@ -296,7 +297,7 @@ def test_the_bootstrap_admin_key_goes_to_a_private_file_not_the_log(tmp_path: Pa
     server = start_server(tmp_path, SMALL)  # an empty store: the admin is created
     try:
         secret = tmp_path / "data" / "admin-key.txt"
-        key = secret.read_text().strip()
+        key = remember_key(secret.read_text().strip())
         assert key.startswith("sk-kathan-")
         assert secret.stat().st_mode & 0o777 == 0o600
         with httpx.Client(base_url=server.base_url, timeout=30,
