@@ -27,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import to_json
+
 logger = logging.getLogger(__name__)
 
 PATTERN = "usage-*.jsonl"
@@ -47,8 +49,7 @@ class Journal:
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Write one row to the current segment (one system call, no fsync)."""
-        line = json.dumps(record, default=_encode, separators=(",", ":")) + "\n"
-        os.write(self._fd, line.encode())
+        os.write(self._fd, to_json(record) + b"\n")  # datetimes as ISO 8601
 
     def rotate(self) -> None:
         """Start a new segment; the current one waits for ``drop``."""
@@ -103,12 +104,6 @@ class Journal:
     def forget(paths: list[Path]) -> None:
         for path in paths:
             path.unlink(missing_ok=True)
-
-
-def _encode(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot journal {type(value).__name__}")
 
 
 def _decode(record: dict[str, Any]) -> dict[str, Any]:
