@@ -157,6 +157,8 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     create.add_argument("--rpm", type=_positive_int, help="Requests per minute.")
     create.add_argument("--tpm", type=_positive_int, help="Tokens per minute.")
     create.add_argument("--max-concurrent", type=_positive_int, help="Requests in flight at once.")
+    create.add_argument("--max-tokens", type=_positive_int,
+                        help="The most max_tokens one request may ask (and its default).")
     create.add_argument(
         "--quota-tokens",
         type=_quota,
@@ -328,6 +330,7 @@ def _key_limits(args: argparse.Namespace, defaults: Limits) -> Limits | None:
         "rpm": args.rpm,
         "tpm": args.tpm,
         "max_concurrent": args.max_concurrent,
+        "max_tokens": args.max_tokens,
     }
     if args.quota_tokens is not None:
         given["quota_tokens"], given["quota_period"] = args.quota_tokens

@@ -228,7 +228,8 @@ def test_an_open_registration_gives_the_operators_defaults(tmp_path: Path) -> No
                                                "password": "correct horse"})
         assert r.status_code == 201
         assert r.json()["limits"] == {"rpm": 5, "tpm": None, "max_concurrent": None,
-                                      "quota_tokens": 1000, "quota_period": "day"}
+                                      "quota_tokens": 1000, "quota_period": "day",
+                                      "max_tokens": None}
         token = c.post("/v1/auth/login", json={"email": "a@example.com",
                                                "password": "correct horse"}).json()["token"]
         key = c.post("/v1/keys", headers=bearer(token), json={"name": "one"}).json()
@@ -300,3 +301,22 @@ def test_logout_ends_the_session_at_once(app_client: TestClient) -> None:
     assert c.post("/v1/auth/logout", headers=bearer(token)).status_code == 204
     assert c.get("/v1/keys", headers=bearer(token)).status_code == 401
     assert c.get("/v1/keys", headers=bearer(key)).status_code == 200  # keys live on
+
+
+def test_a_keys_max_tokens_caps_each_request(tmp_path: Path) -> None:
+    with client_with(tmp_path) as c:
+        key = new_key(c, limits={"max_tokens": 50})
+        assert key["limits"]["max_tokens"] == 50
+        r = c.post("/v1/chat/completions", json={**BODY, "max_tokens": 51},
+                   headers=bearer(key["key"]))
+        assert r.status_code == 400
+        error = r.json()["error"]
+        assert error["param"] == "max_tokens" and "51" in error["message"]
+        assert "at most 50" in error["message"]
+        backend = c.app.state.registry.resolve("fake").backend  # type: ignore[attr-defined]
+        assert c.post("/v1/chat/completions", json=BODY,
+                      headers=bearer(key["key"])).status_code == 200
+        assert backend.requests[-1].max_tokens == 50  # a request that asks none gets the cap
+        assert c.post("/v1/chat/completions", json={**BODY, "max_tokens": 20},
+                      headers=bearer(key["key"])).status_code == 200
+        assert backend.requests[-1].max_tokens == 20

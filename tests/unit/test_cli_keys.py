@@ -44,7 +44,7 @@ def test_db_upgrade_prints_where_the_database_is(
 ) -> None:
     status, out, _ = run(capsys, "db", "upgrade")
     assert status == 0
-    assert f"sqlite+aiosqlite:///{data_dir.resolve()}/kathan.db" in out and "0001" in out
+    assert f"sqlite+aiosqlite:///{data_dir.resolve()}/kathan.db" in out and "0002" in out  # the newest migration
     assert (data_dir / "kathan.db").exists()
     assert run(capsys, "db", "upgrade")[0] == 0
 

@@ -17,9 +17,11 @@ class Limits:
     max_concurrent: int | None = None  # requests in flight at once
     quota_tokens: int | None = None  # prompt + completion tokens per UTC day or month
     quota_period: QuotaPeriod | None = None
+    max_tokens: int | None = None  # the most one request may ask (not the limiter's)
 
     @property
     def none(self) -> bool:
+        """Nothing for the limiter to count (``max_tokens`` is checked per request)."""
         return (self.rpm, self.tpm, self.max_concurrent, self.quota_tokens) == (None,) * 4
 
 

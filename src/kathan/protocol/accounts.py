@@ -33,6 +33,9 @@ class LimitsModel(_In):
         None, ge=1, le=MAX_LIMIT, description="Tokens per quota period."
     )
     quota_period: Literal["day", "month"] | None = Field(None, description="UTC day or month.")
+    max_tokens: int | None = Field(
+        None, ge=1, le=MAX_LIMIT, description="The most max_tokens one request may ask "
+        "(and what a request that gives none gets).")
 
     @model_validator(mode="after")
     def _quota_has_a_period(self) -> Self:
@@ -42,12 +45,13 @@ class LimitsModel(_In):
 
     def to_limits(self) -> Limits:
         return Limits(self.rpm, self.tpm, self.max_concurrent, self.quota_tokens,
-                      self.quota_period)
+                      self.quota_period, self.max_tokens)
 
     @classmethod
     def of(cls, limits: Limits) -> LimitsModel:
         return cls(rpm=limits.rpm, tpm=limits.tpm, max_concurrent=limits.max_concurrent,
-                   quota_tokens=limits.quota_tokens, quota_period=limits.quota_period)
+                   quota_tokens=limits.quota_tokens, quota_period=limits.quota_period,
+                   max_tokens=limits.max_tokens)
 
 
 class RegisterRequest(_In):

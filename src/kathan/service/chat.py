@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from kathan.backends.base import Delta, ToolCallDelta
+from kathan.errors import InvalidRequestError
 from kathan.ids import random_id
 from kathan.protocol.chat import (
     ChatCompletion,
@@ -71,6 +72,7 @@ class ChatService:
             entry = self.registry.resolve(request.model)
             entry.ceilings.check(entry.id, request)
             if meter is not None:
+                request = within_key_cap(request, meter.principal.limits.max_tokens)
                 await meter.admit(entry.id, entry.aliases)
             if voice is not None:
                 request = voice_request(request, voice)
@@ -156,6 +158,22 @@ class ChatService:
             chunk_id=f"chatcmpl-{generation.request_id}", created=generation.created,
             legacy=generation.legacy, include_usage=include_usage,
         )
+
+
+def within_key_cap(request: ChatCompletionRequest, cap: int | None) -> ChatCompletionRequest:
+    """The request under its key's ``max_tokens`` limit: a 400 that gives both numbers
+    when it asks more, the limit itself when it asks nothing."""
+    if cap is None:
+        return request
+    for name in ("max_completion_tokens", "max_tokens"):
+        asked = getattr(request, name)
+        if asked is not None and asked > cap:
+            raise InvalidRequestError(
+                f"'{name}' is {asked}, but this API key allows at most {cap} per request.",
+                param=name, code="max_tokens_too_large")
+    if request.max_completion_tokens is None and request.max_tokens is None:
+        return request.model_copy(update={"max_tokens": cap})
+    return request
 
 
 def finish_of(delta: Delta, legacy: bool) -> str | None:

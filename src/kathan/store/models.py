@@ -18,6 +18,7 @@ class LimitColumns:
     rpm: Mapped[int | None] = mapped_column(Integer)
     tpm: Mapped[int | None] = mapped_column(Integer)
     max_concurrent: Mapped[int | None] = mapped_column(Integer)
+    max_tokens: Mapped[int | None] = mapped_column(Integer)
     quota_tokens: Mapped[int | None] = mapped_column(Integer)
     quota_period: Mapped[str | None] = mapped_column(String(8))  # "day" | "month"
 

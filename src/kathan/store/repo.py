@@ -115,6 +115,7 @@ def limits_of(row: LimitColumns) -> Limits:
         rpm=row.rpm,
         tpm=row.tpm,
         max_concurrent=row.max_concurrent,
+        max_tokens=row.max_tokens,
         quota_tokens=row.quota_tokens,
         quota_period=period,
     )
@@ -158,6 +159,7 @@ def _set_limits(row: LimitColumns, limits: Limits | None) -> None:
     row.rpm = limits.rpm
     row.tpm = limits.tpm
     row.max_concurrent = limits.max_concurrent
+    row.max_tokens = limits.max_tokens
     row.quota_tokens = limits.quota_tokens
     row.quota_period = limits.quota_period
 
