@@ -320,3 +320,24 @@ def test_a_keys_max_tokens_caps_each_request(tmp_path: Path) -> None:
         assert c.post("/v1/chat/completions", json={**BODY, "max_tokens": 20},
                       headers=bearer(key["key"])).status_code == 200
         assert backend.requests[-1].max_tokens == 20
+
+
+def test_limited_keys_see_their_windows_in_openais_headers(app_client: TestClient) -> None:
+    from kathan.service.metering import duration
+
+    key = new_key(app_client, limits={"rpm": 5, "tpm": 1000})["key"]
+    r = app_client.post("/v1/chat/completions", json=BODY, headers=bearer(key))
+    assert r.status_code == 200
+    assert r.headers["x-ratelimit-limit-requests"] == "5"
+    assert r.headers["x-ratelimit-remaining-requests"] == "4"
+    assert r.headers["x-ratelimit-limit-tokens"] == "1000"
+    assert r.headers["x-ratelimit-remaining-tokens"] == "1000"
+    assert r.headers["x-ratelimit-reset-requests"].endswith("s")
+    streamed = app_client.post("/v1/chat/completions", json={**BODY, "stream": True},
+                               headers=bearer(key))
+    assert streamed.headers["x-ratelimit-remaining-requests"] == "3"
+    assert int(streamed.headers["x-ratelimit-remaining-tokens"]) < 1000  # the first one's
+    unlimited = new_key(app_client)["key"]
+    r = app_client.post("/v1/chat/completions", json=BODY, headers=bearer(unlimited))
+    assert not [h for h in r.headers if h.startswith("x-ratelimit")]
+    assert [duration(s) for s in (0.25, 1.5, 59.9999, 360)] == ["250ms", "1.5s", "60s", "6m0s"]

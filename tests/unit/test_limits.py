@@ -403,3 +403,22 @@ def test_quota_periods_start_on_the_first_utc_day() -> None:
     assert period_start("month", late) == "2024-05-01"
     assert period_start("day", late + 1) == "2024-06-01"
     assert period_start("month", late + 1) == "2024-06-01"
+
+
+# where a key stands in its windows (x-ratelimit-* headers)
+
+
+async def test_an_admission_says_what_is_left_of_the_windows(limiter: Limiter) -> None:
+    limits = Limits(rpm=3, tpm=100)
+    first = await limiter.acquire(KEY, limits, now=T0)
+    assert first.window.remaining_requests == 2
+    assert first.window.reset_requests == pytest.approx(60.0)
+    assert (first.window.remaining_tokens, first.window.reset_tokens) == (100, 0.0)
+    await limiter.release(first, 30, now=T0 + 1)
+    second = await limiter.acquire(KEY, limits, now=T0 + 10)
+    assert second.window.remaining_requests == 1
+    assert second.window.reset_requests == pytest.approx(50.0)  # T0's request leaves at +60
+    assert second.window.remaining_tokens == 70
+    assert second.window.reset_tokens == pytest.approx(51.0)  # T0 + 1's tokens leave at +61
+    plain = await limiter.acquire("other-key", Limits(max_concurrent=2), now=T0)
+    assert plain.window.remaining_requests is None and plain.window.remaining_tokens is None

@@ -45,13 +45,15 @@ async def create_chat_completion(request: Request) -> Response:
         try:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             chunks = service.stream_chunks(generation, include_usage=include_usage)
-            return EventStreamResponse(encode_stream(chunks), owner=generation)
+            return EventStreamResponse(encode_stream(chunks), owner=generation,
+                                       headers=meter.rate_headers() if meter else None)
         except BaseException:
             await generation.aclose()  # the response that would own it does not exist
             raise
     completion = await unless_disconnected(request.receive, service.complete(body, meter=meter))
     # Serialized here, once: FastAPI would validate the model again against response_model.
-    return Response(completion.model_dump_json(), media_type="application/json")
+    return Response(completion.model_dump_json(), media_type="application/json",
+                    headers=meter.rate_headers() if meter else None)
 
 
 route = GenerationRoute(

@@ -26,12 +26,25 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Window:
+    """Where a key stands in its RPM and TPM windows once a request was admitted (for the
+    ``x-ratelimit-*`` headers): what is left, and seconds until the window has room for
+    all of it again (None where the key has no such limit)."""
+
+    remaining_requests: int | None = None
+    reset_requests: float | None = None
+    remaining_tokens: int | None = None
+    reset_tokens: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Lease:
     """Proof that a request was admitted; give it back with ``release``."""
 
     key_id: str
     lease_id: str
     limits: Limits
+    window: Window = Window()
 
 
 class Limiter(Protocol):

@@ -18,12 +18,12 @@ import math
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from kathan.errors import RateLimitError
 from kathan.ids import random_id
-from kathan.limits.base import Lease, Limits
+from kathan.limits.base import Lease, Limits, Window
 
 WINDOW = 60.0  # seconds covered by rpm and tpm
 _SLACK = 1e-6  # float error in ``until - now`` must not add a whole second
@@ -194,7 +194,18 @@ class MemoryLimiter:
         if limits.max_concurrent is not None:
             state.add_lease(lease.lease_id, now + self._lease_ttl)
         self._store(key_id, state)
-        return lease
+        if limits.rpm is None and limits.tpm is None:
+            return lease
+        return replace(lease, window=Window(
+            remaining_requests=None if limits.rpm is None else
+            max(0, limits.rpm - len(state.requests)),
+            reset_requests=None if limits.rpm is None else
+            max(0.0, state.requests[0] + WINDOW - now),
+            remaining_tokens=None if limits.tpm is None else
+            max(0, limits.tpm - state.token_total),
+            reset_tokens=None if limits.tpm is None else
+            max(0.0, min(state.tokens, default=now - WINDOW) + WINDOW - now),
+        ))
 
     def _check(
         self, key_id: str, state: _KeyState, limits: Limits, now: float

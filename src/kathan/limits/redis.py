@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -34,7 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kathan.ids import random_id
-from kathan.limits.base import Lease, Limits
+from kathan.limits.base import Lease, Limits, Window
 from kathan.limits.memory import WINDOW, quota_window, refusal, retry_after
 
 _T = TypeVar("_T")
@@ -45,7 +46,9 @@ _WINDOW_TTL_MS = math.ceil(WINDOW * 1000) + 1000
 # KEYS: quota, conc, rpm, tpm. ARGV: now, now - WINDOW, lease id, lease expiry,
 # lease TTL ms, window TTL ms, then the limits quota, conc, rpm, tpm (-1: none).
 # Returns {limit, used, retry_after}, with limit "ok" when admitted; the
-# quota's retry_after is left to the caller, which knows the period's end.
+# quota's retry_after is left to the caller, which knows the period's end. An
+# admission returns {"ok", requests in the window (this one included), tokens in
+# the window, the oldest request's time, the oldest token second} (-1: no limit).
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
 local cutoff = tonumber(ARGV[2])
@@ -58,6 +61,7 @@ local window = 60
 local function wait(until_t)
   return math.max(1, math.ceil(until_t - now - 1e-6))
 end
+local requests, tokens, oldest_request, oldest_second = -1, -1, -1, -1
 
 if quota >= 0 then
   local used = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -71,6 +75,9 @@ if rpm >= 0 then
     local edge = redis.call('ZRANGE', KEYS[3], n - rpm, n - rpm, 'WITHSCORES')
     return {'rpm', n, wait(tonumber(edge[2]) + window)}
   end
+  requests = n + 1
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  oldest_request = first[2] and tonumber(first[2]) or now
 end
 if tpm >= 0 then
   local flat = redis.call('HGETALL', KEYS[4])
@@ -95,6 +102,10 @@ if tpm >= 0 then
     end
     return {'tpm', total, window}
   end
+  tokens = total
+  for _, bucket in ipairs(buckets) do
+    if oldest_second < 0 or bucket[1] < oldest_second then oldest_second = bucket[1] end
+  end
 end
 if conc >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -109,7 +120,7 @@ if conc >= 0 then
   redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
-return {'ok', 0, 0}
+return {'ok', requests, tokens, tostring(oldest_request), oldest_second}
 """
 
 # KEYS: conc, tpm, quota. ARGV: lease id, tokens, second, window TTL ms,
@@ -218,9 +229,10 @@ class RedisLimiter:
             _num(limits.tpm),
         ]
         reply = await self._call(self._acquire(keys=keys, args=args))
-        limit, used, wait = _text(reply[0]), int(reply[1]), int(reply[2])
+        limit = _text(reply[0])
         if limit == "ok":
-            return lease
+            return _with_window(lease, limits, reply, now)
+        used, wait = int(reply[1]), int(reply[2])
         if limit == "quota" and window is not None:
             wait = retry_after(window.end, now)
         raise refusal(limit, limits, used, wait)
@@ -280,3 +292,18 @@ class RedisLimiter:
             return await pending
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise LimiterUnavailable(f"Redis is unavailable for rate limits: {exc}") from exc
+
+
+def _with_window(lease: Lease, limits: Limits, reply: list[Any], now: float) -> Lease:
+    """The lease with where its key stands in its windows (the admission's reply)."""
+    if limits.rpm is None and limits.tpm is None:
+        return lease
+    requests, tokens = int(reply[1]), int(reply[2])
+    oldest_request, oldest_second = float(_text(reply[3])), int(reply[4])
+    return replace(lease, window=Window(
+        remaining_requests=None if limits.rpm is None else max(0, limits.rpm - requests),
+        reset_requests=None if limits.rpm is None else max(0.0, oldest_request + WINDOW - now),
+        remaining_tokens=None if limits.tpm is None else max(0, limits.tpm - tokens),
+        reset_tokens=None if limits.tpm is None else (
+            0.0 if oldest_second < 0 else max(0.0, oldest_second + WINDOW - now)),
+    ))

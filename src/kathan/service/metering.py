@@ -138,6 +138,24 @@ class Meter:
                 "unreachable). Retry shortly.", retry_after=2, code="limiter_unavailable",
             ) from exc
 
+    def rate_headers(self) -> dict[str, str]:
+        """OpenAI's ``x-ratelimit-*`` headers for a key with RPM or TPM limits, as its
+        windows stood when this request was admitted (empty otherwise)."""
+        lease = self._lease
+        if lease is None:
+            return {}
+        limits, window = lease.limits, lease.window
+        headers: dict[str, str] = {}
+        if limits.rpm is not None and window.remaining_requests is not None:
+            headers["x-ratelimit-limit-requests"] = str(limits.rpm)
+            headers["x-ratelimit-remaining-requests"] = str(window.remaining_requests)
+            headers["x-ratelimit-reset-requests"] = duration(window.reset_requests or 0.0)
+        if limits.tpm is not None and window.remaining_tokens is not None:
+            headers["x-ratelimit-limit-tokens"] = str(limits.tpm)
+            headers["x-ratelimit-remaining-tokens"] = str(window.remaining_tokens)
+            headers["x-ratelimit-reset-tokens"] = duration(window.reset_tokens or 0.0)
+        return headers
+
     async def fail(
         self,
         error: KathanError,
@@ -218,3 +236,14 @@ class Meter:
             finish_reason=finish_reason,
             error_code=error_code,
         ))
+
+
+def duration(seconds: float) -> str:
+    """A duration as OpenAI writes it in ``x-ratelimit-reset-*``: ``250ms``, ``1.5s``,
+    ``6m0s``."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest}s"
