@@ -308,3 +308,18 @@ def test_the_bootstrap_admin_key_goes_to_a_private_file_not_the_log(tmp_path: Pa
     logged = server.log.read_text()
     assert str(secret) in logged
     assert key not in logged and key[18:] not in logged
+
+
+def test_a_client_that_hangs_up_mid_stream_cannot_exceed_tpm(tmp_path: Path) -> None:
+    server = start_server(tmp_path, SMALL)
+    try:
+        key = make_key(server, limits={"tpm": QUOTA})
+        admitted, refused = hang_up_until_refused(server, key["key"])
+    finally:
+        stop_server(server)
+    assert refused is not None and "(tpm)" in str(refused), refused
+    db = sqlite3.connect(tmp_path / "data" / "kathan.db")
+    rows = db.execute("SELECT status, http_status, prompt_tokens, completion_tokens "
+                      "FROM usage WHERE key_id = ?", (key["id"],)).fetchall()
+    db.close()
+    check_charged(rows, admitted, refused)  # the window holds what they consumed
