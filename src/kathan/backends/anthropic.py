@@ -49,15 +49,15 @@ from typing import Any, Final
 
 import aiohttp
 
-from kathan.backends.base import Delta, DeltaStream, LoadStats, TokenUsage, ToolCallDelta
+from kathan.backends.base import Delta, DeltaStream, TokenUsage, ToolCallDelta
 from kathan.backends.relay import ErrorEvent, incomplete, json_object, relay
 from kathan.backends.toolcalls import ToolUse, tool_use
 from kathan.backends.transport import Response, Transport
 from kathan.backends.upstream import (
     Deployment,
+    ProviderBackend,
     UpstreamError,
     body_text,
-    probe,
     refuse_extras,
     refuse_unsupported,
     refused,
@@ -554,7 +554,7 @@ def _refusal(response: Response, raw: bytes) -> UpstreamError:
     return refused(response, body_text(raw, response))
 
 
-class AnthropicBackend:
+class AnthropicBackend(ProviderBackend):
     """Serves chat requests from Anthropic's Messages API (``POST {base_url}/v1/messages``).
 
     Requests go through ``transport`` (Kathan's ``HTTPPool``); ``session`` only asks
@@ -582,19 +582,8 @@ class AnthropicBackend:
         })
         self._probe = api + "/models", {**auth, **deployment.headers}
 
-    @property
-    def ready(self) -> bool:
-        return True
-
-    def stats(self) -> LoadStats | None:
-        return None
-
     def check(self, request: ChatCompletionRequest) -> None:
         refuse_extras(request, "anthropic")
-
-    async def probe(self) -> bool:
-        url, headers = self._probe
-        return await probe(self._session, url, headers, self.deployment.connect_timeout)
 
     async def open(self, request: ChatCompletionRequest) -> DeltaStream:
         self.check(request)

@@ -55,7 +55,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from kathan.backends.base import Delta, DeltaStream, LoadStats, TokenUsage, ToolCallDelta
+from kathan.backends.base import Delta, DeltaStream, TokenUsage, ToolCallDelta
 from kathan.backends.fetch import MAX_IMAGE_BYTES, fetch_image, parse_data_url
 from kathan.backends.gemini_schema import to_gemini_schema
 from kathan.backends.relay import ErrorEvent, incomplete, json_object, relay
@@ -63,10 +63,10 @@ from kathan.backends.toolcalls import ToolUse, new_call_id, tool_use
 from kathan.backends.transport import Response, Transport
 from kathan.backends.upstream import (
     Deployment,
+    ProviderBackend,
     UpstreamBadRequest,
     UpstreamError,
     error_for_status,
-    probe,
     refuse_extras,
     refuse_unsupported,
     send,
@@ -521,7 +521,7 @@ def _refusal(response: Response, raw: bytes) -> UpstreamError:
                             location=response.headers.get("Location"))
 
 
-class GeminiBackend:
+class GeminiBackend(ProviderBackend):
     """Answers chat requests with one Gemini deployment.
 
     Requests go through ``transport`` (Kathan's ``HTTPPool``); ``session`` fetches
@@ -553,19 +553,8 @@ class GeminiBackend:
         })
         self._probe = f"{base}/v1beta/models", {**deployment.headers, **key}
 
-    @property
-    def ready(self) -> bool:
-        return True
-
-    def stats(self) -> LoadStats | None:
-        return None
-
     def check(self, request: ChatCompletionRequest) -> None:
         refuse_extras(request, "gemini")
-
-    async def probe(self) -> bool:
-        url, headers = self._probe
-        return await probe(self._session, url, headers, self.deployment.connect_timeout)
 
     async def open(self, request: ChatCompletionRequest) -> DeltaStream:
         self.check(request)

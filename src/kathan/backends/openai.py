@@ -22,14 +22,14 @@ from typing import Any
 import aiohttp
 from pydantic_core import to_json
 
-from kathan.backends.base import Delta, DeltaStream, LoadStats, TokenUsage, ToolCallDelta
+from kathan.backends.base import Delta, DeltaStream, TokenUsage, ToolCallDelta
 from kathan.backends.relay import ErrorEvent, WholeBody, incomplete, json_object, relay
 from kathan.backends.transport import Response, Transport
 from kathan.backends.upstream import (
     Deployment,
+    ProviderBackend,
     UpstreamError,
     body_text,
-    probe,
     refused,
     send,
 )
@@ -78,7 +78,7 @@ def _refusal(response: Response, raw: bytes) -> UpstreamError:
     return refused(response, error_message(raw, response))
 
 
-class OpenAIBackend:
+class OpenAIBackend(ProviderBackend):
     """Relays chat requests to an OpenAI-compatible ``/chat/completions``.
 
     Requests go through ``transport`` (Kathan's ``HTTPPool``: this relay is on every
@@ -103,19 +103,8 @@ class OpenAIBackend:
         })
         self._probe = base + "/models", auth
 
-    @property
-    def ready(self) -> bool:
-        return True
-
-    def stats(self) -> LoadStats | None:
-        return None
-
     def check(self, request: ChatCompletionRequest) -> None:
         return None  # every parameter goes upstream as sent
-
-    async def probe(self) -> bool:
-        url, headers = self._probe
-        return await probe(self._session, url, headers, self.deployment.connect_timeout)
 
     async def open(self, request: ChatCompletionRequest) -> DeltaStream:
         body = to_json(upstream_body(request, self.deployment.model,

@@ -17,6 +17,7 @@ from typing import Literal
 
 import aiohttp
 
+from kathan.backends.base import LoadStats
 from kathan.backends.transport import Endpoint, Response, UpstreamMaybeReceivedError
 from kathan.errors import KathanError, UnsupportedParameterError
 from kathan.protocol.chat import ChatCompletionRequest
@@ -41,6 +42,28 @@ class Deployment:
     headers: dict[str, str] = field(default_factory=dict)
     name: str = ""  # for logs and metrics, e.g. "gpt-4#0"
     default_max_tokens: int | None = None  # sent for a request that gives no max_tokens
+
+
+class ProviderBackend:
+    """What every provider backend shares (``openai``, ``anthropic``, ``gemini``): it is
+    ready whenever Kathan is (its upstream's health is the router's business), has no
+    load of its own to report, and ``probe``s its upstream's models listing with the
+    ``_probe`` URL and headers its constructor set."""
+
+    deployment: Deployment
+    _session: aiohttp.ClientSession
+    _probe: tuple[str, Mapping[str, str]]
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def stats(self) -> LoadStats | None:
+        return None
+
+    async def probe(self) -> bool:
+        url, headers = self._probe
+        return await probe(self._session, url, headers, self.deployment.connect_timeout)
 
 
 class UpstreamError(KathanError):
