@@ -152,6 +152,8 @@ def kill_9_under_load(tmp_path: Path, env: dict[str, str] | None = None) -> tupl
         assert chat(restarted, key["key"]).status_code == 200
         with admin(restarted) as c:
             assert c.get("/admin/keys").status_code == 200
+            report = c.get("/admin/usage").json()["data"]
+        assert sum(r["requests"] for r in report) >= 1
     finally:
         stop_server(restarted)
     assert not list((tmp_path / "data" / "journal").glob("*.jsonl"))  # all stored, all gone
@@ -162,6 +164,7 @@ def check_nothing_lost(rows: list[tuple[str, str]], answered: list[int]) -> None
     """Rows (id, status) of the key after a kill -9 under load and a restart."""
     assert len(rows) == len({r[0] for r in rows})  # no row twice
     assert all(status in ("succeeded", "cancelled", "failed") for _, status in rows)
+    assert len(rows) <= len(answered) + 4 + 1
     succeeded = sum(status == "succeeded" for _, status in rows)
     # Every answered request has its row (the journal kept what the kill cut off from
     # the store), plus the one after the restart; a request the kill cut mid-answer may

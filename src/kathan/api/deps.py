@@ -118,7 +118,7 @@ async def read_json(request: Request, model: type[M], principal: Principal) -> M
     and validated straight from its bytes as ``model``. Its 422 carries the seeds'
     ``detail`` items located in the body; the caller (known: the key is checked
     first, so a 401 comes before a 422) gets the rejected request's ledger row.
-    The route describes the body with ``responses.request_body(model)``."""
+    The route (a ``GenerationRoute``) describes the body for OpenAPI from ``model``."""
     raw = await request.body()
     try:
         return model.model_validate_json(raw)
