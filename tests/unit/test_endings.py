@@ -405,3 +405,24 @@ async def test_error_watchers_see_what_ends_the_iteration_and_not_its_end() -> N
         whole.on_error(seen.append)
         assert len([d async for d in whole]) == 2
     assert [str(e) for e in seen] == ["broken"]
+
+
+@pytest.mark.parametrize("paced", [False, True])
+async def test_a_completed_stream_is_recorded_before_its_done_goes_out(paced: bool) -> None:
+    # A client that has read `[DONE]` was served: a kill -9 right after must not lose
+    # its row, so the row is recorded (hence in the journal) before `[DONE]` is sent.
+    async with world(Script(paced=paced)) as w:
+        client = Client(stream())
+        rows_when_done_sent: list[int] = []
+        send = client.send
+
+        async def watching(message: dict[str, Any]) -> None:
+            if b"[DONE]" in message.get("body", b""):
+                rows_when_done_sent.append(len(w.ledger.rows))
+            await send(message)
+
+        client.send = watching  # type: ignore[method-assign]
+        await client.call(w.app)
+        assert client.body.endswith(b"data: [DONE]\n\n")
+        assert rows_when_done_sent == [1]
+        await w.assert_released_once()

@@ -104,6 +104,10 @@ class Generation:
             delta = await self.stream.__anext__()
         except StopAsyncIteration:
             self._complete = True
+            # Ended in full: the row is recorded (and journaled) now, before the caller
+            # can send the answer's end (`[DONE]`), so a kill after a client was served
+            # cannot lose it. The owner's later ``aclose`` finds nothing left to do.
+            await self.aclose()
             raise
         except BaseException as exc:
             self._error = exc
