@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from kathan import __version__
-from kathan.api import accounts, chat, errors, health, models, responses
+from kathan.api import accounts, chat, docs, errors, health, methods, models, responses
 from kathan.api import metrics as metrics_api
 from kathan.api.middleware import BodyLimitMiddleware, RequestCounter
 from kathan.auth.authenticator import Authenticator
@@ -258,6 +258,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         version=__version__,
         description="OpenAI-compatible chat completions from an embedded llama.cpp engine.",
         lifespan=lifespan,
+        docs_url=None,  # api/docs.py serves both pages from a local package
+        redoc_url=None,
         telemetry=None if settings.opentelemetry else {
             "tracing": False, "metrics": False, "logs": False},
     )
@@ -282,4 +284,6 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     app.include_router(accounts.router)
     app.include_router(accounts.admin)
     responses.install(app)
+    docs.install(app)
+    methods.install(app)
     return app

@@ -120,6 +120,21 @@ class ModelNotFoundError(NotFoundError):
         super().__init__(f"The model '{model}' does not exist", param="model")
 
 
+class MethodNotAllowedError(KathanError):
+    """405: the path exists, the method does not; ``Allow`` lists every method it has."""
+
+    status_code = 405
+    error_type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+    def __init__(self, method: str, path: str, allowed: list[str]) -> None:
+        accepts = f"; it accepts {', '.join(allowed)}" if allowed else ""
+        super().__init__(
+            f"{method} is not allowed on {path}{accepts}.",
+            headers={"Allow": ", ".join(allowed)},
+        )
+
+
 class PayloadTooLargeError(KathanError):
     status_code = 413
     error_type = "invalid_request_error"
