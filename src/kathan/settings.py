@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -122,7 +122,8 @@ class DeploymentSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: Literal["local", "openai", "anthropic", "gemini"]
-    base_url: str = Field("", description="The provider's API base, e.g. http://host:8000/v1.")
+    base_url: str = Field("", validate_default=True, description="The provider's API base, "
+                          "e.g. http://host:8000/v1 (every backend but local needs one).")
     api_key_env: str | None = Field(
         None, description="Environment variable holding the upstream API key."
     )
@@ -144,11 +145,14 @@ class DeploymentSettings(BaseModel):
             raise ValueError(f"the environment variable {self.api_key_env} is not set")
         return value
 
-    @model_validator(mode="after")
-    def _needs_a_url(self) -> DeploymentSettings:
-        if self.backend != "local" and not self.base_url:
-            raise ValueError(f"a {self.backend} deployment needs base_url")
-        return self
+    @field_validator("base_url")
+    @classmethod
+    def _needs_a_url(cls, value: str, info: ValidationInfo) -> str:
+        # A field validator (not a model one) so that the error's path ends in base_url.
+        backend = info.data.get("backend")
+        if backend is not None and backend != "local" and not value:
+            raise ValueError(f"a {backend} deployment needs base_url")
+        return value
 
 
 class ModelSettings(BaseModel):
@@ -235,7 +239,9 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(
         2, ge=1, description="`Retry-After` sent with 503 while the model is not ready."
     )
-    log_level: str = Field("info", description="Log level for Kathan and uvicorn.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Log level for Kathan and uvicorn: critical, error, warning, "
+        "info (the default: start-up, one access line per request) or debug.")
     opentelemetry: bool = Field(
         False,
         description="FastAPI's native OpenTelemetry traces and metrics, for an operator who "
@@ -269,6 +275,11 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str | None = Field(
         None, description="Proxies (comma-separated addresses, or *) whose "
         "X-Forwarded-For names the client. Unset: the client is the socket's peer.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("api_keys", mode="before")
     @classmethod
