@@ -229,7 +229,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
             await store.start()
         app.state.settings = settings
         app.state.registry = reg
-        app.state.chat = ChatService(reg, metrics)
+        app.state.chat = ChatService(
+            reg, metrics, always_include_usage=settings.always_include_usage)
         app.state.db = store.db if store is not None else None
         app.state.metering = store.metering if store is not None else None
         app.state.login_throttle = LoginThrottle(

@@ -7,6 +7,7 @@ and the seeds' ``detail`` (a string, or for validation errors a list of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -114,10 +115,28 @@ class NotFoundError(KathanError):
 
 
 class ModelNotFoundError(NotFoundError):
-    default_code = "model_not_found"
+    """404 for a model name nobody serves. With ``available`` (the models the caller's
+    key may use), the message lists them, a few at most, and says how one is added.
 
-    def __init__(self, model: str) -> None:
-        super().__init__(f"The model '{model}' does not exist", param="model")
+    >>> ModelNotFoundError("gpt-4", ["smollm2-135m-instruct"]).message.split(". ")[:2]
+    ["The model 'gpt-4' does not exist", 'This key may use: smollm2-135m-instruct']
+    """
+
+    default_code = "model_not_found"
+    LISTED = 8  # names shown before "and N more"
+
+    def __init__(self, model: str, available: Sequence[str] | None = None) -> None:
+        message = f"The model '{model}' does not exist"
+        if available is not None:
+            shown = ", ".join(available[: self.LISTED])
+            more = len(available) - self.LISTED
+            if more > 0:
+                shown += f" and {more} more (GET /v1/models lists them all)"
+            message += (f". This key may use: {shown or 'no model'}. "
+                        "An operator adds a model under `models:` in the server's config "
+                        "file, or serves a name from the local engine by adding it to "
+                        "`local.aliases` (see kathan.example.yaml).")
+        super().__init__(message, param="model")
 
 
 class MethodNotAllowedError(KathanError):

@@ -25,6 +25,9 @@ from pydantic_settings import (
 from kathan.protocol.accounts import LimitsModel
 
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
+# A voice reply's length when nothing says otherwise: one to three spoken sentences,
+# with room for a model that thinks before it speaks (reasoning tokens count too).
+VOICE_MAX_TOKENS = 150
 
 
 class RequestLimits(BaseModel):
@@ -43,6 +46,11 @@ class RequestLimits(BaseModel):
     max_n: int | None = Field(
         None, ge=1, le=128, description="Largest n (choices) a request may ask; above it, "
         "a 400. Unset: no ceiling.")
+    voice_max_tokens: int | None = Field(
+        None, ge=1, description="max_tokens for a voice-mode request (finetune, language, "
+        "gender or accent) that gives none, so replies stay at the persona's one to three "
+        f"sentences. Unset here and at the top level: {VOICE_MAX_TOKENS}. A request's own "
+        "max_tokens wins; never more than max_tokens above or the key's limit.")
 
     def under(self, outer: RequestLimits) -> RequestLimits:
         """These limits, with what they leave unset taken from ``outer``."""
@@ -127,6 +135,10 @@ class DeploymentSettings(BaseModel):
     api_key_env: str | None = Field(
         None, description="Environment variable holding the upstream API key."
     )
+    if_key_set: bool = Field(
+        False, description="Serve this deployment only when api_key_env is set: without "
+        "its key it is left out (one log line at start-up), and a model left with no "
+        "deployment is not served. false: an unset key stops the start-up.")
     model: str | None = Field(None, description="The upstream's model name; default: the id.")
     weight: float = Field(1.0, gt=0, description="Share of traffic among healthy deployments.")
     max_in_flight: int = Field(64, ge=1, description="Requests in flight at once.")
@@ -143,6 +155,19 @@ class DeploymentSettings(BaseModel):
         value = os.environ.get(self.api_key_env)
         if not value:
             raise ValueError(f"the environment variable {self.api_key_env} is not set")
+        return value
+
+    def left_out(self) -> bool:
+        """Whether this deployment is skipped: opted in with ``if_key_set`` and its
+        key variable is unset or empty."""
+        return self.if_key_set and self.api_key_env is not None \
+            and not os.environ.get(self.api_key_env)
+
+    @field_validator("if_key_set")
+    @classmethod
+    def _needs_a_key_variable(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("api_key_env") is None:
+            raise ValueError("if_key_set needs api_key_env: the variable whose key it waits for")
         return value
 
     @field_validator("base_url")
@@ -259,6 +284,11 @@ class Settings(BaseSettings):
     requests: RequestLimits = Field(
         default_factory=RequestLimits,
         description="Per-request limits of every model, where a model sets none of its own.")
+    always_include_usage: bool = Field(
+        False, description="Send `usage` in a final chunk of every stream, as if each request "
+        "had stream_options.include_usage (seed 001's behaviour). Off: only when asked, as "
+        "OpenAI does, because that chunk has no choices and a client loop that reads "
+        "chunk.choices[0] (seed 004's example) fails on it.")
     registration: Literal["open", "closed"] = Field(
         "closed", description="Whether anyone may create an account (POST /v1/auth/register). "
         "closed: only admins create accounts (POST /admin/accounts).")

@@ -7,7 +7,6 @@ from fastapi import APIRouter
 from kathan.api import responses
 from kathan.api.deps import ApiKeyDep, RegistryDep
 from kathan.auth.principal import Principal
-from kathan.errors import ModelNotFoundError
 from kathan.protocol.models import ModelCard, ModelList
 from kathan.routing.registry import ModelRegistry
 
@@ -37,7 +36,8 @@ async def list_chat_models(registry: RegistryDep, principal: ApiKeyDep) -> Model
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=responses.errors(404))
 async def retrieve_model(model_id: str, registry: RegistryDep, principal: ApiKeyDep) -> ModelCard:
-    entry = registry.resolve(model_id)
+    entry = registry.resolve(model_id, principal.may_use)
     if not principal.may_use(entry.id, entry.aliases):
-        raise ModelNotFoundError(model_id)  # as if absent, like the hosted providers
+        # As if absent, like the hosted providers.
+        raise registry.missing(model_id, principal.may_use)
     return ModelCard(id=model_id, created=entry.created, owned_by=entry.owned_by)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -16,14 +17,43 @@ from kathan.routing.picker import Route
 from kathan.routing.registry import Ceilings, ModelEntry, ModelRegistry
 from kathan.routing.retry import RetryPolicy
 from kathan.routing.router import Router
-from kathan.settings import DeploymentSettings, ModelSettings, RequestLimits, Settings
+from kathan.settings import (
+    VOICE_MAX_TOKENS,
+    DeploymentSettings,
+    ModelSettings,
+    RequestLimits,
+    Settings,
+)
 
 if TYPE_CHECKING:
     from kathan.backends.local import LocalBackend
 
 
+logger = logging.getLogger(__name__)
+
+
 class ConfigError(ValueError):
     """The models in the configuration cannot be served as written."""
+
+
+def served_models(settings: Settings) -> tuple[list[ModelSettings], list[str]]:
+    """The configured models that are served, and one line for each deployment (or
+    whole model) left out because it opted in with ``if_key_set`` and its key
+    variable is unset. A model keeps its deployments' config indices (``id#i``).
+    A deployment without the opt-in is never left out: its missing key stops the
+    start-up (``build_registry``)."""
+    served: list[ModelSettings] = []
+    notes: list[str] = []
+    for model in settings.models:
+        missing = [(i, d) for i, d in enumerate(model.deployments) if d.left_out()]
+        if len(missing) == len(model.deployments):
+            names = " and ".join(dict.fromkeys(str(d.api_key_env) for _, d in missing))
+            notes.append(f"model {model.id} is not served: {names} not set")
+            continue
+        notes += [f"model {model.id}: deployment {model.id}#{i} ({d.base_url}) left out: "
+                  f"{d.api_key_env} not set" for i, d in missing]
+        served.append(model)
+    return served, notes
 
 
 def _deployment(
@@ -81,13 +111,33 @@ def build_registry(
     """
     if pool is None:
         pool = HTTPPool()
+    served, notes = served_models(settings)
+    for note in notes:
+        logger.info("%s", note)
+    served_ids = {model.id for model in served}
+    served_names = {name for model in served for name in (model.id, *model.aliases)}
+    if local is not None and settings.local is not None:
+        served_names |= {settings.local.id, *settings.local.aliases}
+    # The names of models left out for want of a key: a fallback or voice_model naming
+    # one is dropped rather than refused, since the model exists once its key is set.
+    left_out = {name for model in settings.models if model.id not in served_ids
+                for name in (model.id, *model.aliases)} - served_names
+
+    def _voice_model(model_id: str, voice_model: str | None) -> str | None:
+        if voice_model in left_out:
+            logger.info("model %s: voice_model %s is not served, so finetune requests get "
+                        "%s with the voice layer", model_id, voice_model, model_id)
+            return None
+        return voice_model
+
     entries: list[ModelEntry] = []
     if local is not None and settings.local is not None:
+        local_limits = settings.local.requests.under(settings.requests)
         entries.append(ModelEntry(
             id=settings.local.id, owned_by=settings.local.owned_by, created=local_created,
             backend=local, aliases=tuple(settings.local.aliases),
-            voice_model=settings.local.voice_model,
-            ceilings=_ceilings(settings.local.requests.under(settings.requests)),
+            voice_model=_voice_model(settings.local.id, settings.local.voice_model),
+            ceilings=_ceilings(local_limits), voice_max_tokens=_voice_max_tokens(local_limits),
         ))
     routers: list[Router] = []
     registry_box: list[ModelRegistry] = []
@@ -98,10 +148,12 @@ def build_registry(
     created = int(time.time())
     policy = settings.routing
     retry = RetryPolicy(retries=policy.retries, backoff=policy.backoff_seconds)
-    for model in settings.models:
+    for model in served:
         limits = model.requests.under(settings.requests)
         routes = []
         for i, d in enumerate(model.deployments):
+            if d.left_out():
+                continue
             deployment = _deployment(model, i, d, limits)
             breaker = CircuitBreaker(policy.breaker_failures, policy.breaker_cooldown)
             routes.append(Route(deployment, _backend(deployment, session, pool, local), breaker))
@@ -111,11 +163,13 @@ def build_registry(
             json_schema="json_schema" in caps, reasoning="reasoning" in caps,
         )
         router = Router(model.id, routes, retry, capabilities=capabilities,
-                        fallbacks=tuple(model.fallbacks), resolve=resolve)
+                        fallbacks=tuple(f for f in model.fallbacks if f not in left_out),
+                        resolve=resolve)
         routers.append(router)
-        entries.append(ModelEntry(id=model.id, owned_by=model.owned_by, created=created,
-                                  backend=router, aliases=tuple(model.aliases),
-                                  voice_model=model.voice_model, ceilings=_ceilings(limits)))
+        entries.append(ModelEntry(
+            id=model.id, owned_by=model.owned_by, created=created, backend=router,
+            aliases=tuple(model.aliases), voice_model=_voice_model(model.id, model.voice_model),
+            ceilings=_ceilings(limits), voice_max_tokens=_voice_max_tokens(limits)))
     try:
         registry = ModelRegistry(entries)
     except ValueError as exc:
@@ -123,9 +177,9 @@ def build_registry(
     known = {name for name, _ in registry.names()}
     for model in settings.models:
         for fallback in model.fallbacks:
-            if fallback not in known:
+            if fallback not in known and fallback not in left_out:
                 raise ConfigError(f"model {model.id}: fallback {fallback!r} is not a model")
-    _refuse_fallback_cycles(settings, registry)
+    _refuse_fallback_cycles(served, registry, left_out)
     for entry in registry.entries:
         if entry.voice_model is None:
             continue
@@ -137,9 +191,16 @@ def build_registry(
     return registry, routers
 
 
-def _refuse_fallback_cycles(settings: Settings, registry: ModelRegistry) -> None:
+def _voice_max_tokens(limits: RequestLimits) -> int:
+    return limits.voice_max_tokens if limits.voice_max_tokens is not None else VOICE_MAX_TOKENS
+
+
+def _refuse_fallback_cycles(
+    models: list[ModelSettings], registry: ModelRegistry, left_out: set[str]
+) -> None:
     """A model must not fall back, directly or not, to itself (requests would loop)."""
-    edges = {m.id: [registry.resolve(f).id for f in m.fallbacks] for m in settings.models}
+    edges = {m.id: [registry.resolve(f).id for f in m.fallbacks if f not in left_out]
+             for m in models}
 
     def visit(model: str, path: tuple[str, ...]) -> None:
         for nxt in edges.get(model, ()):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kathan.backends.base import Backend
 from kathan.errors import InvalidRequestError, ModelNotFoundError
 from kathan.protocol.chat import ChatCompletionRequest
+from kathan.settings import VOICE_MAX_TOKENS
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,11 @@ class ModelEntry:
     aliases: tuple[str, ...] = field(default=())
     voice_model: str | None = None  # where `finetune: true` goes (an id or alias)
     ceilings: Ceilings = field(default=Ceilings())
+    voice_max_tokens: int = VOICE_MAX_TOKENS  # a voice request's max_tokens when it gives none
+
+
+# Whether a key may use a model, given its id and aliases (``Principal.may_use``).
+Visible = Callable[[str, tuple[str, ...]], bool]
 
 
 class ModelRegistry:
@@ -59,11 +66,19 @@ class ModelRegistry:
                     raise ValueError(f"model name {name!r} is configured twice")
                 self._by_name[name] = entry
 
-    def resolve(self, name: str) -> ModelEntry:
+    def resolve(self, name: str, visible: Visible | None = None) -> ModelEntry:
+        """The entry ``name`` names, or a 404. With ``visible`` (a key's
+        ``Principal.may_use``), the 404 lists the models that key may use."""
         entry = self._by_name.get(name)
         if entry is None:
-            raise ModelNotFoundError(name)
+            raise self.missing(name, visible)
         return entry
+
+    def missing(self, name: str, visible: Visible | None = None) -> ModelNotFoundError:
+        """The 404 for ``name``, listing the models ``visible`` allows (when given)."""
+        if visible is None:
+            return ModelNotFoundError(name)
+        return ModelNotFoundError(name, [e.id for e in self._entries if visible(e.id, e.aliases)])
 
     def names(self) -> list[tuple[str, ModelEntry]]:
         """Every listed name (ids first, then aliases) with its entry."""

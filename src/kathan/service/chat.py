@@ -24,7 +24,7 @@ from kathan.service.accumulate import Accumulator, usage_of
 from kathan.service.generation import Generation, end_meter
 from kathan.service.metering import Meter
 from kathan.service.metrics import Metrics
-from kathan.service.voice import speak, voice_request
+from kathan.service.voice import speak, voice_length, voice_request
 from kathan.voice.profile import voice_of
 
 
@@ -56,9 +56,13 @@ class ChatService:
     opens, reads and closes in one call.
     """
 
-    def __init__(self, registry: ModelRegistry, metrics: Metrics) -> None:
+    def __init__(
+        self, registry: ModelRegistry, metrics: Metrics, *, always_include_usage: bool = False
+    ) -> None:
         self.registry = registry
         self.metrics = metrics
+        # Every stream ends with a usage chunk, asked for or not (settings.always_include_usage).
+        self.always_include_usage = always_include_usage
 
     async def open(
         self, request: ChatCompletionRequest, *, meter: Meter | None = None
@@ -69,16 +73,25 @@ class ChatService:
         started = time.perf_counter()
         voice = voice_of(request.finetune, request.language, request.gender, request.accent)
         try:
-            entry = self.registry.resolve(request.model)
+            # Without metering every caller is a static admin key: every model.
+            visible = meter.principal.may_use if meter is not None else _every_model
+            entry = self.registry.resolve(request.model, visible)
             entry.ceilings.check(entry.id, request)
+            answering = entry
+            if voice is not None and voice.finetune and entry.voice_model is not None:
+                answering = self.registry.resolve(entry.voice_model)
+            key_cap = meter.principal.limits.max_tokens if meter is not None else None
+            if voice is not None:
+                request = voice_length(request, answering.voice_max_tokens,
+                                       answering.ceilings.max_tokens, key_cap)
             if meter is not None:
-                request = within_key_cap(request, meter.principal.limits.max_tokens)
+                request = within_key_cap(request, key_cap)
                 await meter.admit(entry.id, entry.aliases)
             if voice is not None:
                 request = voice_request(request, voice)
-                if voice.finetune and entry.voice_model is not None:
+                if answering is not entry:
                     # The response's `model` names the variant that answered.
-                    entry = self.registry.resolve(entry.voice_model)
+                    entry = answering
                     if meter is not None:
                         meter.model = entry.id
             stream = await entry.backend.open(request)
@@ -152,12 +165,17 @@ class ChatService:
     def stream_chunks(
         self, generation: Generation, *, include_usage: bool
     ) -> AsyncGenerator[ChatCompletionChunk | bytes, None]:
-        """``chunks`` of an opened generation, named after it."""
+        """``chunks`` of an opened generation, named after it; with usage when the
+        request asked (``include_usage``) or the server always sends it."""
         return self.chunks(
             generation, model=generation.model, n=generation.n,
             chunk_id=f"chatcmpl-{generation.request_id}", created=generation.created,
-            legacy=generation.legacy, include_usage=include_usage,
+            legacy=generation.legacy, include_usage=include_usage or self.always_include_usage,
         )
+
+
+def _every_model(model: str, aliases: tuple[str, ...]) -> bool:
+    return True
 
 
 def within_key_cap(request: ChatCompletionRequest, cap: int | None) -> ChatCompletionRequest:

@@ -30,6 +30,26 @@ def voice_request(request: ChatCompletionRequest, voice: Voice) -> ChatCompletio
     })
 
 
+def voice_length(
+    request: ChatCompletionRequest, default: int, *ceilings: int | None
+) -> ChatCompletionRequest:
+    """A voice request without ``max_tokens`` (or ``max_completion_tokens``) gets
+    ``default``, lowered to the tightest of ``ceilings`` (the model's, the key's) so
+    that it never asks more than they allow; a request's own value is left as it is.
+
+    >>> from kathan.protocol.chat import ChatCompletionRequest as R
+    >>> ask = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+    >>> voice_length(R(**ask), 150, None, 100).max_tokens
+    100
+    >>> voice_length(R(**ask, max_tokens=1000), 150, None).max_tokens
+    1000
+    """
+    if request.max_tokens is not None or request.max_completion_tokens is not None:
+        return request
+    cap = min([default, *(c for c in ceilings if c is not None)])
+    return request.model_copy(update={"max_tokens": cap})
+
+
 _ENDED = re.compile(r"[.?!।॥…][\"'”’»)]*$")
 _CLAUSE_END = re.compile(r"[\s,;:—–-]+$")
 
