@@ -91,21 +91,34 @@ async def _probe_forever(routers: list[Router], interval: float) -> None:
                 logger.exception("probing %s failed", router.model_id)
 
 
-async def _load(engine: LocalEngine, settings: Settings) -> None:
+async def _load(engine: LocalEngine, settings: Settings) -> bool:
     local = settings.local
     assert local is not None
     try:
         await asyncio.to_thread(engine.load, _Progress(local.id))
     except Exception:
         logger.exception("loading %s failed", local.id)
-        return
+        return False
+    return True
+
+
+async def _announce(settings: Settings, serving: asyncio.Event,
+                    loading: asyncio.Task[bool] | None) -> None:
+    """"Kathan is ready" once the server accepts connections (``serving`` is set by
+    whoever serves the app, the CLI, after its socket is bound) and the local model,
+    if any, has loaded; never when either fails."""
+    await serving.wait()
+    if loading is not None:
+        await asyncio.wait([loading])  # not cancelled with this task
+        if not loading.result():
+            return
     base = f"http://{settings.host}:{settings.port}/v1"
-    print(
-        f"Kathan is ready: send requests to {base}/chat/completions "
-        f"(model '{local.id}', alias {', '.join(local.aliases) or 'none'})",
-        file=sys.stderr,
-        flush=True,
-    )
+    local = settings.local
+    served = (f"model '{local.id}', alias {', '.join(local.aliases) or 'none'}"
+              if local is not None else
+              "models: " + (", ".join(m.id for m in settings.models) or "none"))
+    print(f"Kathan is ready: send requests to {base}/chat/completions ({served})",
+          file=sys.stderr, flush=True)
 
 
 ADMIN_KEY_FILE = "admin-key.txt"
@@ -180,7 +193,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine: LocalEngine | None = None
-        loading: asyncio.Task[None] | None = None
+        loading: asyncio.Task[bool] | None = None
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
             auto_decompress=True,
@@ -227,6 +240,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         store = _Accounts(settings) if settings.accounts else None
         if store is not None:
             await store.start()
+        announcing = asyncio.create_task(_announce(settings, app.state.serving, loading))
         app.state.settings = settings
         app.state.registry = reg
         app.state.chat = ChatService(
@@ -243,6 +257,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         try:
             yield
         finally:
+            announcing.cancel()
             if probing is not None:
                 probing.cancel()
             if store is not None:
@@ -273,6 +288,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
 
     metrics = Metrics(load_stats)
     app.state.metrics = metrics
+    # Set by whoever serves the app once its socket accepts connections (the CLI).
+    app.state.serving = asyncio.Event()
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestCounter, paths=frozenset({chat.PATH}),

@@ -5,23 +5,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import errno
 import gc
 import logging
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from kathan.auth.keys import generate_key
+from kathan.cli_config import ConfigFault, load_settings, serve_epilog, settings_table
 from kathan.errors import InvalidRequestError, KathanError
 from kathan.limits.base import Limits, QuotaPeriod
 from kathan.settings import Settings
 from kathan.store import repo as store
 from kathan.store.db import Database, safe_url
-from kathan.store.models import ApiKey
+from kathan.store.models import Account, ApiKey
 
 
 def _describe(name: str) -> str:
@@ -30,42 +34,69 @@ def _describe(name: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kathan", description="Kathan LLM API service.")
+    parser.add_argument("-V", "--version", action="version",
+                        version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="Serve the OpenAI-compatible API.")
+    serve = sub.add_parser(
+        "serve", help="Serve the OpenAI-compatible API.", epilog=serve_epilog(),
+        description="Serve the OpenAI-compatible API.")
     serve.add_argument("--host", help=_describe("host") + " Default 127.0.0.1.")
     serve.add_argument("--port", type=int, help=_describe("port") + " Default 8000.")
     serve.add_argument("--config", type=Path, help=_describe("config_file"))
+    serve.add_argument("--log-level", type=str.lower,
+                       choices=("critical", "error", "warning", "info", "debug"),
+                       help="Log level for Kathan and uvicorn. Default info.")
     _add_store_commands(sub)
+    _add_config_commands(sub)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("kathan")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        from kathan import __version__
+
+        return __version__
+
+
+GENERATED_KEY_FILE = "api-key.txt"
 
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from kathan.app import create_app
+    from kathan.app import create_app, write_secret
 
     overrides: dict[str, object] = {}
-    if args.host is not None:
-        overrides["host"] = args.host
-    if args.port is not None:
-        overrides["port"] = args.port
+    flags = {"host": "--host", "port": "--port", "log_level": "--log-level"}
+    for name in ("host", "port", "log_level"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     if args.config is not None:
         overrides["config_file"] = args.config
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = load_settings(overrides, flags)
+    asyncio.run(_preflight(settings))
+    listener = _listen(settings.host, settings.port)
+    # The port actually bound (port 0 asks the system for one), for the ready line.
+    settings = settings.model_copy(update={"port": listener.getsockname()[1]})
     if not settings.api_keys and not settings.accounts:
         # Without the store there is no admin key to bootstrap; make one for this run.
+        # Like the bootstrap admin key, it goes to a file only its owner reads, never to
+        # the log stream, where collectors would keep it.
         key = generate_key()
         settings = settings.model_copy(update={"api_keys": [key]})
+        path = write_secret(settings.data_dir / GENERATED_KEY_FILE, key)
         print(
-            "No API keys configured (set KATHAN_API_KEYS). Generated one for this run:\n"
-            f"    {key}\n",
+            "No API keys configured (set KATHAN_API_KEYS) and accounts are off: Kathan "
+            f"generated a key for this run, in {path} (readable by this user only).",
             file=sys.stderr,
             flush=True,
         )
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     tune_gc()
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -80,7 +111,75 @@ def serve(args: argparse.Namespace) -> int:
         proxy_headers=settings.forwarded_allow_ips is not None,
         forwarded_allow_ips=settings.forwarded_allow_ips or "",
     )
-    return 0
+    server = _server(config, app.state.serving)
+    server.run(sockets=[listener])
+    return 0 if server.started else 1
+
+
+def _server(config: Any, serving: asyncio.Event) -> Any:
+    """uvicorn's server, which tells the app when its socket accepts connections (the
+    app's "Kathan is ready" line waits for that)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if not self.should_exit:
+                serving.set()
+
+    return Server(config)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, before anything loads: a port that is taken is
+    one line and exit status 1, not a traceback after the model has loaded."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise _CommandError(f"cannot listen on {shown}: unknown address ({exc.strerror})") \
+            from None
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise _CommandError(
+                f"cannot listen on {shown}: the address is already in use (another process "
+                "holds the port; choose another with --port or KATHAN_PORT)") from None
+        raise _CommandError(f"cannot listen on {shown}: {exc.strerror or exc}") from None
+    listener.set_inheritable(True)
+    return listener
+
+
+async def _preflight(settings: Settings) -> None:
+    """What would make the server fail at start-up, checked first so that it is one line:
+    the models as configured, the local model's file, the store."""
+    from kathan.cli_models import report
+
+    await report(settings, with_probe=False)
+    if not settings.accounts:
+        return
+    try:
+        database = Database.from_settings(settings)
+    except ValueError as exc:
+        raise _CommandError(f"database_url: {exc}") from None
+    try:
+        await database.upgrade()
+    except (OSError, SQLAlchemyError) as exc:
+        raise _CommandError(
+            f"cannot open the store at {safe_url(database.url)}: {_reason(exc)} (check "
+            "KATHAN_DATABASE_URL or data_dir, or set KATHAN_ACCOUNTS=false)") from None
+    finally:
+        await database.dispose()
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return (str(cause).splitlines() or [type(cause).__name__])[0]
 
 
 def tune_gc() -> None:
@@ -102,10 +201,18 @@ def tune_gc() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    if args.command in ("db", "keys", "accounts"):
-        return run_store_command(args)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if args.command in ("db", "keys", "accounts", "usage"):
+            return run_store_command(args)
+        if args.command in ("models", "config"):
+            return int(args.config_command(args))
+    except (ConfigFault, _CommandError) as exc:
+        print(f"kathan: {exc}", file=sys.stderr)
+        return exc.status if isinstance(exc, _CommandError) else 1
+    except KeyboardInterrupt:
+        return 130
     return 2
 
 
@@ -140,6 +247,32 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     make.add_argument("--admin", action="store_true", help="Make the account an admin.")
     make.add_argument("--config", type=Path, help=config_help)
     make.set_defaults(store_command=_accounts_create)
+    listing = accounts_sub.add_parser("list", help="List accounts, with their keys in use.")
+    listing.add_argument("--config", type=Path, help=config_help)
+    listing.set_defaults(store_command=_accounts_list)
+    for verb, disabled, text in (
+        ("disable", True, ("Disable an account: its keys and logins stop working (a running "
+         "server may accept its keys for up to key_cache_seconds more).")),
+        ("enable", False, "Enable a disabled account again."),
+    ):
+        change = accounts_sub.add_parser(verb, help=text, description=text)
+        change.add_argument("account", type=_nonempty, help="The account's id, email or name.")
+        change.add_argument("--config", type=Path, help=config_help)
+        change.set_defaults(store_command=_accounts_set_disabled, disabled=disabled)
+
+    usage = sub.add_parser(
+        "usage", help="Usage by day and model, from the store's ledger (as GET /admin/usage).",
+        description="Requests and tokens by UTC day and model, from the usage ledger: "
+        "everyone's, one account's or one key's.")
+    who = usage.add_mutually_exclusive_group()
+    who.add_argument("--account", type=_nonempty, help="Only this account (id, email or name).")
+    who.add_argument("--key", type=_nonempty, help="Only this key (its id or prefix).")
+    usage.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="First UTC day.")
+    usage.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="Last UTC day.")
+    usage.add_argument("--json", action="store_true",
+                       help="Print the report as JSON, in the admin API's shape.")
+    usage.add_argument("--config", type=Path, help=config_help)
+    usage.set_defaults(store_command=_usage)
 
     keys = sub.add_parser("keys", help="Create, list and revoke API keys.")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -189,6 +322,70 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     revoke.set_defaults(store_command=_keys_revoke)
 
 
+def _add_config_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    models = sub.add_parser(
+        "models", help="The models a config would serve, and whether each deployment answers.",
+        description="The models the configuration would serve (built as `serve` builds "
+        "them; no server needs to run), with each deployment: where it is and whether its "
+        "key is set. --probe asks each upstream deployment for its models listing.")
+    models.add_argument("--probe", action="store_true",
+                        help="Ask each upstream deployment whether it answers (exit 1 when "
+                        "one does not).")
+    models.add_argument("--config", type=Path, help=_describe("config_file"))
+    models.set_defaults(config_command=_models)
+
+    config = sub.add_parser("config", help="Check a config file; list every setting.")
+    config_sub = config.add_subparsers(dest="config_subcommand", required=True)
+    check = config_sub.add_parser(
+        "check", help="Validate a config file and list the models it would serve.",
+        description="Validate a config file (with the KATHAN_* environment, as serve reads "
+        "it) and list the models it would serve. Exit 0 when it is valid, 1 with the "
+        "reason when not.")
+    check.add_argument("file", type=Path, help="The YAML config file.")
+    check.set_defaults(config_command=_config_check, config=None)
+    listing = config_sub.add_parser(
+        "settings", help="Every setting: its environment variable, default and meaning.")
+    listing.set_defaults(config_command=_config_settings, config=None)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from kathan.cli_models import report
+
+    settings = load_settings({} if args.config is None else {"config_file": args.config})
+    rows, text = asyncio.run(report(settings, with_probe=args.probe))
+    print(text, end="")
+    broken = [d.name for row in rows if row.served for d in row.deployments if not d.ok]
+    return 1 if args.probe and broken else 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from kathan.cli_models import report
+
+    settings = load_settings({"config_file": args.file})
+    rows, text = asyncio.run(report(settings, with_probe=False))
+    served = [row.id for row in rows if row.served]
+    print(f"{args.file} is valid: it would serve {len(served)} "
+          f"model{'' if len(served) == 1 else 's'}.")
+    print(text, end="")
+    return 0
+
+
+def _config_settings(args: argparse.Namespace) -> int:
+    print(settings_table(), end="")
+    return 0
+
+
+def _date(value: str) -> str:
+    try:
+        return date.fromisoformat(value).isoformat() if len(value) == 10 else _bad_date(value)
+    except ValueError:
+        return _bad_date(value)
+
+
+def _bad_date(value: str) -> str:
+    raise argparse.ArgumentTypeError(f"expected a date, YYYY-MM-DD, got {value!r}")
+
+
 def _nonempty(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")
@@ -233,13 +430,14 @@ def _expiry(value: str) -> datetime:
 
 
 def run_store_command(args: argparse.Namespace) -> int:
-    """Run a `db` or `keys` command: migrate the store first, dispose of it after."""
+    """Run a store command (`db`, `keys`, `accounts`, `usage`): migrate the store first,
+    dispose of it after."""
+    settings = load_settings({} if args.config is None else {"config_file": args.config})
+    args.settings = settings
     try:
-        overrides = {} if args.config is None else {"config_file": args.config}
-        database = Database.from_settings(Settings(**overrides))
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        print(f"kathan: {exc}", file=sys.stderr)
-        return 2
+        database = Database.from_settings(settings)
+    except ValueError as exc:
+        raise ConfigFault(f"database_url: {exc}") from None
     return asyncio.run(_with_store(database, args))
 
 
@@ -255,9 +453,8 @@ async def _with_store(database: Database, args: argparse.Namespace) -> int:
         print(f"kathan: {exc.message}", file=sys.stderr)
         return 2 if isinstance(exc, InvalidRequestError) else 1
     except (OSError, SQLAlchemyError) as exc:
-        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-        reason = (str(cause).splitlines() or [type(cause).__name__])[0]
-        print(f"kathan: the database at {safe_url(database.url)} failed: {reason}", file=sys.stderr)
+        print(f"kathan: the database at {safe_url(database.url)} failed: {_reason(exc)}",
+              file=sys.stderr)
         return 1
     finally:
         await database.dispose()
@@ -389,14 +586,106 @@ async def _keys_revoke(database: Database, args: argparse.Namespace) -> int:
         print(f"Key {key.id} ({key.prefix}…) was already revoked at {_time_cell(already)}.")
     else:
         print(f"Revoked key {key.id} ({key.prefix}…) named {key.name!r}.")
+        print(_cache_note(args, "the key"), file=sys.stderr)
     return 0
+
+
+def _cache_note(args: argparse.Namespace, what: str) -> str:
+    seconds = f"{args.settings.key_cache_seconds:g}"
+    return (f"A running server that used {what} in the last {seconds} s (key_cache_seconds) "
+            f"may accept it for up to {seconds} s more; revoking through the admin API "
+            "applies at once on the server that receives it.")
+
+
+async def _accounts_list(database: Database, args: argparse.Namespace) -> int:
+    async with database.session() as session:
+        accounts = await store.list_accounts(session)
+        keys = await store.list_keys(session, include_revoked=False)
+    now = datetime.now(UTC)
+    active: dict[str, int] = {}
+    for key in keys:
+        if store.key_is_active(key, now):
+            active[key.account_id] = active.get(key.account_id, 0) + 1
+    rows = [["ID", "NAME", "EMAIL", "ADMIN", "DISABLED", "KEYS", "LIMITS", "CREATED"]]
+    for account in accounts:
+        rows.append([
+            account.id, account.name, account.email or "-", "yes" if account.is_admin else "no",
+            "yes" if account.disabled else "no", str(active.get(account.id, 0)),
+            _limits_cell(account), _time_cell(account.created_at),
+        ])
+    _print_rows(rows)
+    return 0
+
+
+async def _accounts_set_disabled(database: Database, args: argparse.Namespace) -> int:
+    async with database.session() as session:
+        account = await store.find_account(session, args.account)
+        if account is None:
+            raise _CommandError(f"no account has the id, email or name {args.account!r}")
+        was = account.disabled
+        await store.update_account(session, account.id, disabled=args.disabled)
+        await session.commit()
+    state = "disabled" if args.disabled else "enabled"
+    if was == args.disabled:
+        print(f"The account {account.name!r} ({account.id}) was already {state}.")
+        return 0
+    print(f"The account {account.name!r} ({account.id}) is {state}.")
+    if args.disabled:
+        print(_cache_note(args, "one of its keys"), file=sys.stderr)
+    return 0
+
+
+async def _usage(database: Database, args: argparse.Namespace) -> int:
+    async with database.session() as session:
+        account_id = key_id = None
+        if args.account is not None:
+            account = await store.find_account(session, args.account)
+            if account is None:
+                raise _CommandError(f"no account has the id, email or name {args.account!r}")
+            account_id = account.id
+        if args.key is not None:
+            key = await store.find_key(session, args.key)
+            if key is None:
+                raise _CommandError(f"no key has the id or prefix {args.key}")
+            key_id = key.id
+        summary = await store.usage_summary(session, account_id=account_id, key_id=key_id,
+                                            since=args.since, until=args.until)
+    if args.json:
+        import json
+
+        print(json.dumps({"object": "list", "data": [
+            {**dataclasses.asdict(row), "total_tokens": row.prompt_tokens + row.completion_tokens}
+            for row in summary]}, indent=2))
+        return 0
+    columns = ("requests", "succeeded", "failed", "cancelled", "rate_limited",
+               "prompt_tokens", "cached_tokens", "completion_tokens")
+    rows = [["DAY", "MODEL", "REQUESTS", "OK", "FAILED", "CANCELLED", "LIMITED", "PROMPT",
+             "CACHED", "COMPLETION", "TOTAL"]]
+    totals = dict.fromkeys(columns, 0)
+    for row in summary:
+        values = [getattr(row, name) for name in columns]
+        for name, value in zip(columns, values, strict=True):
+            totals[name] += value
+        rows.append([row.day, row.model, *map(str, values),
+                     str(row.prompt_tokens + row.completion_tokens)])
+    if summary:
+        rows.append(["total", "", *(str(totals[name]) for name in columns),
+                     str(totals["prompt_tokens"] + totals["completion_tokens"])])
+    _print_rows(rows)
+    return 0
+
+
+def _print_rows(rows: list[list[str]]) -> None:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def _models_cell(key: ApiKey) -> str:
     return ",".join(key.models) if key.models is not None else "all"
 
 
-def _limits_cell(key: ApiKey) -> str:
+def _limits_cell(key: ApiKey | Account) -> str:
     limits = store.limits_of(key)
     parts = [
         f"{name}={value}"

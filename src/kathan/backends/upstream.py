@@ -65,6 +65,11 @@ class ProviderBackend:
         url, headers = self._probe
         return await probe(self._session, url, headers, self.deployment.connect_timeout)
 
+    @property
+    def probe_request(self) -> tuple[str, Mapping[str, str]]:
+        """The URL and headers ``probe`` GETs (``kathan models --probe`` reports the status)."""
+        return self._probe
+
 
 class UpstreamError(KathanError):
     """The upstream failed, or refused the request. Each kind is a class with its own
