@@ -1,14 +1,45 @@
-"""Schemathesis hooks: aim positive cases at the served model, so they reach the engine."""
+"""Schemathesis hooks, for what is true of this deployment or this moment and so cannot be
+in the API's schema. Every other rule is in the schema itself, and the checks hold the
+server to it.
 
+- The served models are what this server's config loads (the test server serves the
+  embedded model as ``smollm2-135m-instruct``, alias ``default``), not a property of
+  the API: a chat request naming another model gets a 404, and a key given another
+  model a 400. Positive cases name served models, so they reach the engine and the
+  keys are created; negative cases still try any other name.
+- ``expires_at`` must lie in the future (the schema's description says so); JSON Schema
+  has no notion of "now", so a time the generator drew in the past moves to the future.
+"""
+
+from datetime import UTC, datetime
 from typing import Any
 
 import schemathesis
 
+SERVED = ["smollm2-135m-instruct", "default"]
+
 
 @schemathesis.hook
 def before_load_schema(context: schemathesis.HookContext, raw_schema: dict[str, Any]) -> None:
-    request = raw_schema["components"]["schemas"]["ChatCompletionRequest"]
-    request["properties"]["model"] = {
-        "type": "string",
-        "enum": ["smollm2-135m-instruct", "default"],
-    }
+    schemas = raw_schema["components"]["schemas"]
+    request = schemas["ChatCompletionRequest"]
+    request["properties"]["model"] = {"type": "string", "enum": SERVED}
+    for name in ("KeyCreateRequest", "AdminKeyCreateRequest", "KeyUpdateRequest"):
+        models = schemas[name]["properties"]["models"]
+        for option in models["anyOf"]:
+            if option.get("type") == "array":
+                option["items"] = {"type": "string", "enum": SERVED}
+
+
+@schemathesis.hook
+def before_call(context: schemathesis.HookContext, case: Any, kwargs: dict[str, Any]) -> None:
+    body = case.body
+    if not isinstance(body, dict) or not isinstance(body.get("expires_at"), str):
+        return
+    try:
+        when = datetime.fromisoformat(body["expires_at"].replace("z", "Z"))
+    except ValueError:
+        return  # not a time: a negative case, left as drawn
+    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
+    if aware <= datetime.now(UTC):
+        body["expires_at"] = "2099-01-01T00:00:00Z"

@@ -297,7 +297,8 @@ def test_logout_ends_the_session_at_once(app_client: TestClient) -> None:
                                            "password": "correct horse"}).json()["token"]
     assert c.get("/v1/keys", headers=bearer(token)).status_code == 200
     key = c.post("/v1/keys", headers=bearer(token), json={"name": "k"}).json()["key"]
-    assert c.post("/v1/auth/logout", headers=bearer(key)).status_code == 400  # a key, not a session
+    r = c.post("/v1/auth/logout", headers=bearer(key))  # a key, not a session
+    assert r.status_code == 403 and r.json()["error"]["code"] == "not_a_session"
     assert c.post("/v1/auth/logout", headers=bearer(token)).status_code == 204
     assert c.get("/v1/keys", headers=bearer(token)).status_code == 401
     assert c.get("/v1/keys", headers=bearer(key)).status_code == 200  # keys live on

@@ -27,6 +27,7 @@ from kathan.errors import (
 )
 from kathan.limits.base import Limits
 from kathan.protocol import accounts as wire
+from kathan.routing.registry import ModelRegistry
 from kathan.service.metering import Metering
 from kathan.settings import AccountDefaults, Settings
 from kathan.store import models, repo
@@ -65,6 +66,24 @@ def _future(expires_at: datetime | None) -> datetime | None:
     if aware <= datetime.now(UTC):
         raise InvalidRequestError("expires_at is in the past.", param="expires_at")
     return aware
+
+
+def _served(request: Request, names: list[str] | None) -> list[str] | None:
+    """``names`` when this server serves each of them (an id or an alias), else a 400
+    naming the others and listing what it serves."""
+    if names is None:
+        return None
+    registry: ModelRegistry = request.app.state.registry
+    served = {name for name, _ in registry.names()}
+    unknown = [n for n in dict.fromkeys(n.strip() for n in names) if n not in served]
+    if unknown:
+        listing = "; ".join(
+            e.id + (f" (aliases {', '.join(e.aliases)})" if e.aliases else "")
+            for e in registry.entries) or "none"
+        raise InvalidRequestError(
+            f"models: this server serves no model {', '.join(map(repr, unknown))}. "
+            f"It serves: {listing}.", param="models", code="model_not_found")
+    return names
 
 
 def _forget(request: Request, key: models.ApiKey) -> None:
@@ -145,11 +164,11 @@ async def login(body: wire.LoginRequest, db: DatabaseDep, request: Request) -> w
 
 
 @router.post("/v1/auth/logout", status_code=204, response_class=Response,
-             responses=responses.errors(400, 401, 503))
+             responses=responses.errors(400, 401, 403, 503))
 async def logout(principal: AnyPrincipalDep, db: DatabaseDep, request: Request) -> Response:
     """End the login session whose token authorizes this request."""
-    if principal.kind != "session":
-        raise InvalidRequestError(
+    if principal.kind != "session":  # authenticated, but not with what logout ends
+        raise PermissionDeniedError(
             "Logout ends a login session (a token from /v1/auth/login); an API key is "
             "revoked with DELETE /v1/keys/{key_id}.", code="not_a_session")
     token = request.headers["authorization"].partition(" ")[2].strip()
@@ -182,6 +201,7 @@ async def create_own_key(
         raise PermissionDeniedError(
             f"Keys of this account may use only {', '.join(defaults.models)}; "
             f"not {', '.join(outside)}.", param="models", code="model_not_allowed")
+    _served(request, body.models)
     async with db.session() as s:
         account = await repo.get_account(s, principal.account_id)
         if account is None:
@@ -218,8 +238,8 @@ async def revoke_own_key(
 async def usage(
     principal: AnyPrincipalDep,
     db: DatabaseDep,
-    since: Annotated[date | None, Query(description="First UTC day, YYYY-MM-DD.")] = None,
-    until: Annotated[date | None, Query(description="Last UTC day, YYYY-MM-DD.")] = None,
+    since: Annotated[wire.Day | None, Query(description="First UTC day, YYYY-MM-DD.")] = None,
+    until: Annotated[wire.Day | None, Query(description="Last UTC day, YYYY-MM-DD.")] = None,
     account_id: Annotated[str | None, Query(max_length=40, description="Admins only.")] = None,
     key_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> wire.UsageReport:
@@ -300,8 +320,9 @@ async def admin_list_keys(
 @admin.post("/keys", status_code=201, response_model=wire.CreatedApiKey,
             responses=responses.errors(400, 404))
 async def admin_create_key(
-    body: wire.AdminKeyCreateRequest, _: AdminDep, db: DatabaseDep
+    body: wire.AdminKeyCreateRequest, _: AdminDep, db: DatabaseDep, request: Request
 ) -> wire.CreatedApiKey:
+    _served(request, body.models)
     async with db.session() as s:
         account = await repo.get_account(s, body.account_id)
         if account is None:
@@ -324,7 +345,7 @@ async def admin_update_key(
     if "name" in fields and body.name is not None:
         changes["name"] = body.name
     if "models" in fields:
-        changes["models"] = body.models
+        changes["models"] = _served(request, body.models)
     if "limits" in fields:
         changes["limits"] = body.limits.to_limits() if body.limits else None
     if "expires_at" in fields:
@@ -354,8 +375,8 @@ async def admin_revoke_key(
 @admin.get("/usage", response_model=wire.UsageReport)
 async def admin_usage(
     _: AdminDep, db: DatabaseDep,
-    since: Annotated[date | None, Query(description="First UTC day, YYYY-MM-DD.")] = None,
-    until: Annotated[date | None, Query(description="Last UTC day, YYYY-MM-DD.")] = None,
+    since: Annotated[wire.Day | None, Query(description="First UTC day, YYYY-MM-DD.")] = None,
+    until: Annotated[wire.Day | None, Query(description="Last UTC day, YYYY-MM-DD.")] = None,
     account_id: Annotated[str | None, Query(max_length=40)] = None,
     key_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> wire.UsageReport:

@@ -1,46 +1,105 @@
-"""Wire models of accounts, API keys, login and usage (the self-service and admin APIs)."""
+"""Wire models of accounts, API keys, login and usage (the self-service and admin APIs).
+
+What the request models accept is what their JSON Schema (the OpenAPI document) says:
+booleans are JSON booleans, counts JSON integers, times RFC 3339 strings, names
+printable text with at least one character that is not a space, and every pattern is
+written with explicit character classes, so that Python, Rust (pydantic) and
+ECMAScript (the schema's readers) agree on what matches.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal, Self
+import re
+from datetime import date, datetime
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from kathan.limits.base import Limits
 
 Email = str
 MAX_LIMIT = 2**31 - 1
-_EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,255}$"
+# C0 and C1 control characters (tab, newline and NEL among them) and DEL.
+_CONTROL = r"\u0000-\u001f\u007f-\u009f"
+# The other characters Python's str.strip() removes (and the BOM, which ECMAScript's \s has).
+_SPACE = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+# Printable text with at least one visible character: what repo._text keeps unchanged
+# (but for the spaces it trims at the ends) and never finds empty.
+NAME = rf"^[^{_CONTROL}]*[^{_CONTROL}{_SPACE}][^{_CONTROL}]*$"
+_EMAIL = rf"^[^@{_CONTROL}{_SPACE}]{{1,64}}@[^@{_CONTROL}{_SPACE}]{{1,255}}$"
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _count(value: Any) -> Any:
+    # pydantic's lax int takes true and "5"; JSON Schema's integer does not (5.0 it does).
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+def _time(value: Any) -> Any:
+    # pydantic parses 0 or "0" as a Unix time, and a time without an offset.
+    if not isinstance(value, str) or not _TIME.match(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, "
+                         "such as 2030-01-01T00:00:00Z")
+    return value
+
+
+def _day(value: Any) -> Any:
+    if not isinstance(value, str) or not _DAY.match(value):
+        raise ValueError("must be a date, YYYY-MM-DD")
+    return value
+
+
+# The store keeps limits in 32-bit integer columns (PostgreSQL's INTEGER).
+Count = Annotated[int, Field(ge=1, le=MAX_LIMIT), BeforeValidator(_count)]
+Time = Annotated[datetime, BeforeValidator(_time)]
+# A query parameter's day: the schema says format "date" with this pattern.
+Day = Annotated[date, BeforeValidator(_day)]
+DAY_PATTERN = _DAY.pattern
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME)]
+ModelName = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME)]
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class LimitsModel(_In):
-    """A key's limits. Absent or null: unlimited."""
+# quota_tokens and quota_period, both or neither (null counts as absent), in JSON Schema.
+_QUOTA_PAIR: dict[str, Any] = {"anyOf": [
+    {"properties": {"quota_tokens": {"type": "null"}, "quota_period": {"type": "null"}}},
+    {"required": ["quota_tokens", "quota_period"],
+     "properties": {"quota_tokens": {"type": "integer"}, "quota_period": {"type": "string"}}},
+]}
 
-    # The store keeps limits in 32-bit integer columns (PostgreSQL's INTEGER).
-    rpm: int | None = Field(None, ge=1, le=MAX_LIMIT, description="Requests per minute.")
-    tpm: int | None = Field(
-        None, ge=1, le=MAX_LIMIT, description="Prompt + completion tokens per minute."
+
+class LimitsModel(_In):
+    """A key's limits. Absent or null: unlimited. quota_tokens and quota_period go
+    together: both or neither."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_QUOTA_PAIR)
+
+    rpm: Count | None = Field(None, description="Requests per minute.")
+    tpm: Count | None = Field(
+        None, description="Prompt + completion tokens per minute."
     )
-    max_concurrent: int | None = Field(
-        None, ge=1, le=MAX_LIMIT, description="Requests in flight at once."
+    max_concurrent: Count | None = Field(
+        None, description="Requests in flight at once."
     )
-    quota_tokens: int | None = Field(
-        None, ge=1, le=MAX_LIMIT, description="Tokens per quota period."
+    quota_tokens: Count | None = Field(
+        None, description="Tokens per quota period."
     )
     quota_period: Literal["day", "month"] | None = Field(None, description="UTC day or month.")
-    max_tokens: int | None = Field(
-        None, ge=1, le=MAX_LIMIT, description="The most max_tokens one request may ask "
+    max_tokens: Count | None = Field(
+        None, description="The most max_tokens one request may ask "
         "(and what a request that gives none gets).")
 
     @model_validator(mode="after")
     def _quota_has_a_period(self) -> Self:
         if (self.quota_tokens is None) != (self.quota_period is None):
-            raise ValueError("quota_tokens and quota_period go together")
+            raise ValueError("quota_tokens and quota_period go together: give both (a "
+                             "token count and 'day' or 'month') or neither")
         return self
 
     def to_limits(self) -> Limits:
@@ -57,11 +116,11 @@ class LimitsModel(_In):
 class RegisterRequest(_In):
     email: Email = Field(pattern=_EMAIL, max_length=320)
     password: str = Field(min_length=8, max_length=256)
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: Name | None = None
 
 
 class LoginRequest(_In):
-    email: Email = Field(max_length=320)
+    email: Email = Field(max_length=320, pattern=_EMAIL)
     password: str = Field(max_length=256)
 
 
@@ -84,11 +143,12 @@ class LoginResponse(BaseModel):
 
 
 class KeyCreateRequest(_In):
-    name: str = Field(min_length=1, max_length=200)
-    models: list[str] | None = Field(
-        None, max_length=100, description="Models the key may use; null for all."
+    name: Name
+    models: list[ModelName] | None = Field(
+        None, max_length=100, description="Models the key may use (ids or aliases this "
+        "server serves); null for all."
     )
-    expires_at: datetime | None = None
+    expires_at: Time | None = Field(None, description="In the future.")
 
 
 class AdminKeyCreateRequest(KeyCreateRequest):
@@ -97,10 +157,11 @@ class AdminKeyCreateRequest(KeyCreateRequest):
 
 
 class KeyUpdateRequest(_In):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    models: list[str] | None = Field(None, max_length=100)
+    name: Name | None = None
+    models: list[ModelName] | None = Field(
+        None, max_length=100, description="Ids or aliases this server serves; null for all.")
     limits: LimitsModel | None = None
-    expires_at: datetime | None = None
+    expires_at: Time | None = Field(None, description="In the future; null: never.")
 
 
 class ApiKey(BaseModel):
@@ -126,16 +187,16 @@ class KeyList(BaseModel):
 
 
 class AccountCreateRequest(_In):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     email: Email | None = Field(None, pattern=_EMAIL, max_length=320)
     password: str | None = Field(None, min_length=8, max_length=256)
-    is_admin: bool = False
+    is_admin: bool = Field(False, strict=True)
     limits: LimitsModel | None = None
 
 
 class AccountUpdateRequest(_In):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    disabled: bool | None = None
+    name: Name | None = None
+    disabled: bool | None = Field(None, strict=True)
     limits: LimitsModel | None = None
 
 
