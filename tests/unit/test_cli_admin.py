@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -178,7 +178,7 @@ def test_usage_reports_by_day_and_model_for_an_account_or_a_key(
 class _Upstream(BaseHTTPRequestHandler):
     """A models listing that answers 200 to the key "good" and 401 to any other."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         good = self.headers.get("Authorization") == "Bearer good"
         body = b'{"object": "list", "data": []}' if good else b'{"error": {}}'
         self.send_response(200 if good and self.path == "/v1/models" else 401)
