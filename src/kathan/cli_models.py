@@ -109,7 +109,9 @@ async def plan(settings: Settings, session: aiohttp.ClientSession) -> list[Model
                     d.api_key()
                     deployment.status = f"key from ${d.api_key_env}"
                 except ValueError:
-                    deployment.status, deployment.ok = f"${d.api_key_env} is not set", False
+                    left_out = ": left out (if_key_set)" if d.if_key_set else ""
+                    deployment.status = f"${d.api_key_env} is not set{left_out}"
+                    deployment.ok = False
             if name in routed:
                 deployment.router, deployment.index = routed[name]
             elif deployment.ok:

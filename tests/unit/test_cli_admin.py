@@ -257,8 +257,9 @@ models:
 
 
 def test_config_check_lists_the_models_a_valid_file_would_serve(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("TEST_UNSET_KEY_VAR", raising=False)
     config = tmp_path / "kathan.yaml"
     config.write_text("""
 local:
@@ -276,6 +277,20 @@ models:
     rows = table("\n".join(out.splitlines()[1:]))
     assert [(r["MODEL"], r["ALIASES"]) for r in rows] == [
         ("tiny", "default,fast"), ("claude-3-5-sonnet", "anthropic/claude-3-5-sonnet")]
+    # A deployment that waits for its key (if_key_set) is listed, and its model is not served.
+    with config.open("a") as more:
+        more.write("""
+  - id: gpt-4
+    deployments:
+      - {backend: openai, base_url: "http://127.0.0.1:9/v1", api_key_env: TEST_UNSET_KEY_VAR,
+         if_key_set: true}
+""")
+    status, out, err = run(capsys, "config", "check", str(config))
+    assert status == 0, err
+    assert out.splitlines()[0] == f"{config} is valid: it would serve 2 models."
+    [row] = [r for r in table("\n".join(out.splitlines()[1:])) if r["DEPLOYMENT"] == "gpt-4#0"]
+    assert row["MODEL"] == "gpt-4 (not served)"
+    assert row["STATUS"] == "$TEST_UNSET_KEY_VAR is not set: left out (if_key_set)"
     config.write_text("local:\n  id: tiny\n  aliases: [x]\nmodels:\n  - id: x\n"
                       "    deployments: [{backend: local}]\n")
     status, _, err = run(capsys, "config", "check", str(config))
