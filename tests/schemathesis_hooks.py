@@ -7,6 +7,10 @@ server to it.
   the API: a chat request naming another model gets a 404, and a key given another
   model a 400. Positive cases name served models, so they reach the engine and the
   keys are created; negative cases still try any other name.
+- The test server serves only the local engine, which refuses with a 400 a parameter
+  it does not know (``unsupported_parameter``), while a provider deployment forwards
+  it: so the schema allows extra properties in a chat request, and this server's
+  positive cases send none (negative cases still try them).
 - ``expires_at`` must lie in the future (the schema's description says so); JSON Schema
   has no notion of "now", so a time the generator drew in the past moves to the future.
 """
@@ -24,6 +28,7 @@ def before_load_schema(context: schemathesis.HookContext, raw_schema: dict[str, 
     schemas = raw_schema["components"]["schemas"]
     request = schemas["ChatCompletionRequest"]
     request["properties"]["model"] = {"type": "string", "enum": SERVED}
+    request["additionalProperties"] = False
     for name in ("KeyCreateRequest", "AdminKeyCreateRequest", "KeyUpdateRequest"):
         models = schemas[name]["properties"]["models"]
         for option in models["anyOf"]:

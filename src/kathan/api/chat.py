@@ -26,7 +26,14 @@ PATH = "/v1/chat/completions"
 _STREAM_DOC = {
     "description": "A chat completion, or with `stream: true` a stream of "
     "`chat.completion.chunk` server-sent events ending with `data: [DONE]`.",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    # OpenAPI 3.1 reads an event stream's schema as the schema of one event.
+    "content": {"text/event-stream": {"schema": {
+        "type": "object",
+        "description": "One event: `data` is a `chat.completion.chunk` as JSON (an error "
+        "object in an `error` event), or `[DONE]` at the end.",
+        "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+        "required": ["data"],
+    }}},
 }
 
 
