@@ -7,6 +7,10 @@ server to it.
   the API: a chat request naming another model gets a 404, and a key given another
   model a 400. Positive cases name served models, so they reach the engine and the
   keys are created; negative cases still try any other name.
+- The test server caps ``max_tokens`` (and ``max_completion_tokens``) at 16 and ``n``
+  at 2 (``requests.max_tokens``, ``requests.max_n``: a 400 above them), so that
+  every generated request finishes in moments: the caps are its configuration, not
+  the API's, so they go into the schema here.
 - The test server serves only the local engine, which refuses with a 400 a parameter
   it does not know (``unsupported_parameter``), while a provider deployment forwards
   it: so the schema allows extra properties in a chat request, and this server's
@@ -21,6 +25,15 @@ from typing import Any
 import schemathesis
 
 SERVED = ["smollm2-135m-instruct", "default"]
+# tests/integration/test_schema.py's server config, `requests:`.
+MAX_TOKENS = 16
+MAX_N = 2
+
+
+def _cap(prop: dict[str, Any], maximum: int) -> None:
+    for option in prop["anyOf"]:
+        if option.get("type") == "integer":
+            option["maximum"] = maximum
 
 
 @schemathesis.hook
@@ -29,6 +42,9 @@ def before_load_schema(context: schemathesis.HookContext, raw_schema: dict[str, 
     request = schemas["ChatCompletionRequest"]
     request["properties"]["model"] = {"type": "string", "enum": SERVED}
     request["additionalProperties"] = False
+    _cap(request["properties"]["max_tokens"], MAX_TOKENS)
+    _cap(request["properties"]["max_completion_tokens"], MAX_TOKENS)
+    _cap(request["properties"]["n"], MAX_N)
     for name in ("KeyCreateRequest", "AdminKeyCreateRequest", "KeyUpdateRequest"):
         models = schemas[name]["properties"]["models"]
         for option in models["anyOf"]:

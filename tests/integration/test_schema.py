@@ -8,8 +8,8 @@ or wrong key gets a 401; a revoked or created resource behaves as the links say.
 What is true of this deployment only (the models it serves, "now") is in
 tests/schemathesis_hooks.py, which says why.
 
-The server runs the real model with a small context and a small default
-max_tokens, so that every generated request finishes quickly; --max-time is the
+The server runs the real model with a small context and max_tokens capped at 16
+(the hooks put the caps into the schema), so that every generated request finishes quickly; --max-time is the
 budget of the whole run (schemathesis fuzzes again until it is spent), so the
 test takes about a minute on any machine.
 """
@@ -23,6 +23,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import LiveServer, start_server, stop_server
@@ -43,12 +44,43 @@ CHECKS = ",".join([
     "ensure_resource_availability",
 ])
 BUDGET_SECONDS = 45
+# The static key is an admin, which has no account: an account holder's routes
+# (/v1/keys) get one of the account's keys, and logout a login token.
+CONFIG = """\
+headers = { Authorization = "Bearer ${ST_ADMIN_KEY}" }
+
+[[operations]]
+include-path-regex = "^/v1/keys"
+headers = { Authorization = "Bearer ${ST_ACCOUNT_KEY}" }
+
+[[operations]]
+include-path = "/v1/auth/logout"
+headers = { Authorization = "Bearer ${ST_SESSION}" }
+"""
+
+
+def account_credentials(server: LiveServer) -> dict[str, str]:
+    """An account with a password and a key, and a login token, made through the API."""
+    admin = {"Authorization": f"Bearer {server.api_key}"}
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        account = http.post("/admin/accounts", headers=admin, json={
+            "name": "schemathesis", "email": "st@example.com", "password": "a long password"})
+        assert account.status_code == 201, account.text
+        key = http.post("/admin/keys", headers=admin,
+                        json={"account_id": account.json()["id"], "name": "st"})
+        assert key.status_code == 201, key.text
+        login = http.post("/v1/auth/login",
+                          json={"email": "st@example.com", "password": "a long password"})
+        assert login.status_code == 200, login.text
+    return {"ST_ADMIN_KEY": server.api_key, "ST_ACCOUNT_KEY": key.json()["key"],
+            "ST_SESSION": login.json()["token"]}
 
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     server = start_server(tmp_path_factory.mktemp("schema"),
-                          "local:\n  n_ctx: 256\nrequests:\n  default_max_tokens: 16\n")
+                          "local:\n  n_ctx: 256\n  requests:\n    default_max_tokens: 16\n"
+                          "requests:\n  max_tokens: 16\n  max_n: 2\n")
     yield server
     stop_server(server)
 
@@ -57,6 +89,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(
     small_server: LiveServer, tmp_path: Path
 ) -> None:
     cli = Path(sys.executable).with_name("schemathesis")
+    (tmp_path / "schemathesis.toml").write_text(CONFIG)
     result = subprocess.run(
         [
             str(cli), "run", f"{small_server.base_url}/openapi.json",
@@ -65,13 +98,14 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(
             "--seed", "20261122",
             "--max-time", str(BUDGET_SECONDS),
             "--request-timeout", "30",
-            "--header", f"Authorization: Bearer {small_server.api_key}",
             "--report-dir", str(tmp_path),
         ],
-        capture_output=True, text=True, timeout=BUDGET_SECONDS + 60,
-        # Run from a temporary directory, so schemathesis' cache stays out of the tree.
+        check=False, capture_output=True, text=True, timeout=BUDGET_SECONDS + 60,
+        # Run from a temporary directory (where its config is), so schemathesis' cache
+        # stays out of the tree.
         env={
             **os.environ,
+            **account_credentials(small_server),
             "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
             "PYTHONPATH": str(Path(__file__).parents[2]),
         },

@@ -34,7 +34,8 @@ _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d
 def _count(value: Any) -> Any:
     # pydantic's lax int takes true and "5"; JSON Schema's integer does not (5.0 it does).
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("must be a JSON integer")
+        # A ValueError: pydantic turns it into a validation error (a TypeError escapes).
+        raise ValueError("must be a JSON integer")  # noqa: TRY004
     return value
 
 
