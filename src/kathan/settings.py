@@ -25,8 +25,8 @@ from pydantic_settings import (
 from kathan.protocol.accounts import LimitsModel
 
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
-# A voice reply's length when nothing says otherwise: one to three spoken sentences,
-# with room for a model that thinks before it speaks (reasoning tokens count too).
+# A voice reply's max_tokens when neither the request nor the config gives one: the
+# persona's one to three spoken sentences, with room to finish the last one.
 VOICE_MAX_TOKENS = 150
 
 
