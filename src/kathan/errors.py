@@ -167,14 +167,18 @@ class RequestValidationFailed(KathanError):
     error_type = "invalid_request_error"
     default_code = "validation_error"
 
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, errors: list[dict[str, Any]], *, message: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        """``errors`` are the ``detail`` items; ``message`` (which ``api.explain`` words
+        from them) names the field and the reason, ``param`` the field."""
         self.errors = errors
-        first = errors[0] if errors else {"loc": [], "msg": "Invalid request"}
-        where = ".".join(str(part) for part in first.get("loc", []) if part != "body")
-        message = f"{where}: {first['msg']}" if where else str(first["msg"])
-        if len(errors) > 1:
-            message += f" (and {len(errors) - 1} more)"
-        super().__init__(message, param=where or None)
+        if message is None:
+            first = errors[0] if errors else {"loc": [], "msg": "Invalid request"}
+            param = ".".join(str(part) for part in first.get("loc", []) if part != "body")
+            message = f"{param}: {first['msg']}" if param else str(first["msg"])
+        super().__init__(message, param=param or None)
 
     @property
     def detail(self) -> Any:

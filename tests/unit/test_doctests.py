@@ -14,6 +14,8 @@ import importlib
 import pytest
 
 MODULES = [
+    "kathan.api.body",
+    "kathan.api.explain",
     "kathan.backends.anthropic",
     "kathan.backends.fetch",
     "kathan.backends.gemini",

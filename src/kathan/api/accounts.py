@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from kathan.api import responses
+from kathan.api.body import JSONBodyRoute
 from kathan.api.deps import AccountDep, AdminDep, AnyPrincipalDep, DatabaseDep
 from kathan.auth.authenticator import Authenticator
 from kathan.auth.throttle import LoginThrottle
@@ -34,8 +35,9 @@ from kathan.store import models, repo
 from kathan.store.db import Database
 from kathan.store.repo import limits_of
 
-router = APIRouter()
-admin = APIRouter(prefix="/admin", responses=responses.errors(400, 401, 403, 422, 503))
+# JSONBodyRoute: bodies are read as the chat route reads them (JSON whatever the content type).
+router = APIRouter(route_class=JSONBodyRoute)
+admin = APIRouter(prefix="/admin", route_class=JSONBodyRoute, responses=responses.errors(400, 401, 403, 422, 503))
 
 
 def _account(a: models.Account) -> wire.Account:

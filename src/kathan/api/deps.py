@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
+from kathan.api.body import load
 from kathan.api.errors import issue
+from kathan.api.explain import explain
 from kathan.auth.authenticator import Authenticator
 from kathan.auth.principal import Principal
 from kathan.errors import (
@@ -114,40 +115,35 @@ AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
 async def read_json(request: Request, model: type[M], principal: Principal) -> M:
-    """The body read as JSON whatever its content type (``curl -d`` sends a form type)
-    and validated straight from its bytes as ``model``. Its 422 carries the seeds'
-    ``detail`` items located in the body; the caller (known: the key is checked
-    first, so a 401 comes before a 422) gets the rejected request's ledger row.
-    The route (a ``GenerationRoute``) describes the body for OpenAPI from ``model``."""
+    """The body read as JSON whatever its content type (``curl -d`` sends a form type),
+    checked by ``body.load`` as every route's is, and validated straight from its
+    bytes as ``model``. Its 422 carries the seeds' ``detail`` items located in the
+    body and a message from ``explain``; the caller (known: the key is checked first,
+    so a 401 comes before a 422) gets the rejected request's ledger row. The route
+    (a ``GenerationRoute``) describes the body for OpenAPI from ``model``."""
     raw = await request.body()
     try:
+        value = load(raw)
         return model.model_validate_json(raw)
+    except RequestValidationFailed as error:
+        await _record_rejected(request.app.state.metering, principal, None, error)
+        raise
     except ValidationError as exc:
-        error = RequestValidationFailed(_issues(exc, raw))
-        await _record_rejected(request.app.state.metering, principal, raw, error)
-        raise error from None
-
-
-def _issues(exc: ValidationError, raw: bytes) -> list[dict[str, Any]]:
-    """Pydantic's errors as the seeds' ``detail`` items, located in the body."""
-    if not raw.strip():
-        return [{"loc": ["body"], "msg": "Field required", "type": "missing"}]
-    return [
-        issue({**e, "loc": ("body",) if e["type"] == "json_invalid" else ("body", *e["loc"])})
-        for e in exc.errors(include_url=False, include_input=False)
-    ]
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        message, param = explain(errors, value)
+        failed = RequestValidationFailed([issue(e) for e in errors], message=message,
+                                         param=param)
+        await _record_rejected(request.app.state.metering, principal, value, failed)
+        raise failed from None
 
 
 async def _record_rejected(
-    metering: Metering | None, principal: Principal, raw: bytes, error: KathanError
+    metering: Metering | None, principal: Principal, body: Any, error: KathanError
 ) -> None:
-    """A request from a known caller that failed validation still gets its ledger row."""
+    """A request from a known caller that failed validation still gets its ledger row
+    (``body``: the parsed JSON, None when it was not acceptable JSON)."""
     if metering is None:
         return
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
-        body = None
     body = body if isinstance(body, dict) else {}
     meter = metering.begin(principal, streamed=body.get("stream") is True)
     model = body.get("model")

@@ -17,6 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kathan.api.explain import explain
 from kathan.errors import (
     EngineError,
     InternalServerError,
@@ -60,7 +61,10 @@ async def _kathan_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return render(RequestValidationFailed([issue(e) for e in exc.errors()]))
+    errors = list(exc.errors())
+    message, param = explain(errors, exc.body)
+    return render(RequestValidationFailed([issue(e) for e in errors], message=message,
+                                          param=param))
 
 
 class _HTTPError(KathanError):

@@ -28,7 +28,11 @@ from kathan.voice.profile import check_accent, check_language, check_pair
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request's parts: unknown fields refused, and types strict as in OpenAI's API
+    (``"yes"`` is no boolean, ``false`` no number, ``10.5`` or ``10.0`` no integer,
+    ``"1"`` no number); a number for a float field is any JSON number."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TextPart(_Wire):
