@@ -17,6 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kathan.api.body import REFUSED
 from kathan.api.explain import explain
 from kathan.errors import (
     EngineError,
@@ -61,6 +62,9 @@ async def _kathan_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    refused = request.scope.get(REFUSED)
+    if isinstance(refused, RequestValidationFailed):  # the body was not acceptable JSON
+        return render(refused)
     errors = list(exc.errors())
     message, param = explain(errors, exc.body)
     return render(RequestValidationFailed([issue(e) for e in errors], message=message,

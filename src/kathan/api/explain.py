@@ -96,6 +96,9 @@ class _Issue:
         self.path, self.is_key = (
             _follow(loc, body, error.get("type") == "missing") if self.source == "body"
             else (tuple(loc), False))
+        if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            tag = str((error.get("ctx") or {}).get("discriminator", "")).strip("'")
+            self.path = (*self.path, tag) if tag else self.path
         self.mismatch = _is_mismatch(error)
 
     @property
@@ -130,8 +133,7 @@ def _is_mismatch(error: dict[str, Any]) -> bool:
     if kind_ in _TYPE_NAMES:
         return True
     # A literal (or a tagged union) offered a value of another JSON type altogether.
-    value = error.get("input")
-    return kind_ == "literal_error" and (value is None or isinstance(value, dict | list))
+    return kind_ == "literal_error" and not isinstance(error.get("input"), str)
 
 
 def pick(issues: list[_Issue]) -> list[_Issue]:
@@ -156,8 +158,8 @@ def explain(errors: Sequence[dict[str, Any]], body: Any) -> tuple[str, str | Non
     first = issues[0]
     same = [i for i in issues if i.path == first.path and i.source == first.source
             and i.mismatch and first.mismatch]
-    field = display(first.path)
-    message = _sentence(first, field, same)
+    field = display(first.path[:-1] if first.is_key else first.path)
+    message = _sentence(first, field, same, body)
     others = {(i.source, i.path) for i in issues} - {(first.source, first.path)}
     if others:
         n = len(others)
@@ -165,14 +167,14 @@ def explain(errors: Sequence[dict[str, Any]], body: Any) -> tuple[str, str | Non
     return message, field or None
 
 
-def _sentence(issue: _Issue, field: str, same: list[_Issue]) -> str:
+def _sentence(issue: _Issue, field: str, same: list[_Issue], body: Any) -> str:
     error = issue.error
     kind_ = issue.type
     ctx: dict[str, Any] = dict(error.get("ctx") or {})
     value = error.get("input")
     name = f"'{field}'" if field else "The request body"
     if issue.is_key:
-        name = f"A key of '{field}'" if field else "A key of the body"
+        name = f"the key {shown(issue.path[-1])} of '{field}'" if field else "a key of the body"
     if issue.mismatch:
         wanted: list[str] = []
         for i in same or [issue]:
@@ -184,8 +186,11 @@ def _sentence(issue: _Issue, field: str, same: list[_Issue]) -> str:
             return f"The request body must be {expected}, not {kind(value)}."
         return f"Invalid type for {name}: expected {expected}, but got {kind(value)} instead."
     if kind_ == "missing":
-        return (f"Missing required parameter: {name}." if field
-                else "The request body is empty: send a JSON object.")
+        if field:
+            return f"Missing required parameter: {name}."
+        if issue.source == "body" and body is None:  # FastAPI reads a body of null as none
+            return "The request body must be an object, not null."
+        return "The request body is empty: send a JSON object."
     if kind_ == "extra_forbidden":
         return f"Unrecognized parameter: {name}."
     if kind_ in ("too_long", "too_short"):
@@ -193,7 +198,8 @@ def _sentence(issue: _Issue, field: str, same: list[_Issue]) -> str:
         bound = ctx.get("max_length" if kind_ == "too_long" else "min_length")
         limit = "at most" if kind_ == "too_long" else "at least"
         items = "item" if actual == 1 else "items"
-        allowed = "is allowed" if bound == 1 else "are allowed"
+        allowed = ("is" if bound == 1 else "are") + (
+            " allowed" if kind_ == "too_long" else " required")
         return f"{name} has {actual} {items}; {limit} {bound} {allowed}."
     if kind_ in ("string_too_long", "string_too_short"):
         actual = len(value) if isinstance(value, str) else "?"
@@ -206,7 +212,7 @@ def _sentence(issue: _Issue, field: str, same: list[_Issue]) -> str:
               "greater_than": ("greater than", "gt"), "less_than": ("less than", "lt")}
     if kind_ in bounds:
         words, key = bounds[kind_]
-        return f"{name} must be {words} {ctx.get(key)}, but got {shown(value)}."
+        return f"{name} must be {words} {_number(ctx.get(key))}, but got {shown(value)}."
     if kind_ == "int_from_float":
         return f"Invalid type for {name}: expected an integer, but got a decimal number instead."
     if kind_ == "finite_number":
@@ -214,21 +220,23 @@ def _sentence(issue: _Issue, field: str, same: list[_Issue]) -> str:
     if kind_ == "literal_error":
         return f"Invalid value for {name}: expected {ctx.get('expected')}, but got {shown(value)}."
     if kind_ == "union_tag_invalid":
-        tag = str(ctx.get("discriminator", "")).strip("'")
-        where = f"'{display((*issue.path, tag))}'" if tag else name
-        return (f"Invalid value for {where}: expected one of {ctx.get('expected_tags')}, "
+        return (f"Invalid value for {name}: expected one of {ctx.get('expected_tags')}, "
                 f"but got {shown(ctx.get('tag'))}.")
     if kind_ == "union_tag_not_found":
-        tag = str(ctx.get("discriminator", "")).strip("'")
-        return f"Missing required parameter: '{display((*issue.path, tag))}'."
+        return f"Missing required parameter: {name}."
     if kind_ == "string_pattern_mismatch":
-        return (f"Invalid value for {name}: {shown(value)} does not match the pattern "
-                f"{ctx.get('pattern')}.")
+        pattern = str(ctx.get("pattern", ""))
+        form = f"the pattern {pattern}" if len(pattern) <= 40 else "the form the schema gives"
+        return f"Invalid value for {name}: {shown(value)} does not match {form}."
     if kind_ in ("value_error", "assertion_error") and "error" in ctx:
         return f"Invalid value for {name}: {ctx['error']}"
     if kind_ == "json_invalid":
         return f"The body is not valid JSON: {ctx.get('error', error.get('msg'))}."
     return f"Invalid value for {name}: {error.get('msg')}."
+
+
+def _number(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _literal(error: dict[str, Any]) -> str:
