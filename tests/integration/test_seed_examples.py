@@ -44,6 +44,7 @@ def test_the_catalogue_lists_the_local_seed_names_and_not_the_keyless_ones(
     client = OpenAI(base_url=example_server.v1, api_key=example_server.api_key)
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "Hi"}])
+    client.close()
     assert "This key may use: smollm2-135m-instruct." in info.value.message
     assert "kathan.example.yaml" in info.value.message
 
@@ -65,6 +66,7 @@ def test_seed_000_simple_completion(example_server: LiveServer) -> None:
     max_tokens=1000
     )
     print(response.choices[0].message.content)
+    client.close()  # the seed leaves it to the garbage collector; a test does not
 
     assert response.model == "smollm2-135m-instruct"  # the model that answered
     assert response.choices[0].message.content
@@ -96,6 +98,7 @@ def test_seed_000_voice_agent_completion(example_server: LiveServer) -> None:
     }
     )
     print(response.choices[0].message.content)
+    client.close()
 
     content = response.choices[0].message.content
     assert content and not UNSPEAKABLE.search(content), content
