@@ -5,8 +5,10 @@ form, and OpenAI-compatible clients are used that way. ``load`` is the one
 check all routes share, before any schema: the bytes are UTF-8, one standard
 JSON value (no ``NaN`` or ``Infinity``), nested at most ``MAX_DEPTH`` deep,
 with no key twice in an object, no number a 64-bit integer or a double cannot
-hold, and no NUL or unpaired surrogate in a string. What fails gets a 422 whose
-message says what and, when it lies in the body, where.
+hold, and no unpaired surrogate (``"\ud800"``, which is no character) in a
+string. What fails gets a 422 whose message says what and, when it lies in the
+body, where. A NUL is a character like any other here: each schema says where
+it may stand (names and emails refuse control characters).
 
 ``JSONBodyRoute`` gives FastAPI's routes the same reading; the generation routes
 call ``load`` themselves (``deps.read_json``). On every route the key is checked
@@ -35,7 +37,7 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 _CONSTANTS = {"NaN", "Infinity", "-Infinity"}
 # Cheap signs that a body may hold a string ``load`` refuses; only then are its strings walked.
-_SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class _Refused(ValueError):
@@ -125,7 +127,7 @@ def load(raw: bytes) -> Any:
     if _SUSPECT.search(raw):
         found = _bad_string(value, [])
         if found is not None:
-            raise _refuse("string_unicode", found[0], found[1])
+            raise _refuse("string_unicode", *found)
     return value
 
 
@@ -183,7 +185,7 @@ def _too_deep(value: Any) -> list[str | int] | None:
 
 
 def _bad_string(value: Any, loc: list[str | int]) -> tuple[str, list[str | int]] | None:
-    """The first string (key or value) holding a NUL or an unpaired surrogate."""
+    """The first string (key or value) holding an unpaired surrogate."""
     if isinstance(value, str):
         return _string_problem(value, loc)
     if isinstance(value, dict):
@@ -203,8 +205,6 @@ def _string_problem(
     text: str, loc: list[str | int], *, key: bool = False
 ) -> tuple[str, list[str | int]] | None:
     what = "a key" if key else "the string"
-    if "\x00" in text:
-        return f"{what} contains a NUL character (\\u0000)", loc
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -147,5 +147,5 @@ async def _record_rejected(
     body = body if isinstance(body, dict) else {}
     meter = metering.begin(principal, streamed=body.get("stream") is True)
     model = body.get("model")
-    meter.model = model[:200] if isinstance(model, str) else ""
+    meter.model = model if isinstance(model, str) else ""
     await meter.fail(error)

@@ -13,26 +13,43 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Any, Literal, TypeVar
 
+from annotated_types import Ge, Le
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    Strict,
     ValidationInfo,
     field_validator,
     model_serializer,
 )
-from pydantic_core import PydanticUndefined, to_json
+from pydantic_core import PydanticCustomError, PydanticUndefined, to_json
 
 from kathan.voice.profile import check_accent, check_language, check_pair
 
 
 class _Wire(BaseModel):
-    """A request's parts: unknown fields refused, and types strict as in OpenAI's API
-    (``"yes"`` is no boolean, ``false`` no number, ``10.5`` or ``10.0`` no integer,
-    ``"1"`` no number); a number for a float field is any JSON number."""
+    """A request's parts: unknown fields refused, and types as JSON Schema (the OpenAPI
+    document) reads them: ``"yes"`` is no boolean, ``false`` and ``"1"`` no number,
+    ``10.5`` no integer (``Integer``: ``10.0`` is one); any JSON number is a number."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _integer(value: Any) -> Any:
+    # JSON Schema's integer (the OpenAPI document's word) takes 10.0, not true or "10".
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+# A JSON integer: an integral number, 10.0 included; 10.5 is refused (int_from_float).
+# Each field bounds it (within 64 bits, as api/body.py reads every JSON integer); the
+# bounds come before the validator, so that they reach the schema as minimum and maximum.
+JSON_INTEGER = (Strict(False), BeforeValidator(_integer))
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class TextPart(_Wire):
@@ -174,8 +191,8 @@ class ChatCompletionRequest(_Wire):
     model: str = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: Annotated[int, Ge(1), Le(INT64_MAX), *JSON_INTEGER] | None = None
+    max_completion_tokens: Annotated[int, Ge(1), Le(INT64_MAX), *JSON_INTEGER] | None = None
     stop: StopString | Annotated[list[StopString], Field(max_length=4)] | None = Field(
         None, description="Up to 4 stop sequences."
     )
@@ -185,9 +202,9 @@ class ChatCompletionRequest(_Wire):
         None, description="Token id (as a string) to a bias from -100 to 100."
     )
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    n: int | None = Field(None, ge=1, le=128)
-    seed: int | None = None
+    top_logprobs: Annotated[int, Ge(0), Le(20), *JSON_INTEGER] | None = None
+    n: Annotated[int, Ge(1), Le(128), *JSON_INTEGER] | None = None
+    seed: Annotated[int, Ge(INT64_MIN), Le(INT64_MAX), *JSON_INTEGER] | None = None
     user: str | None = None
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
@@ -213,7 +230,7 @@ class ChatCompletionRequest(_Wire):
         None, description="Regional variety: american, british, indian (en), indian (hi), "
         "mexican (es), french (fr).")
     # llama.cpp's sampling extras.
-    top_k: int | None = Field(None, ge=0)
+    top_k: Annotated[int, Ge(0), Le(INT64_MAX), *JSON_INTEGER] | None = None
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
 

@@ -224,7 +224,9 @@ class Meter:
             account_id=p.account_id,
             key_id=p.key_id,
             key_prefix=p.key_prefix,
-            model=self.model,
+            # The name a client sent (a 404 keeps it) as the store can hold it: its
+            # column is String(200), and PostgreSQL's text has no NUL.
+            model=self.model[:200].replace("\x00", ""),
             status=status,
             http_status=http_status,
             streamed=self.streamed,

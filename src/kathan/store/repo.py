@@ -210,8 +210,14 @@ async def create_account(
     return account
 
 
+def _ref(value: str) -> str:
+    """An id a client gave, as the store can compare it: PostgreSQL's text holds no NUL
+    (the query would fail), and no id has one, so it becomes a character none has."""
+    return value.replace("\x00", "\ufffd")
+
+
 async def get_account(session: AsyncSession, account_id: str) -> Account | None:
-    return await session.get(Account, account_id)
+    return await session.get(Account, _ref(account_id))
 
 
 async def find_account(session: AsyncSession, ref: str) -> Account | None:
@@ -253,7 +259,7 @@ async def update_account(
     limits: Limits | None | Unset = UNSET,
 ) -> Account | None:
     """Change what is given (``limits=None`` clears them); None when there is no such account."""
-    account = await session.get(Account, account_id)
+    account = await session.get(Account, _ref(account_id))
     if account is None:
         return None
     if not isinstance(name, Unset):
@@ -337,14 +343,14 @@ async def list_keys(
     """Keys, oldest first; only one account's when ``account_id`` is given."""
     query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
     if account_id is not None:
-        query = query.where(ApiKey.account_id == account_id)
+        query = query.where(ApiKey.account_id == _ref(account_id))
     if not include_revoked:
         query = query.where(ApiKey.revoked_at.is_(None))
     return list((await session.scalars(query)).all())
 
 
 async def get_key(session: AsyncSession, key_id: str) -> ApiKey | None:
-    return await session.get(ApiKey, key_id)
+    return await session.get(ApiKey, _ref(key_id))
 
 
 async def find_key(session: AsyncSession, ref: str) -> ApiKey | None:
@@ -418,12 +424,12 @@ async def update_key(
 async def count_keys(session: AsyncSession, *, account_id: str | None = None) -> int:
     query = select(func.count()).select_from(ApiKey)
     if account_id is not None:
-        query = query.where(ApiKey.account_id == account_id)
+        query = query.where(ApiKey.account_id == _ref(account_id))
     return int(await session.scalar(query) or 0)
 
 
 async def _owned_key(session: AsyncSession, key_id: str, account_id: str | None) -> ApiKey | None:
-    key = await session.get(ApiKey, key_id)
+    key = await session.get(ApiKey, _ref(key_id))
     if key is None or (account_id is not None and key.account_id != account_id):
         return None
     return key
@@ -565,9 +571,9 @@ def _usage_filters(
 ) -> list[ColumnElement[bool]]:
     filters: list[ColumnElement[bool]] = []
     if account_id is not None:
-        filters.append(UsageRecord.account_id == account_id)
+        filters.append(UsageRecord.account_id == _ref(account_id))
     if key_id is not None:
-        filters.append(UsageRecord.key_id == key_id)
+        filters.append(UsageRecord.key_id == _ref(key_id))
     if since is not None:
         filters.append(UsageRecord.day >= _day(since, "since"))
     if until is not None:
