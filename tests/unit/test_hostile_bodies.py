@@ -260,9 +260,9 @@ def test_strict_types_in_a_chat_request(routes: Routes) -> None:
                                      _inject(base, field, value)), words, param=field)
         assert error["message"].startswith(f"Invalid type for '{field}'"), error
     # What OpenAI's API takes stays taken: stop as a string or a list, an integer
-    # where a number is asked.
+    # where a number is asked; and 10.0 is an integer, as JSON Schema reads it.
     for field, value in [("stop", '"x"'), ("stop", '["x", "y"]'), ("temperature", "1"),
-                         ("stream", "false")]:
+                         ("stream", "false"), ("max_tokens", "10.0"), ("seed", "-0")]:
         r = routes.send("POST", "/v1/chat/completions", _inject(base, field, value))
         assert r.status_code == 200, (field, value, r.text)
 

@@ -121,9 +121,11 @@ def load(raw: bytes) -> Any:
     except RecursionError:
         raise _refuse("json_invalid", f"it is nested more than {MAX_DEPTH} levels deep",
                       []) from None
-    depth = _too_deep(value)
-    if depth is not None:
-        raise _refuse("json_invalid", f"it is nested more than {MAX_DEPTH} levels deep", depth)
+    # Nesting past MAX_DEPTH needs that many brackets; most bodies have fewer.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _deeper(value):
+        # Named by the top-level field it starts in: the full path would be as deep.
+        raise _refuse("json_invalid", f"it is nested more than {MAX_DEPTH} levels deep",
+                      (_too_deep(value) or [])[:1])
     if _SUSPECT.search(raw):
         found = _bad_string(value, [])
         if found is not None:
@@ -168,6 +170,19 @@ def _find(value: Any, marker: object, loc: list[str | int]) -> list[str | int] |
         if found is not None:
             return found
     return None
+
+
+def _deeper(value: Any) -> bool:
+    """Whether arrays and objects nest in ``value`` more than ``MAX_DEPTH`` deep."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def _too_deep(value: Any) -> list[str | int] | None:
