@@ -7,7 +7,7 @@ server to it.
   the API: a chat request naming another model gets a 404, and a key given another
   model a 400. Positive cases name served models, so they reach the engine and the
   keys are created; negative cases still try any other name.
-- The test server caps ``max_tokens`` (and ``max_completion_tokens``) at 16 and ``n``
+- The test server caps ``max_tokens`` (and ``max_completion_tokens``) at 4 and ``n``
   at 2 (``requests.max_tokens``, ``requests.max_n``: a 400 above them), so that
   every generated request finishes in moments: the caps are its configuration, not
   the API's, so they go into the schema here.
@@ -26,7 +26,7 @@ import schemathesis
 
 SERVED = ["smollm2-135m-instruct", "default"]
 # tests/integration/test_schema.py's server config, `requests:`.
-MAX_TOKENS = 16
+MAX_TOKENS = 4
 MAX_N = 2
 
 

@@ -225,7 +225,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
                 )
                 local_backend = LocalBackend(
                     engine, retry_after=settings.retry_after_seconds,
-                    default_max_tokens=local.requests.under(settings.requests).default_max_tokens,
+                    default_max_tokens=local.limits(settings.requests).default_max_tokens,
                 )
             reg, routers = build_registry(
                 settings, local=local_backend, local_created=created, session=session,

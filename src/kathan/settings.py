@@ -28,6 +28,8 @@ DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 # A voice reply's max_tokens when neither the request nor the config gives one: the
 # persona's one to three spoken sentences, with room to finish the last one.
 VOICE_MAX_TOKENS = 150
+# The local model's default max_tokens when neither it nor the top level sets one.
+LOCAL_DEFAULT_MAX_TOKENS = 1024
 
 
 class RequestLimits(BaseModel):
@@ -52,13 +54,25 @@ class RequestLimits(BaseModel):
         f"sentences. Unset here and at the top level: {VOICE_MAX_TOKENS}. A request's own "
         "max_tokens wins; never more than max_tokens above or the key's limit.")
 
-    def under(self, outer: RequestLimits) -> RequestLimits:
-        """These limits, with what they leave unset taken from ``outer``."""
-        return RequestLimits(**{
+    def under(self, outer: RequestLimits, *, default_max_tokens: int | None = None) -> RequestLimits:
+        """These limits, with what they leave unset taken from ``outer`` (and a default
+        ``max_tokens`` from ``default_max_tokens`` where neither gives one). A default
+        above the ceiling is lowered to it: a request that asks nothing gets what the
+        ceiling allows, not more.
+
+        >>> RequestLimits(max_tokens=16).under(RequestLimits(default_max_tokens=512))
+        RequestLimits(default_max_tokens=16, max_tokens=16, max_n=None, voice_max_tokens=None)
+        """
+        merged = {
             name: outer_value if value is None else value
             for name, value, outer_value in (
                 (n, getattr(self, n), getattr(outer, n)) for n in type(self).model_fields)
-        })
+        }
+        default = merged["default_max_tokens"] or default_max_tokens
+        ceiling = merged["max_tokens"]
+        merged["default_max_tokens"] = (
+            default if default is None or ceiling is None else min(default, ceiling))
+        return RequestLimits(**merged)
 
 
 class AccountDefaults(BaseModel):
@@ -116,8 +130,13 @@ class LocalModelSettings(BaseModel):
         "so a long new prompt does not stall running streams.",
     )
     requests: RequestLimits = Field(
-        default_factory=lambda: RequestLimits(default_max_tokens=1024),
-        description="Per-request limits of this model (default_max_tokens 1024).")
+        default_factory=RequestLimits,
+        description="Per-request limits of this model. default_max_tokens: this value, "
+        f"else the top level's, else {LOCAL_DEFAULT_MAX_TOKENS}.")
+
+    def limits(self, outer: RequestLimits) -> RequestLimits:
+        """This model's request limits, the top level's filling what it leaves unset."""
+        return self.requests.under(outer, default_max_tokens=LOCAL_DEFAULT_MAX_TOKENS)
 
 
 Capability = Literal["tools", "vision", "json_schema", "reasoning"]

@@ -31,15 +31,25 @@ def request(**fields: Any) -> ChatCompletionRequest:
 
 def test_a_models_limits_win_and_the_rest_come_from_the_top_level() -> None:
     top = RequestLimits(default_max_tokens=512, max_tokens=4096, max_n=4)
-    own = RequestLimits(max_tokens=100)
-    assert own.under(top) == RequestLimits(default_max_tokens=512, max_tokens=100, max_n=4)
+    own = RequestLimits(max_tokens=1000)
+    assert own.under(top) == RequestLimits(default_max_tokens=512, max_tokens=1000, max_n=4)
     settings = Settings(models=[{"id": "up", "deployments": [
         {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "x"}],
         "requests": {"max_n": 2}}], requests={"default_max_tokens": 300})
     assert settings.models[0].requests.under(settings.requests) == RequestLimits(
         default_max_tokens=300, max_n=2)
     assert settings.local is not None
-    assert settings.local.requests.default_max_tokens == 1024  # the local model's own
+    # The local model's own default applies only where neither level sets one.
+    assert settings.local.limits(settings.requests).default_max_tokens == 300
+    assert Settings().local.limits(RequestLimits()).default_max_tokens == 1024  # type: ignore[union-attr]
+
+
+def test_a_default_above_the_ceiling_is_lowered_to_it() -> None:
+    settings = Settings(requests={"max_tokens": 16})
+    assert settings.local is not None
+    assert settings.local.limits(settings.requests).default_max_tokens == 16
+    own = RequestLimits(default_max_tokens=2000, max_tokens=500)
+    assert own.under(RequestLimits()).default_max_tokens == 500
 
 
 @pytest.mark.parametrize(("fields", "param", "numbers"), [

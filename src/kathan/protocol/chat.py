@@ -21,13 +21,12 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     Strict,
-    ValidationInfo,
     field_validator,
     model_serializer,
 )
 from pydantic_core import PydanticCustomError, PydanticUndefined, to_json
 
-from kathan.voice.profile import check_accent, check_language, check_pair
+from kathan.voice.profile import accents, check_accent, check_language, languages
 
 
 class _Wire(BaseModel):
@@ -198,7 +197,10 @@ class ChatCompletionRequest(_Wire):
     )
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[TokenId, Bias] | None = Field(
+    # Every key is a token id: the schema says so (no other property), as the model does.
+    logit_bias: Annotated[
+        dict[TokenId, Bias], Field(json_schema_extra={"additionalProperties": False})
+    ] | None = Field(
         None, description="Token id (as a string) to a bias from -100 to 100."
     )
     logprobs: bool | None = None
@@ -221,14 +223,17 @@ class ChatCompletionRequest(_Wire):
     finetune: bool | None = Field(
         None, description="Voice-agent mode: speakable replies, from the model's voice "
         "variant when it has one.")
+    # The schema lists the supported values; the validators say the same in words.
     language: str | None = Field(
         None, description="Reply language for voice mode: en, hi, es or fr. Turns voice "
-        "mode on, as does gender or accent.")
+        "mode on, as does gender or accent.",
+        json_schema_extra={"anyOf": [{"enum": list(languages())}, {"type": "null"}]})
     gender: Literal["male", "female"] | None = Field(
         None, description="The voice's gender: the agent refers to itself accordingly.")
     accent: str | None = Field(
         None, description="Regional variety: american, british, indian (en), indian (hi), "
-        "mexican (es), french (fr).")
+        "mexican (es), french (fr). An accent the language lacks is a 400.",
+        json_schema_extra={"anyOf": [{"enum": list(accents())}, {"type": "null"}]})
     # llama.cpp's sampling extras.
     top_k: Annotated[int, Ge(0), Le(INT64_MAX), *JSON_INTEGER] | None = None
     min_p: float | None = Field(None, ge=0, le=1)
@@ -241,11 +246,10 @@ class ChatCompletionRequest(_Wire):
 
     @field_validator("accent")
     @classmethod
-    def _known_accent(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return None
-        check_pair(info.data.get("language"), check_accent(value))
-        return value
+    def _known_accent(cls, value: str | None) -> str | None:
+        # Whether the language has it is a rule between two fields, which JSON Schema
+        # cannot state: the service answers it with a 400 (ChatService.open).
+        return None if value is None else check_accent(value)
 
     @property
     def stop_list(self) -> tuple[str, ...]:

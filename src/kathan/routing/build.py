@@ -132,7 +132,7 @@ def build_registry(
 
     entries: list[ModelEntry] = []
     if local is not None and settings.local is not None:
-        local_limits = settings.local.requests.under(settings.requests)
+        local_limits = settings.local.limits(settings.requests)
         entries.append(ModelEntry(
             id=settings.local.id, owned_by=settings.local.owned_by, created=local_created,
             backend=local, aliases=tuple(settings.local.aliases),

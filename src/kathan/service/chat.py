@@ -24,7 +24,7 @@ from kathan.service.accumulate import Accumulator, usage_of
 from kathan.service.generation import Generation, end_meter
 from kathan.service.metering import Meter
 from kathan.service.metrics import Metrics
-from kathan.service.voice import speak, voice_length, voice_request
+from kathan.service.voice import check_voice_pair, speak, voice_length, voice_request
 from kathan.voice.profile import voice_of
 
 
@@ -71,8 +71,9 @@ class ChatService:
         and limits), apply the voice and open the backend. However this fails, the
         meter's ledger row is written before the error is raised."""
         started = time.perf_counter()
-        voice = voice_of(request.finetune, request.language, request.gender, request.accent)
         try:
+            check_voice_pair(request)
+            voice = voice_of(request.finetune, request.language, request.gender, request.accent)
             # Without metering every caller is a static admin key: every model.
             visible = meter.principal.may_use if meter is not None else _every_model
             entry = self.registry.resolve(request.model, visible)

@@ -10,8 +10,17 @@ from kathan.backends.base import Delta
 from kathan.errors import InvalidRequestError
 from kathan.protocol.chat import ChatCompletionRequest
 from kathan.voice.persona import with_persona
-from kathan.voice.profile import Voice
+from kathan.voice.profile import Voice, check_pair
 from kathan.voice.shaper import SpeechShaper
+
+
+def check_voice_pair(request: ChatCompletionRequest) -> None:
+    """An accent the request's language lacks is a 400 naming ``accent``: each field is
+    valid alone (the schema lists both), the pair is not."""
+    try:
+        check_pair(request.language, request.accent)
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc), param="accent") from None
 
 
 def voice_request(request: ChatCompletionRequest, voice: Voice) -> ChatCompletionRequest:
