@@ -22,6 +22,7 @@ MODULES = [
     "kathan.backends.gemini_schema",
     "kathan.backends.sse_client",
     "kathan.backends.toolcalls",
+    "kathan.engine.detokenize",
     "kathan.engine.scheduler",
     "kathan.engine.stops",
     "kathan.engine.template",

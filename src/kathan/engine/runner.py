@@ -9,7 +9,6 @@ decode, so the event loop keeps serving HTTP. Text reaches each request's
 from __future__ import annotations
 
 import asyncio
-import codecs
 import itertools
 import logging
 import threading
@@ -18,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kathan.engine.detokenize import Detokenizer
 from kathan.engine.llama import LlamaContext, LlamaModel
 from kathan.engine.sampling import Sampler
 from kathan.engine.scheduler import Plan, PromptTooLong, QueueFull, Scheduler, SeqId
-from kathan.engine.stops import StopMatcher
 from kathan.engine.types import (
     EngineOverloaded,
     GenerationEvent,
@@ -55,10 +54,7 @@ class _Choice:
     job: Job
     index: int
     sampler: Sampler
-    decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
-    )
-    stops: StopMatcher = field(default_factory=lambda: StopMatcher(()))
+    text: Detokenizer = field(default_factory=lambda: Detokenizer(()))
     generated: int = 0
     cached: int = 0
 
@@ -180,7 +176,7 @@ class Runner:
             seq = self._scheduler.running[seq_id]
             self._choices[seq_id] = _Choice(
                 job, seq_id[1], Sampler(sampling, self._model),
-                stops=StopMatcher(request.stop), cached=seq.cached,
+                text=Detokenizer(request.stop), cached=seq.cached,
             )
 
     def _execute(self, plan: Plan) -> tuple[dict[SeqId, int], list[SeqId]]:
@@ -225,17 +221,15 @@ class Runner:
         logprobs = self._logprobs(out, token, request.logprobs)
         finish: str | None = None
         if token in self._model.eog:
-            text, finish = choice.decoder.decode(b"", final=True), "stop"
+            text, stopped, finish = "", False, "stop"
         else:
-            text = choice.decoder.decode(self._model.pieces[token])
-        text, stopped = choice.stops.feed(text)
+            text, stopped = choice.text.feed(self._model.pieces[token])
         if stopped:
             finish = "stop"
         elif finish is None and choice.generated >= request.max_tokens:
             finish = "length"
         if finish is not None and not stopped:
-            tail, stopped = choice.stops.feed(choice.decoder.decode(b"", final=True))
-            text += tail if stopped else tail + choice.stops.flush()
+            text += choice.text.end()
         if finish is None:
             if text or logprobs:
                 # The counts so far ride along: a request cut short is charged them.
