@@ -3,7 +3,7 @@
 import pytest
 
 from kathan.backends.local import _unsupported, sampling_params, template_messages
-from kathan.backends.toolcalls import tool_use
+from kathan.backends.toolcalls import markup_stops, tool_use
 from kathan.errors import InvalidRequestError
 from kathan.protocol.chat import ChatCompletionRequest
 
@@ -134,3 +134,22 @@ def test_unknown_top_level_fields_are_kept_and_refused_by_name() -> None:
     request = req(guided_json={"type": "object"})
     assert request.model_extra == {"guided_json": {"type": "object"}}
     assert _unsupported(request) == ("guided_json", "")
+
+
+@pytest.mark.parametrize(
+    ("kw", "parsed"),
+    [
+        ({}, False),
+        ({"tools": [WEATHER], "tool_choice": "none"}, False),
+        ({"tools": [WEATHER]}, True),
+        ({"tools": [WEATHER], "tool_choice": "required"}, True),
+        ({"functions": [WEATHER["function"]]}, True),
+    ],
+)
+def test_markup_ends_a_reply_except_call_tags_where_calls_are_parsed(
+    kw: dict[str, object], parsed: bool
+) -> None:
+    stops = markup_stops(["<|im_start|>", "<|im_end|>"], tool_use(req(**kw)))
+    expected = {"<tool_response>", "</tool_response>", "<tools>", "</tools>",
+                "<|im_start|>", "<|im_end|>"}
+    assert set(stops) == (expected if parsed else expected | {"<tool_call>", "</tool_call>"})

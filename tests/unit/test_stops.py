@@ -1,3 +1,4 @@
+from kathan.backends.toolcalls import ToolUse, markup_stops
 from kathan.engine.stops import StopMatcher
 
 
@@ -49,3 +50,28 @@ def test_single_character_pieces() -> None:
 def test_overlapping_prefixes() -> None:
     # "aab" only matches after backing off from the first "a".
     assert run(["aab"], ["a", "a", "a", "b", "c"]) == ("a", True)
+
+
+# SmolLM2's tokens for the start of a fake tool result after a real one, which the
+# model writes under tool_choice "none" (seen through the SDK at temperature 0.7).
+FAKE_RESULT = ["<", "tool", "_", "response", ">", "\n", '{"', "name", '":', ' "', "get"]
+CHATML = ["<|im_start|>", "<|im_end|>"]
+
+
+def test_a_fake_tool_result_ends_the_reply_before_its_tag() -> None:
+    stops = markup_stops(CHATML, None)
+    assert run(stops, FAKE_RESULT) == ("", True)
+    assert run(stops, ["It", " is", " 22", "C", ".", "\n", *FAKE_RESULT]) == ("It is 22C.\n", True)
+
+
+def test_a_turn_marker_written_as_text_ends_the_reply() -> None:
+    assert run(markup_stops(CHATML, None), ["Bye", ".", "<", "|", "im", "_", "start", "|>"]) == (
+        "Bye.", True)
+
+
+def test_call_tags_pass_where_calls_are_parsed() -> None:
+    use = ToolUse((), "auto", parallel=True, field="tools")
+    call = ["<", "tool", "_", "call", ">", "\n", '{"', "name", '":', ' "f"', "}", "</", "tool",
+            "_", "call", ">"]
+    assert run(markup_stops(CHATML, use), call) == ("".join(call), False)
+    assert run(markup_stops(CHATML, None), call) == ("", True)

@@ -61,3 +61,25 @@ def test_native_tool_history_goes_through_the_template() -> None:
         messages, tools=[{"type": "function", "function": {"name": "f"}}])
     assert '<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>' in text
     assert text.startswith("<|im_start|>system\n<tools>")
+
+
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
+    "{{ m.content }}<|eot_id|>{% endfor %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "bos", "eos", "markup"),
+    [
+        (CHATML_TEMPLATE, "", "<|im_end|>", ("<|im_end|>", "<|im_start|>")),
+        (LLAMA3_TEMPLATE, "<|begin_of_text|>", "<|eot_id|>",
+         ("<|begin_of_text|>", "<|end_header_id|>", "<|eot_id|>", "<|start_header_id|>")),
+        ("[INST] {{ messages[0].content }} [/INST]", "<s>", "</s>", ("</s>", "<s>")),
+        ("{{ messages[0].content }} a | b <not|markup>", "", "", ()),
+    ],
+)
+def test_markup_is_the_templates_markers_and_its_bos_and_eos(
+    source: str, bos: str, eos: str, markup: tuple[str, ...]
+) -> None:
+    assert ChatTemplate(source, bos_token=bos, eos_token=eos).markup == markup

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -16,6 +16,7 @@ from kathan.backends.toolcalls import (
     ToolCallParser,
     ToolUse,
     call_text,
+    markup_stops,
     tool_response_text,
     tool_use,
     tools_system_prompt,
@@ -272,10 +273,10 @@ class LocalBackend:
                     sampling_params(request), grammar=grammar, grammar_trigger=trigger
                 ),
                 max_tokens=max_tokens,
-                stop=request.stop_list,
+                stop=(*request.stop_list, *markup_stops(template.markup, use)),
                 n=n,
                 logprobs=(request.top_logprobs or 0) if request.logprobs else None,
-                halt=Halt() if use is not None and use.several else None,
+                halt=Halt() if use is not None and use.calls_allowed else None,
             ),
             use is not None and use.calls_allowed,
         )
@@ -371,54 +372,63 @@ class LocalBackend:
             raise
         # The engine's job is the stream's to release (``events.aclose`` aborts it).
         counts = _Counts(first)
-        stream = DeltaStream(self._deltas(first, events, parse_calls, generation.halt, counts),
+        stream = DeltaStream(engine_deltas(first, events, parse_calls, generation.halt, counts),
                              on_close=events.aclose)
         stream.count_with(counts.usage)
         return stream
 
-    async def _deltas(
-        self,
-        first: GenerationEvent,
-        events: AsyncGenerator[GenerationEvent],
-        parse_calls: bool,
-        halt: Halt | None,
-        counts: _Counts,
-    ) -> AsyncGenerator[Delta, None]:
-        prompt = cached = completion = 0
-        parsers: dict[int, ToolCallParser] = {}
-        try:
-            event: GenerationEvent | None = first
-            while event is not None:
+
+async def engine_deltas(
+    first: GenerationEvent,
+    events: AsyncIterator[GenerationEvent],
+    parse_calls: bool,
+    halt: Halt | None,
+    counts: _Counts | None = None,
+) -> AsyncGenerator[Delta, None]:
+    """The engine's events for every choice as deltas, ending with the usage.
+
+    With ``parse_calls`` each choice's text goes through its own
+    ``ToolCallParser``; a choice whose parser is ``done`` is ended through
+    ``halt``. A choice cut by ``max_tokens`` keeps its partial call in
+    ``tool_calls`` with ``finish_reason`` ``length``, as OpenAI's does.
+    ``counts`` (when given) sees every event, for the usage of a stream cut short.
+    """
+    prompt = cached = completion = 0
+    parsers: dict[int, ToolCallParser] = {}
+    try:
+        event: GenerationEvent | None = first
+        while event is not None:
+            if counts is not None:
                 counts.see(event)
-                index = event.index
-                logprobs = tuple(_logprob(lp) for lp in event.logprobs)
-                if not parse_calls:
-                    if event.text or logprobs:
-                        yield Delta(index=index, content=event.text, logprobs=logprobs)
-                else:
-                    parser = parsers.setdefault(index, ToolCallParser())
-                    repeated = parser.repeated
-                    pieces = parser.feed(event.text)
-                    if event.finish_reason is not None:
-                        pieces += parser.finish()
-                    elif parser.repeated and not repeated and halt is not None:
-                        halt.end(index)  # the model is looping over its calls
-                    if pieces or logprobs:
-                        yield _split(index, pieces, logprobs)
+            index = event.index
+            logprobs = tuple(_logprob(lp) for lp in event.logprobs)
+            if not parse_calls:
+                if event.text or logprobs:
+                    yield Delta(index=index, content=event.text, logprobs=logprobs)
+            else:
+                parser = parsers.setdefault(index, ToolCallParser())
+                done = parser.done
+                pieces = parser.feed(event.text)
                 if event.finish_reason is not None:
-                    finish = event.finish_reason
-                    if finish == "stop" and index in parsers and parsers[index].calls:
-                        finish = "tool_calls"
-                    yield Delta(index=index, finish_reason=finish)
-                    prompt = event.prompt_tokens
-                    cached = max(cached, event.cached_tokens)
-                    completion += event.completion_tokens
-                event = await anext(events, None)
-        except KathanError:
-            raise
-        except Exception as exc:
-            raise EngineError("The local engine failed while generating.") from exc
-        yield Delta(usage=TokenUsage(prompt, completion, cached))
+                    pieces += parser.finish(cut=event.finish_reason == "length")
+                elif parser.done and not done and halt is not None:
+                    halt.end(index)  # a loop over its calls, or out of the format
+                if pieces or logprobs:
+                    yield _split(index, pieces, logprobs)
+            if event.finish_reason is not None:
+                finish = event.finish_reason
+                if finish == "stop" and index in parsers and parsers[index].calls:
+                    finish = "tool_calls"
+                yield Delta(index=index, finish_reason=finish)
+                prompt = event.prompt_tokens
+                cached = max(cached, event.cached_tokens)
+                completion += event.completion_tokens
+            event = await anext(events, None)
+    except KathanError:
+        raise
+    except Exception as exc:
+        raise EngineError("The local engine failed while generating.") from exc
+    yield Delta(usage=TokenUsage(prompt, completion, cached))
 
 
 class _Counts:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +27,10 @@ from kathan.protocol.chat import ChatCompletionRequest, FunctionDefinition, Name
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"
+RESULT_OPEN = "<tool_response>"
+RESULT_CLOSE = "</tool_response>"
+# Every tag of the format. None is ever a reply's content (``markup_stops``).
+TAGS = (OPEN, CLOSE, RESULT_OPEN, RESULT_CLOSE, "<tools>", "</tools>")
 # With tool_choice "auto" the grammar turns on when the model opens a tool tag.
 # Small models sometimes open a call with the tag of the results they have seen
 # (<tool_response>); from "<tool_" on, the grammar makes it a well-formed call.
@@ -166,13 +170,30 @@ def tools_system_prompt(tools: list[dict[str, Any]], *, parallel: bool) -> str:
         "To call a function, reply with a JSON object holding its name and arguments "
         f"inside {OPEN}{CLOSE} tags:\n"
         f'{OPEN}\n{{"name": "<function name>", "arguments": {{<arguments>}}}}\n{CLOSE}\n'
-        f"{how_many} Results come back inside <tool_response></tool_response> tags."
+        f"{how_many} Results come back inside {RESULT_OPEN}{RESULT_CLOSE} tags."
     )
 
 
 def tool_response_text(content: str, *, name: str | None) -> str:
     head = json.dumps({"name": name}, ensure_ascii=False) + "\n" if name else ""
-    return f"<tool_response>\n{head}{content}\n</tool_response>"
+    return f"{RESULT_OPEN}\n{head}{content}\n{RESULT_CLOSE}"
+
+
+def markup_stops(template_markup: Iterable[str], use: ToolUse | None) -> tuple[str, ...]:
+    """The markup that ends a reply where the model writes it, as a stop string would.
+
+    The format's tags and the chat template's own markers are for the prompt,
+    never for a client. A model that starts writing one (a tool result of its
+    own after a real one, a new turn) has ended its useful answer, so the reply
+    stops there with ``finish_reason`` ``stop``. Where calls may be made, the
+    call tags are left to ``ToolCallParser``, which turns them into calls.
+
+    >>> markup_stops(["<|im_end|>"], None)
+    ('<tool_call>', '</tool_call>', '<tool_response>', '</tool_response>', '<tools>', \
+'</tools>', '<|im_end|>')
+    """
+    parsed = (OPEN, CLOSE) if use is not None and use.calls_allowed else ()
+    return tuple(dict.fromkeys(t for t in (*TAGS, *template_markup) if t not in parsed))
 
 
 # Parser states.
@@ -200,6 +221,11 @@ ToolCallDelta(index=0, id=None, name=None, arguments='{"a": 1}')]
     choice. To make that possible without taking back streamed pieces, a
     call's pieces are held back only while its text so far matches an
     earlier call's.
+
+    The tags are never content. A closing tag outside a call, or a call
+    that is not well formed (the grammar makes both rare), means the model
+    has left the format: the reply ends there (``done``), as it does after a
+    repeated call.
     """
 
     def __init__(self, new_id: Callable[[], str] = new_call_id) -> None:
@@ -216,7 +242,6 @@ ToolCallDelta(index=0, id=None, name=None, arguments='{"a": 1}')]
         self._depth = 0
         self._in_string = False
         self._started = False
-        self._raw = ""  # the text of the call so far, for a malformed call
         # loop detection
         self._made: list[tuple[str, str]] = []
         self._name_now = ""
@@ -238,23 +263,37 @@ ToolCallDelta(index=0, id=None, name=None, arguments='{"a": 1}')]
             elif self._state == _TAIL:
                 self._tail(out)
             else:
-                self._buf = ""  # after a repeated call: ignored
+                self._buf = ""  # the reply is over (``done``): ignored
             if (self._state, len(self._buf)) == before:
                 break  # needs more text
         return out
 
-    def finish(self) -> list[Piece]:
-        """End of the choice: whatever is held back, as the model wrote it."""
+    @property
+    def done(self) -> bool:
+        """Whether the reply is over for the parser (a repeated call, a stray closing
+        tag, a malformed call): what follows is ignored, and the choice may end."""
+        return self._state == _DONE
+
+    def finish(self, *, cut: bool = False) -> list[Piece]:
+        """End of the choice: whatever is held back, as far as it is the reply's.
+
+        ``cut`` says the choice was cut short (``max_tokens``). A call cut
+        there goes out as far as it was written, as OpenAI sends one: once its
+        name is complete, as a call with that name and the arguments so far.
+        A call cut before its name was complete is dropped: its name is no
+        function's, and a client that dispatches on names must never see one
+        (the reply's ``finish_reason`` is ``length`` either way). The start of
+        a tag held back at a cut is dropped too; at the model's own end it was
+        text.
+        """
         out: list[Piece] = []
         if self._state == _TEXT:
-            self._content(out, self._buf)
-            if self._ws and not self.calls:
+            held = _partial_suffix(self._buf, OPEN, CLOSE) if cut else 0
+            self._content(out, self._buf[: len(self._buf) - held])
+            if self._ws and not self.calls and not held:
                 out.append(self._ws)
-        elif self._state == _HEAD and not self.calls:
-            # Cut off before the call's name: the text is all there is.
-            self._content(out, OPEN + self._raw + self._buf)
-            if self._ws:
-                out.append(self._ws)
+        elif self._state == _HEAD and self._step > _HEAD_STEPS.index("<name>"):
+            out.append(self._header())
         elif self._state == _ARGS:
             if self._buf:
                 self._fragment(out, self._buf)
@@ -277,6 +316,14 @@ ToolCallDelta(index=0, id=None, name=None, arguments='{"a": 1}')]
     def _text(self, out: list[Piece]) -> None:
         buf = self._buf
         at = buf.find(OPEN)
+        stray = buf.find(CLOSE, 0, len(buf) if at < 0 else at)
+        if stray >= 0:
+            # A closing tag outside any call: the model has left the reply's
+            # format, and nothing after it is the reply's.
+            self._content(out, buf[:stray])
+            self._buf = ""
+            self._state = _DONE
+            return
         if at >= 0:
             self._content(out, buf[:at])
             self._ws = ""
@@ -284,9 +331,8 @@ ToolCallDelta(index=0, id=None, name=None, arguments='{"a": 1}')]
             self._state = _HEAD
             self._step = 0
             self._name = []
-            self._raw = ""
             return
-        keep = _partial_suffix(buf, OPEN)
+        keep = _partial_suffix(buf, OPEN, CLOSE)
         self._content(out, buf[: len(buf) - keep])
         self._buf = buf[len(buf) - keep :]
 
@@ -326,31 +372,35 @@ ToolCallDelta(index=0, id=None, name=None, arguments='{"a": 1}')]
                 return self._malformed(out, i)
             i += len(want)
             self._step += 1
-        self._raw += buf[:i]
         self._buf = buf[i:]
         if self._step == len(_HEAD_STEPS):
-            raw_name = "".join(self._name)
-            try:
-                name = json.loads(f'"{raw_name}"')
-            except json.JSONDecodeError:
-                name = raw_name
-            header = ToolCallDelta(self.calls, id=self._new_id(), name=name)
-            self._name_now, self._args_now = name, ""
-            if any(made == name for made, _ in self._made):
+            header = self._header()
+            if any(made == header.name for made, _ in self._made):
                 self._held = [header]
             else:
                 out.append(header)
-            self.calls += 1
             self._state = _ARGS
             self._depth = 0
             self._in_string = self._escape = self._started = False
         return None
 
+    def _header(self) -> ToolCallDelta:
+        """The next call's first piece (its id and name), once the name is complete."""
+        raw_name = "".join(self._name)
+        try:
+            name = json.loads(f'"{raw_name}"')
+        except json.JSONDecodeError:
+            name = raw_name
+        header = ToolCallDelta(self.calls, id=self._new_id(), name=name)
+        self._name_now, self._args_now = name, ""
+        self.calls += 1
+        return header
+
     def _malformed(self, out: list[Piece], at: int) -> None:
-        """Not a call after all: the text goes out as content."""
-        self._content(out, OPEN + self._raw + self._buf[:at])
-        self._buf = self._buf[at:]
-        self._state = _TEXT
+        """Not a call after all (the grammar makes this rare): the model has left the
+        reply's format. The tag and what follows are not content; the reply is over."""
+        self._buf = ""
+        self._state = _DONE
 
     def _args(self, out: list[Piece]) -> None:
         buf = self._buf
@@ -443,9 +493,10 @@ ToolCallDelta(index=0, id=None, name=None, arguments='{"a": 1}')]
         self._state = _TEXT
 
 
-def _partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
-    for n in range(min(len(text), len(tag) - 1), 0, -1):
-        if tag.startswith(text[-n:]):
+def _partial_suffix(text: str, *tags: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of one of ``tags``."""
+    for n in range(min(len(text), max(len(t) for t in tags) - 1), 0, -1):
+        tail = text[-n:]
+        if any(len(tag) > n and tag.startswith(tail) for tag in tags):
             return n
     return 0

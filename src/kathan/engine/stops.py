@@ -20,12 +20,15 @@ class StopMatcher:
     ('', True)
     """
 
-    __slots__ = ("_held", "_longest", "_stops")
+    __slots__ = ("_firsts", "_held", "_longest", "_stops")
 
     def __init__(self, stops: Iterable[str]) -> None:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
         self._longest = max((len(s) for s in self._stops), default=0)
+        # Every request carries the template's markup as stops: most text holds
+        # none of their first characters, and is passed without comparing tails.
+        self._firsts = frozenset(s[0] for s in self._stops)
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Return ``(safe_text, stopped)``. After ``stopped``, discard the matcher."""
@@ -51,10 +54,11 @@ class StopMatcher:
 
     def _partial_tail(self, buf: str) -> int:
         """Length of the longest suffix of ``buf`` that is a proper prefix of a stop."""
-        best = 0
+        firsts = self._firsts
         for k in range(min(self._longest - 1, len(buf)), 0, -1):
+            if buf[-k] not in firsts:
+                continue
             tail = buf[-k:]
             if any(stop.startswith(tail) for stop in self._stops):
-                best = k
-                break
-        return best
+                return k
+        return 0

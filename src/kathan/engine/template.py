@@ -7,6 +7,7 @@ Jinja2's immutable sandbox with only the helpers Hugging Face templates expect.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,10 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+# How templates mark turns: <|im_start|>, <|eot_id|>, <|start_header_id|> and the like.
+_MARKER = re.compile(r"<\|[^|<>\s]{1,64}\|>")
 
 
 class TemplateRenderError(Exception):
@@ -44,6 +49,12 @@ class ChatTemplate:
     >>> t = ChatTemplate(CHATML_TEMPLATE, bos_token="", eos_token="<|im_end|>")
     >>> t.render([{"role": "user", "content": "hi"}])
     '<|im_start|>user\\nhi<|im_end|>\\n<|im_start|>assistant\\n'
+
+    ``markup`` is the template's own markers (``<|...|>``) and the BOS and EOS
+    strings: text a reply must never show, since it would start a turn of its own.
+
+    >>> t.markup
+    ('<|im_end|>', '<|im_start|>')
     """
 
     def __init__(self, source: str, *, bos_token: str, eos_token: str) -> None:
@@ -61,6 +72,9 @@ class ChatTemplate:
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
+        self.markup: tuple[str, ...] = tuple(sorted(
+            {*_MARKER.findall(source), *(t for t in (bos_token, eos_token) if t.strip())}
+        ))
 
     def render(
         self,
