@@ -132,11 +132,11 @@ SPOKEN = {
     "en-female-american": "Hi! I'm Ava. Your order number four thousand five hundred twenty-one "
     "ships on March fifteenth, twenty twenty-four and costs one thousand two hundred fifty "
     "dollars and fifty cents. Call plus one, five five five, one two three, four five six "
-    "seven. Or see example dot com.",
+    "seven. Or see example dot com slash help.",
     "en-male-british": "Hi! I'm Ava. Your order number four thousand five hundred and "
     "twenty-one ships on the fifteenth of March, twenty twenty-four and costs one thousand "
     "two hundred and fifty dollars and fifty cents. Call plus one, five five five, one two "
-    "three, four five six seven. Or see example dot com.",
+    "three, four five six seven. Or see example dot com slash help.",
 }
 
 # What each seed's persona must say (the prompt the upstream received).

@@ -27,7 +27,7 @@ RAW = "".join(REPLY)
 SPOKEN = ("Sure! Your total is one thousand two hundred fifty dollars and fifty cents. "
           "Delivery on March fifteenth, twenty twenty-four at three thirty in the afternoon. "
           "Call plus one, five five five, one two three, four five six seven or mail help at "
-          "example dot com. See example dot com for forty-five percent off.")
+          "example dot com. See example dot com slash orders for forty-five percent off.")
 VOICE = {"finetune": True, "language": "en", "gender": "female", "accent": "american"}
 BODY: dict[str, Any] = {"model": "fake", "messages": [
     {"role": "system", "content": "You are the support agent of Acme."},

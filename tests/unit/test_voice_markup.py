@@ -7,6 +7,7 @@ import random
 import pytest
 
 from kathan.voice.markup import FenceFilter, ThinkFilter, strip_inline
+from kathan.voice.shaper import SpeechShaper, shape_text
 
 
 def run_filter(make: type[ThinkFilter | FenceFilter], text: str, cuts: list[int]) -> str:
@@ -187,3 +188,47 @@ def test_strip_inline_keeps_non_latin_text(text: str, locale: str, expected: str
 
 def test_strip_inline_collapses_whitespace() -> None:
     assert strip_inline("  a \t b  \n\n  c  ", "en-US") == "a b. c"
+
+
+# --- markdown around URLs with paths, currency signs and scores, through the shaper ------
+
+SHAPED = [
+    ("en-US", "**See example.com/pricing/my_plans** for `3:2` odds at *¥500*.",
+     "See example.com/pricing/my_plans for 3:2 odds at ¥500.",
+     ("See example dot com slash pricing slash my underscore plans for three to two odds at "
+     "five hundred yen.")),
+    ("en-GB", "Visit _example.co.uk/pricing/plans_ for *₩1,000*.",
+     "Visit example.co.uk/pricing/plans for ₩1,000.",
+     "Visit example dot co dot uk slash pricing slash plans for one thousand won."),
+    ("en-IN", "Check **example.in/plans** for ₹500, India won *three:two*.",
+     "Check example.in/plans for ₹500, India won three:two.",
+     "Check example dot in slash plans for five hundred rupees, India won three to two."),
+    ("hi-IN", "**example.com/pricing/plans** देखें। स्कोर *3:2* रहा, कीमत ₹500।",
+     "example.com/pricing/plans देखें। स्कोर 3:2 रहा, कीमत ₹500।",
+     "example डॉट com स्लैश pricing स्लैश plans देखें। स्कोर तीन से दो रहा, कीमत पाँच सौ रुपये।"),
+    ("es-MX", "Mira **example.com/precios/planes**: quedaron *tres:dos* y costó ₱150.",
+     "Mira example.com/precios/planes: quedaron tres:dos y costó ₱150.",
+     ("Mira example punto com diagonal precios diagonal planes: quedaron tres a dos y costó "
+     "ciento cincuenta pesos filipinos.")),
+    ("fr-FR", "Voir **example.com/tarifs/offres** : score *3:2*, prix 5 ₺.",
+     "Voir example.com/tarifs/offres : score 3:2, prix 5 ₺.",
+     ("Voir example point com slash tarifs slash offres : score trois à deux, prix cinq "
+     "livres turques.")),
+]
+
+
+@pytest.mark.parametrize(("locale", "text", "stripped", "spoken"), SHAPED)
+def test_markup_around_urls_signs_and_scores(
+    locale: str, text: str, stripped: str, spoken: str
+) -> None:
+    """strip_inline leaves the patterns whole for normalize; the shaper speaks them, fed
+    in any split."""
+    assert strip_inline(text, locale) == stripped
+    assert shape_text(text, locale) == spoken
+    rng = random.Random(locale)
+    for _ in range(20):
+        shaper = SpeechShaper(locale)
+        cuts = sorted(rng.sample(range(1, len(text)), rng.randint(1, 12)))
+        parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        pieces = [p for part in parts for p in shaper.feed(part)] + shaper.flush()
+        assert " ".join(pieces) == spoken, parts

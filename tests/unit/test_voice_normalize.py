@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
+from importlib import resources
+from typing import Any
 
 import pytest
+import yaml
 
 from kathan.voice import numwords as numbers
 from kathan.voice.normalize import LOCALES, normalize
@@ -110,7 +114,7 @@ GOLDEN: dict[str, list[tuple[str, str]]] = {
         ),
         (
             "Visit https://www.example.com/path?q=1 or www.example.co.uk or example.com/docs.",
-            "Visit example dot com or example dot co dot uk or example dot com.",
+            "Visit example dot com slash path or example dot co dot uk or example dot com slash docs.",
         ),
         (
             "Call +1 (555) 123-4567 or 555-123-4567.",
@@ -309,7 +313,7 @@ GOLDEN: dict[str, list[tuple[str, str]]] = {
         ),
         (
             "Visit https://www.example.in/path today.",
-            "Visit example dot in today.",
+            "Visit example dot in slash path today.",
         ),
     ],
     "hi-IN": [
@@ -396,7 +400,7 @@ GOLDEN: dict[str, list[tuple[str, str]]] = {
         ),
         (
             "https://www.example.com/path?q=1 देखें।",
-            "example डॉट com देखें।",
+            "example डॉट com स्लैश path देखें।",
         ),
         (
             "+91 98765 43210 पर कॉल करें।",
@@ -502,7 +506,7 @@ GOLDEN: dict[str, list[tuple[str, str]]] = {
         ),
         (
             "Visita https://www.example.com.mx/ruta?q=1 o example.com/docs.",
-            "Visita example punto com punto mx o example punto com.",
+            "Visita example punto com punto mx diagonal ruta o example punto com diagonal docs.",
         ),
         (
             "Llama al 55 1234 5678 o al +52 55 1234 5678.",
@@ -615,7 +619,7 @@ GOLDEN: dict[str, list[tuple[str, str]]] = {
         ),
         (
             "Visitez https://www.example.fr/chemin?q=1 ou example.com/docs.",
-            "Visitez example point fr ou example point com.",
+            "Visitez example point fr slash chemin ou example point com slash docs.",
         ),
         (
             "Appelez le 01 23 45 67 89 ou le +33 1 23 45 67 89.",
@@ -791,3 +795,125 @@ def test_numbers_helpers() -> None:
     assert numbers.cardinal(10**20, "en-US").startswith("one zero zero")
     with pytest.raises(ValueError):
         numbers.cardinal(5, "de-DE")
+
+
+# --- URLs with paths, every currency sign, scores and ratios (issue 16) -------------------
+
+ISSUE_16: dict[str, list[tuple[str, str]]] = {
+    "en-US": [
+        ("See example.com/pricing/plans for details.",
+         "See example dot com slash pricing slash plans for details."),
+        ("Go to EXAMPLE.COM/PRICING or example.shop/plans-2024?ref=mail.",
+         ("Go to EXAMPLE dot COM slash PRICING or example dot shop slash plans dash two zero "
+         "two four.")),
+        ("The score was three:two, then 3:2 and 2-1; the screen is 16:9.",
+         ("The score was three to two, then three to two and two to one; the screen is sixteen "
+         "to nine.")),
+        # Two-digit minutes are a time, unless a score word comes just before.
+        ("They won 21:15 at 10:30.", "They won twenty-one to fifteen at ten thirty."),
+    ],
+    "en-GB": [
+        ("See example.com/pricing/plans for details.",
+         "See example dot com slash pricing slash plans for details."),
+        ("The score was three:two, then 3:2 and 2-1; kick-off at 3:30.",
+         ("The score was three to two, then three to two and two to one; kick-off at three "
+         "thirty.")),
+    ],
+    "en-IN": [
+        ("See https://www.example.in/pricing/plans/ for details.",
+         "See example dot in slash pricing slash plans for details."),
+        ("India won 3:2 and the ratio is 1:100.",
+         "India won three to two and the ratio is one to one hundred."),
+    ],
+    "hi-IN": [
+        ("example.com/pricing/plans देखें।", "example डॉट com स्लैश pricing स्लैश plans देखें।"),
+        ("स्कोर तीन:दो रहा, फिर 3:2 और 2-1; मैच 3:30 बजे।",
+         "स्कोर तीन से दो रहा, फिर तीन से दो और दो से एक; मैच साढ़े तीन बजे।"),
+    ],
+    "es-MX": [
+        ("Visita example.com/precios/planes para más.",
+         "Visita example punto com diagonal precios diagonal planes para más."),
+        ("Quedaron tres:dos, luego 3:2 y 2-1; la pantalla es 16:9 y el partido a las 3:30.",
+         ("Quedaron tres a dos, luego tres a dos y dos a uno; la pantalla es dieciséis a nueve "
+         "y el partido a las tres y media.")),
+        ("Ganaron 21:15.", "Ganaron veintiuno a quince."),
+    ],
+    "fr-FR": [
+        ("Voir example.com/tarifs/offres pour plus.",
+         "Voir example point com slash tarifs slash offres pour plus."),
+        ("Score trois:deux, puis 3:2 et 2-1 ; écran 16:9, match à 15:30.",
+         ("Score trois à deux, puis trois à deux et deux à un ; écran seize à neuf, match à "
+         "quinze heures trente.")),
+    ],
+}
+
+# The issue's signs, in each locale's own way of writing amounts.
+SIGNS = "¥500, ₹200, ₩1,000, ₽99.50, ₺5, ₪1, ฿20, ₫50,000, ₱1, £3, €2.50 {or} $7"
+SIGNS_FR = "500 ¥, 200 ₹, 1 000 ₩, 99,50 ₽, 5 ₺, 1 ₪, 20 ฿, 50 000 ₫, 1 ₱, 3 £, 2,50 € ou 7 $"
+ENGLISH_AMOUNTS = ("five hundred yen, two hundred rupees, one thousand won, ninety-nine rubles "
+                   "and fifty kopeks, five lira, one shekel, twenty baht, fifty thousand dong, "
+                   "one peso, three pounds, two euros and fifty cents or seven dollars")
+AMOUNTS = {
+    "en-US": (SIGNS.replace("{or}", "or"), ENGLISH_AMOUNTS),
+    "en-GB": (SIGNS.replace("{or}", "or"), ENGLISH_AMOUNTS),
+    "en-IN": (SIGNS.replace("{or}", "or"), ENGLISH_AMOUNTS),
+    "hi-IN": (SIGNS.replace("{or}", "या"),
+              ("पाँच सौ येन, दो सौ रुपये, एक हज़ार वॉन, निन्यानबे रूबल और पचास कोपेक, पाँच लीरा, "
+              "एक शेकेल, बीस बाट, पचास हज़ार डोंग, एक फ़िलिपीनी पेसो, तीन पाउंड, दो यूरो और पचास "
+              "सेंट या सात डॉलर")),
+    "es-MX": (SIGNS.replace("{or}", "o"),
+              ("quinientos yenes, doscientas rupias, mil wones, noventa y nueve rublos con "
+              "cincuenta kopeks, cinco liras turcas, un séquel, veinte bahts, cincuenta mil "
+              "dongs, un peso filipino, tres libras, dos euros con cincuenta céntimos o siete "
+              "pesos")),
+    "fr-FR": (SIGNS_FR,
+              ("cinq cents yens, deux cents roupies, mille wons, quatre-vingt-dix-neuf roubles "
+              "cinquante, cinq livres turques, un shekel, vingt bahts, cinquante mille dongs, "
+              "un peso philippin, trois livres, deux euros cinquante ou sept dollars")),
+}
+
+
+@pytest.mark.parametrize(
+    ("locale", "text", "spoken"),
+    [(locale, text, spoken) for locale, pairs in ISSUE_16.items() for text, spoken in pairs],
+)
+def test_urls_with_paths_scores_and_ratios(locale: str, text: str, spoken: str) -> None:
+    assert normalize(text, locale) == spoken
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_the_issues_currency_signs_are_spoken(locale: str) -> None:
+    text, spoken = AMOUNTS[locale]
+    assert normalize(f"{text}.", locale) == f"{spoken}."
+
+
+SC = [chr(c) for c in range(0x20000) if unicodedata.category(chr(c)) == "Sc"]
+
+
+def speech_table(name: str) -> dict[str, Any]:
+    data = yaml.safe_load((resources.files("kathan.voice") / "data" / name).read_text("utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_every_currency_sign_next_to_an_amount_is_never_read_as_a_sign(locale: str) -> None:
+    """Every sign Unicode has: a sign the tables name is spoken as its currency (the many
+    form after five), the historic rest leave the amount alone."""
+    common = speech_table("speech_common.yaml")
+    named = {**common["currency_symbols"], **common["currency_overrides"].get(locale, {})}
+    names = speech_table(f"speech_{locale[:2]}.yaml")["currencies"]
+    for sign in [chr(c) for c in range(0x20000) if unicodedata.category(chr(c)) == "Sc"]:
+        for text in (f"{sign}5", f"5 {sign}", f"5{sign}"):
+            spoken = normalize(f"It is {text} now.", locale)
+            assert not [c for c in spoken if unicodedata.category(c) == "Sc"], (text, spoken)
+            if sign in named:
+                assert f" {names[named[sign]][1]} " in spoken, (text, spoken)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_clock_times_are_not_read_as_scores(locale: str) -> None:
+    to = speech_table(f"speech_{locale[:2]}.yaml")["words"]["to"]
+    for text in ("3:30", "10:05", "23:59", "00:00", "7:45 PM"):
+        spoken = normalize(f"Ok {text}", locale)
+        assert f" {to} " not in spoken and not DIGIT.search(spoken), (text, spoken)

@@ -26,7 +26,12 @@ The contract (choices made):
 - Money: "twelve pounds and ninety-nine pence", es-MX "cinco pesos con cincuenta
   centavos", fr "trois euros cinquante" (minor unit named only alone: "cinquante
   centimes"), hi "पाँच रुपये और पचास पैसे"; zero minor units are not said. **In es-MX
-  a bare ``$`` is pesos**; ``US$``/``USD`` are dollars.
+  a bare ``$`` is pesos**; ``US$``/``USD`` are dollars. Every sign in use has a name
+  (``speech_common.yaml``): ``¥`` is yen (``CN¥``/``CNY``/``RMB`` yuan), ``₩ ₽ ₺ ₪ ฿ ₫ ₱``
+  and the rest, ``50¢`` "fifty cents"; a currency without minor units in use (yen, won)
+  reads decimals as a number. Any other currency sign (Unicode category Sc, historic ones)
+  next to an amount is dropped: the amount is spoken, never the sign. Full-width signs
+  (``＄ ￥``) are their plain forms.
 - Dates: en-US "March fifteenth, twenty twenty-four", en-GB "the fifteenth of March,
   twenty twenty-four", en-IN "fifteenth March, twenty twenty-four", es-MX "quince de
   marzo de dos mil veinticuatro" ("primero de mayo"), fr "quinze mars deux mille
@@ -44,14 +49,23 @@ The contract (choices made):
   "तीन बजकर दस मिनट".
 - Ranges ``10-20``: "ten to twenty", "diez a veinte", "dix à vingt", "दस से बीस"; a
   spaced ASCII hyphen (``10 - 5``) is a subtraction ("minus").
+- Scores and ratios: ``3:2``, ``16:9``, ``1:100`` and ``three:two`` are "three to two"
+  ("tres a dos", "trois à deux", "तीन से दो"), as ``2-1`` is (a range). ``H:MM`` with
+  two-digit minutes (``3:30``) stays a time unless a score word (``score_cues``: won,
+  score, ratio...) is among the three words before it and the word right before is not
+  a time word (``score_not_after``): "won 21:15" is a score, "won at 10:30" a time.
 - Emails and URLs: "john dot doe at example dot com" (arroba/punto, arobase/point,
-  एट द रेट/डॉट); a URL is reduced to its host without ``www.``; digits one by one.
+  एट द रेट/डॉट); a URL is its host without the scheme and ``www.``, then its path, one
+  "slash" ("diagonal", "slash", "स्लैश") before each segment: "example dot com slash
+  pricing slash plans"; the query and fragment are not spoken; digits one by one. A
+  bare domain is a URL when its TLD is a known one (in any case) or a path follows it.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -67,7 +81,8 @@ __all__ = ["LOCALES", "normalize"]
 LOCALES: tuple[str, ...] = ("en-US", "en-GB", "en-IN", "hi-IN", "es-MX", "fr-FR")
 
 Match = re.Match[str]
-_DEVANAGARI_DIGITS = str.maketrans("०१२३४५६७८९", "0123456789")
+# Devanagari digits, and full-width currency signs as their plain forms.
+_PLAIN = str.maketrans("०१२३४५६७८९＄﹩￡￥￦￠", "0123456789$$£¥₩¢")
 _CAPITAL = "A-ZÁÉÍÓÚÑÀ-ÖØ-Þ¿¡"
 _LETTER = r"[\w\u0900-\u097F]"  # a word character, Devanagari vowel signs included
 
@@ -85,12 +100,19 @@ def _alt(keys: Iterable[str]) -> str:
 _COMMON = _load("speech_common.yaml")
 _TAIL = r"(?=[.,;:!?)\]'\"]*(?:\s|$))"  # what may follow a URL: punctuation, then space
 _HOST = r"(?P<host>[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)"
+# A URL's path is spoken (its query and fragment are not): example.com/pricing/plans.
+_PATH = r"(?P<path>/[^\s?#]*?)?(?:[?#]\S*?)?"
 _URLS = (
-    re.compile(rf"\b(?:https?|ftp)://(?:[^\s/@]+@)?{_HOST}(?::\d+)?(?:[/?#]\S*?)?{_TAIL}"),
-    re.compile(rf"(?<![\w.@/])www\.{_HOST}(?::\d+)?(?:[/?#]\S*?)?{_TAIL}"),
+    re.compile(rf"\b(?:https?|ftp)://(?:[^\s/@]+@)?{_HOST}(?::\d+)?{_PATH}{_TAIL}"),
+    re.compile(rf"(?<![\w.@/])www\.{_HOST}(?::\d+)?{_PATH}{_TAIL}"),
     re.compile(
-        r"(?<![\w.@/-])(?P<host>(?:[A-Za-z0-9-]+\.)+(?:" + _alt(_COMMON["tlds"]) + r"))"
-        rf"(?![\w-])(?:/\S*?)?{_TAIL}"
+        r"(?<![\w.@/-])(?P<host>(?:[A-Za-z0-9-]+\.)+(?i:" + _alt(_COMMON["tlds"]) + r"))"
+        rf"(?![\w-]){_PATH}{_TAIL}"
+    ),
+    # Any other domain, when a path follows it: example.shop/plans.
+    re.compile(
+        r"(?<![\w.@/-])(?P<host>(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24})"
+        r"(?P<path>/[^\s?#/][^\s?#]*?)(?:[?#]\S*?)?" + _TAIL
     ),
 )
 _EMAIL = re.compile(
@@ -207,6 +229,12 @@ def _locale(tag: str) -> _Loc:
                               rf"(?!{_LETTER})", 0 if lang == "hi" else re.IGNORECASE),
         "per": re.compile(rf"(?<={_LETTER})/(?=(?:{_alt(d['per_nouns'])})(?!{_LETTER}))"),
         "decade": re.compile(r"(?=['\d])(?<![\w.,])'?(?P<n>\d{2}|\d{4})'?s(?!\w)"),
+        "score": re.compile(
+            r"(?<![\d:.,/])(?P<a>\d{1,3}):(?P<b>\d{1,3})(?![\d:]|[.,]\d"
+            r"|\s?(?:[AaPp]\.?\s?[Mm]\b|बजे|hrs?(?![A-Za-z])|h(?![A-Za-z])))"),  # times
+        "word_score": re.compile(
+            rf"(?<!{_LETTER})(?P<a>{_alt(_number_words(tag))}):(?P<b>{_alt(_number_words(tag))})"
+            rf"(?!{_LETTER})", 0 if lang == "hi" else re.IGNORECASE),
         "year": re.compile(
             r"\b(?i:" + "|".join(d.get("year_cues", ["(?!)"])) + r")\s+(?P<y>\d{4})"
             r"(?![\d]|[.,]\d|\s?[-–]\s?\d)"),
@@ -219,6 +247,12 @@ def _locale(tag: str) -> _Loc:
 
 
 _NEVER = re.compile(r"(?!)")
+
+
+def _number_words(tag: str) -> set[str]:
+    """The locale's words for 0 to 100, as a score may be written: three:two."""
+    genders: tuple[Gender, ...] = ("m", "f", "")
+    return {nw.cardinal(n, tag, g) for n in range(101) for g in genders}
 
 
 def _date_patterns(d: dict[str, Any], lang: str) -> tuple[re.Pattern[str], ...]:
@@ -292,12 +326,19 @@ def _address(text: str, loc: _Loc) -> str:
 
 
 def _addresses(text: str, loc: _Loc) -> str:
+    def url(m: Match) -> str:
+        words = _address(re.sub(r"^(?i:www)\.", "", m["host"]), loc)
+        for segment in (m["path"] or "").split("/"):
+            if any(c.isalnum() for c in segment):  # not an empty or a /*/ segment
+                words += f" {loc.w['slash']} {_address(segment, loc)}"
+        return words
+
     if "." not in text:
         return text
     if "@" in text:
         text = _EMAIL.sub(lambda m: _address(m[0], loc), text)
     for pattern in _URLS:
-        text = pattern.sub(lambda m: _address(re.sub(r"^www\.", "", m["host"]), loc), text)
+        text = pattern.sub(url, text)
     return text
 
 
@@ -362,6 +403,31 @@ def _times(text: str, loc: _Loc) -> str:
     return text
 
 
+def _word_scores(text: str, loc: _Loc) -> str:
+    """three:two is "three to two" (as 3:2 and 2-1 are read)."""
+    if ":" not in text:
+        return text
+    return loc.res["word_score"].sub(lambda m: f"{m['a']} {loc.w['to']} {m['b']}", text)
+
+
+def _scores(text: str, loc: _Loc) -> str:
+    """Scores and ratios: 3:2, 16:9, 1:100 are "three to two". H:MM with two-digit minutes
+    is left to the times, unless a score word (``score_cues``) is among the three words
+    before it and the word right before is not one of ``score_not_after`` ("won 21:15",
+    "won at 10:30")."""
+    cues, nots = set(loc.d.get("score_cues", [])), set(loc.d.get("score_not_after", []))
+
+    def replace(m: Match) -> str:
+        a, b = m["a"], m["b"]
+        if len(b) == 2 and int(a) <= 23 and int(b) <= 59:
+            before = [w.strip(".,;:!?()\"'").lower() for w in m.string[: m.start()].split()[-3:]]
+            if not (cues & set(before)) or (before and before[-1] in nots):
+                return m[0]
+        return _glue(m, f"{nw.number(a, loc.tag)} {loc.w['to']} {nw.number(b, loc.tag)}")
+
+    return loc.res["score"].sub(replace, text) if ":" in text else text
+
+
 def _versions(text: str, loc: _Loc) -> str:
     dot = f" {loc.w['dot']} "
     return _VERSION.sub(
@@ -403,10 +469,19 @@ def _money(text: str, loc: _Loc) -> str:
             low, code, loc.tag, loc.d)
         return f"{low} {loc.w['to']} {high}"
 
-    if not loc.res["money_hint"].search(text):
-        return text
-    text = loc.res["money_pre"].sub(replace, text)
-    return loc.res["money_post"].sub(replace, text)
+    if loc.res["money_hint"].search(text):
+        text = loc.res["money_pre"].sub(replace, text)
+        text = loc.res["money_post"].sub(replace, text)
+    # A sign the tables do not name (a historic one): the amount is spoken, the sign not.
+    return text if text.isascii() else _unnamed_signs().sub("", text)
+
+
+@functools.cache
+def _unnamed_signs() -> re.Pattern[str]:
+    """Every currency sign (Unicode category Sc) next to a number."""
+    signs = re.escape("".join(
+        c for c in map(chr, range(0x20000)) if unicodedata.category(c) == "Sc"))
+    return re.compile(rf"[{signs}]\s?(?=[-−]?\d)|(?<=\d)\s?[{signs}]")
 
 
 def _quantity(m: Match, loc: _Loc, gender: Gender) -> tuple[str, str]:
@@ -539,10 +614,11 @@ def _symbols(text: str, loc: _Loc) -> str:
     return _ELISION.sub(r"\1'\2", text) if loc.lang == "fr" else text  # de un -> d'un
 
 
-# Passes in order; the ones after _abbreviations only look at digits, and no pass adds one,
+# Passes in order; the ones after _word_scores only look at digits, and no pass adds one,
 # so they are skipped once none is left.
 _PASSES: tuple[Callable[[str, _Loc], str], ...] = (
-    _addresses, _abbreviations, _dates, _times, _versions, _phones, _money,
+    _addresses, _abbreviations, _word_scores, _dates, _scores, _times, _versions, _phones,
+    _money,
     _percent, _decades, _units, _ordinals, _year_cues, _fractions, _ranges, _long_digits,
     _numbers,
 )
@@ -553,8 +629,8 @@ def normalize(text: str, locale: str) -> str:
     pattern spelled in words, whitespace collapsed, no digits left. Raises ValueError
     for an unknown locale."""
     loc = _locale(locale)
-    text = text.translate(_DEVANAGARI_DIGITS)
+    text = text.translate(_PLAIN)
     for i, step in enumerate(_PASSES):
-        if i < 2 or _DIGIT.search(text):
+        if i < 3 or _DIGIT.search(text):
             text = step(text, loc)
     return _SPACES.sub(" ", _symbols(text, loc)).strip()

@@ -288,7 +288,8 @@ def money(amount: str, code: str, locale: str, tables: Tables, scale: str | None
     plain = amount.lstrip("-")
     minus = minus_word(locale) + " " if amount.startswith("-") else ""
     integer, _, frac = plain.partition(".")
-    if scale or len(frac) > 2:  # 1.5 million dollars, 1.505 dollars
+    # 1.5 million dollars, 1.505 dollars, 2.5 yen (a currency without minor units in use)
+    if scale or len(frac) > 2 or (frac and not minor_one):
         unit = one if singular(plain, locale) and not scale else many
         if scale in tables["scales"]:
             scale = tables["scales"][scale][0 if singular(plain, locale) else 1]
