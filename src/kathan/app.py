@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from kathan import __version__
 from kathan.api import accounts, chat, docs, errors, health, methods, models, responses
 from kathan.api import metrics as metrics_api
-from kathan.api.middleware import BodyLimitMiddleware, RequestCounter
+from kathan.api.middleware import BodyLimitMiddleware, DrainMiddleware, RequestCounter
 from kathan.auth.authenticator import Authenticator
 from kathan.auth.throttle import LoginThrottle
 from kathan.backends.base import LoadStats
@@ -31,6 +31,7 @@ from kathan.routing.build import build_registry
 from kathan.routing.registry import ModelRegistry
 from kathan.routing.router import Router
 from kathan.service.chat import ChatService
+from kathan.service.drain import Drain
 from kathan.service.metering import Metering
 from kathan.service.metrics import Metrics
 from kathan.settings import LocalModelSettings, Settings
@@ -288,12 +289,19 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
 
     metrics = Metrics(load_stats)
     app.state.metrics = metrics
+    # Begun by whoever serves the app, at its first stop signal (the CLI).
+    drain = Drain(grace=settings.shutdown_grace_seconds,
+                  retry_after=settings.retry_after_seconds)
+    app.state.drain = drain
     # Set by whoever serves the app once its socket accepts connections (the CLI).
     app.state.serving = asyncio.Event()
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestCounter, paths=frozenset({chat.PATH}),
                        count=metrics.count_request)
+    # Outermost: during a drain, new requests are refused before anything else is done.
+    app.add_middleware(DrainMiddleware, drain=drain,
+                       exempt=frozenset({"/health", "/ready", "/metrics"}))
     # Generation routes first: they are matched on every hot request.
     app.router.routes.insert(0, chat.route)
     app.include_router(health.router)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 from importlib import metadata
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -22,6 +23,7 @@ from kathan.auth.keys import generate_key
 from kathan.cli_config import ConfigFault, load_settings, serve_epilog, settings_table
 from kathan.errors import InvalidRequestError, KathanError
 from kathan.limits.base import Limits, QuotaPeriod
+from kathan.service.drain import Drain
 from kathan.settings import Settings
 from kathan.store import repo as store
 from kathan.store.db import Database, safe_url
@@ -105,27 +107,60 @@ def serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         # Access lines are info-level: below that, skip building them at all.
         access_log=settings.log_level in ("debug", "info"),
+        # What is left after the app's own drain (see _server) gets this long.
         timeout_graceful_shutdown=5,
         # The client's address is the socket's peer unless the operator names the proxies
         # whose X-Forwarded-For may say otherwise (it throttles registration, for one).
         proxy_headers=settings.forwarded_allow_ips is not None,
         forwarded_allow_ips=settings.forwarded_allow_ips or "",
     )
-    server = _server(config, app.state.serving)
+    server = _server(config, app.state.serving, app.state.drain)
     server.run(sockets=[listener])
     return 0 if server.started else 1
 
 
-def _server(config: Any, serving: asyncio.Event) -> Any:
+def _server(config: Any, serving: asyncio.Event, drain: Drain) -> Any:
     """uvicorn's server, which tells the app when its socket accepts connections (the
-    app's "Kathan is ready" line waits for that)."""
+    app's "Kathan is ready" line waits for that), and stops in two steps.
+
+    uvicorn alone, on SIGTERM, closes its socket at once and gives running requests a
+    fixed time before it cancels them mid-answer. Here the first SIGTERM or SIGINT
+    after start-up begins the app's ``Drain`` (/ready and new requests answer 503,
+    running requests get ``shutdown_grace_seconds``, the rest end cleanly), and only
+    then does uvicorn's own shutdown run (socket closed, lifespan shutdown: the last
+    ledger rows written). A second signal exits at once.
+    """
     import uvicorn
 
     class Server(uvicorn.Server):
+        draining: asyncio.Task[None] | None = None
+        loop: asyncio.AbstractEventLoop | None = None
+
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            self.loop = asyncio.get_running_loop()
             await super().startup(sockets)
             if not self.should_exit:
                 serving.set()
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.started and self.loop is not None and not (
+                    self.should_exit or self.draining is not None or drain.draining):
+                self._captured_signals.append(sig)  # raised again at exit, as uvicorn does
+                drain.draining = True  # a second signal from here on forces the exit
+                self.loop.call_soon_threadsafe(self._begin_drain)
+                return
+            if self.started:
+                self.force_exit = True
+            super().handle_exit(sig, frame)
+
+        def _begin_drain(self) -> None:
+            self.draining = asyncio.ensure_future(self._drain())
+
+        async def _drain(self) -> None:
+            try:
+                await drain.stop()
+            finally:
+                self.should_exit = True
 
     return Server(config)
 

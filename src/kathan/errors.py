@@ -198,6 +198,13 @@ class ModelNotReadyError(ServiceUnavailableError):
     default_code = "model_not_ready"
 
 
+class ShuttingDownError(ServiceUnavailableError):
+    """The server is stopping: a new request is refused, or one still running when the
+    drain ended is cut (``service.drain``)."""
+
+    default_code = "shutting_down"
+
+
 class ClientDisconnected(KathanError):
     """The client left; nobody reads this response (499, as nginx logs it)."""
 

@@ -280,6 +280,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long requests in flight may run on (new "
+        "ones get 503 and /ready says 503 at once); those still running then end with a "
+        "503 shutting_down (an error event in a stream). A second signal stops at once.",
+    )
     retry_after_seconds: int = Field(
         2, ge=1, description="`Retry-After` sent with 503 while the model is not ready."
     )

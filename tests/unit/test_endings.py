@@ -50,8 +50,10 @@ class Script:
 
     def __init__(self, pieces: tuple[str, ...] = ("Hel", "lo"), *, hold: int | None = None,
                  fail: tuple[int, Exception] | None = None,
-                 refuse: Exception | None = None, paced: bool = False) -> None:
+                 refuse: Exception | None = None, paced: bool = False,
+                 stall: bool = False) -> None:
         self.pieces = pieces
+        self.stall = stall  # ``open`` waits (forever, until cancelled) before answering
         self.paced = paced  # a turn of the loop between pieces, as a real model takes
         self.hold = hold
         self.fail = fail
@@ -76,6 +78,9 @@ class Script:
     async def open(self, request: ChatCompletionRequest) -> DeltaStream:
         if self.refuse is not None:
             raise self.refuse
+        if self.stall:
+            self.holding.set()
+            await asyncio.Event().wait()
         self.opened += 1
         self.produced = 0
         stream = DeltaStream(self._deltas(), on_close=self._close)
@@ -343,6 +348,69 @@ async def test_shutdown_cancels_a_request_in_flight() -> None:
             await task
         row = await w.assert_released_once()
         assert row.status == "cancelled"
+
+
+# -- cut by the shutdown's drain (service/drain.py) -----------------------------
+
+
+async def cut_by_drain(w: World, body: dict[str, Any]) -> Client:
+    """``body`` sent, the backend holding it, then a drain with no grace left."""
+    client = Client(body)
+    task = asyncio.create_task(client.call(w.app))
+    await w.backend.holding.wait()
+    w.app.state.drain.grace = 0
+    await w.app.state.drain.stop()
+    await task  # the cut ends the request cleanly: nothing raised
+    assert w.app.state.drain.running == 0
+    return client
+
+
+async def test_shutdown_cut_after_headers_ends_the_stream_with_an_error_event() -> None:
+    async with world(Script(("a", "b", "c"), hold=2)) as w:
+        client = await cut_by_drain(w, stream())
+        assert client.status == 200
+        events = client.body.split(b"\n\n")
+        assert events[-3].startswith(b"event: error") and b'"shutting_down"' in events[-3]
+        assert events[-2] == b"data: [DONE]"
+        row = await w.assert_released_once()
+        assert (row.status, row.http_status, row.error_code) == ("failed", 503, "shutting_down")
+        assert (row.prompt_tokens, row.completion_tokens) == (3, 2)  # what was delivered
+        assert w.limiter.released == [5]
+        assert w.router.routes[0].breaker.failures == 0  # the upstream did nothing wrong
+
+
+async def test_shutdown_cut_before_the_json_answer_is_a_503() -> None:
+    async with world(Script(("a", "b"), hold=1)) as w:
+        client = await cut_by_drain(w, BODY)
+        assert client.status == 503
+        assert json.loads(client.body)["error"]["code"] == "shutting_down"
+        assert (b"retry-after", b"2") in client.sent[0]["headers"]
+        row = await w.assert_released_once()
+        assert (row.status, row.http_status, row.error_code) == ("failed", 503, "shutting_down")
+        assert (row.prompt_tokens, row.completion_tokens) == (3, 1)
+
+
+async def test_shutdown_cut_while_the_backend_opens_is_a_503() -> None:
+    async with world(Script(stall=True)) as w:
+        client = await cut_by_drain(w, stream())
+        assert client.status == 503
+        assert json.loads(client.body)["error"]["code"] == "shutting_down"
+        await w.settled()
+        assert sum(r.in_flight for r in w.router.routes) == 0
+        assert w.limiter.acquired == len(w.limiter.released) == 1
+        assert [(r.status, r.error_code) for r in w.ledger.rows] == [
+            ("failed", "shutting_down")]
+
+
+async def test_a_request_that_comes_during_the_drain_is_refused_at_the_door() -> None:
+    async with world(Script()) as w:
+        await w.app.state.drain.stop()  # nothing in flight: drained at once
+        client = Client(BODY)
+        await client.call(w.app)
+        assert client.status == 503
+        error = json.loads(client.body)["error"]
+        assert error["code"] == "shutting_down" and "shutting down" in error["message"]
+        assert w.backend.opened == 0 and w.ledger.rows == []  # never admitted
 
 
 # -- DeltaStream alone ---------------------------------------------------------

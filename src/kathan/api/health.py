@@ -1,4 +1,5 @@
-"""``GET /health`` (the process is up) and ``GET /ready`` (models can serve)."""
+"""``GET /health`` (the process is up) and ``GET /ready`` (models can serve, and the
+server is not shutting down)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ async def health() -> Status:
 
 @router.get("/ready", response_model=Status, responses=responses.errors(503))
 async def ready(request: Request, registry: RegistryDep) -> Status:
+    drain = request.app.state.drain
+    if drain.draining:
+        raise drain.refusal()
     waiting = [e.id for e in registry.entries if not e.backend.ready]
     if waiting:
         raise ModelNotReadyError(

@@ -1,14 +1,16 @@
-"""ASGI middleware: the request body size limit, and counting the generation routes'
-answers."""
+"""ASGI middleware: the shutdown's drain, the request body size limit, and counting the
+generation routes' answers."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kathan.api import errors
-from kathan.errors import PayloadTooLargeError
+from kathan.errors import PayloadTooLargeError, ShuttingDownError
+from kathan.service.drain import Drain
 
 
 async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes | None:
@@ -105,3 +107,50 @@ class RequestCounter:
             await self.app(scope, receive, send_and_note)
         finally:
             self.count(status)
+
+
+class DrainMiddleware:
+    """The one owner of each request's place in the ``Drain``: taken when the request
+    comes in (once the drain has begun, a 503 ``shutting_down`` instead, except on
+    ``exempt`` paths such as ``/ready``), given back however it ends.
+
+    A request the shutdown cut while nothing had been answered yet gets Kathan's
+    JSON 503; one cut after its headers went out has ended its own body (a stream's
+    ``error`` event and ``[DONE]``), or, when the cut found it waiting for a slow
+    client, ends without more. Either way the cancellation stops here: it was the
+    shutdown's, not the server's failure.
+    """
+
+    def __init__(self, app: ASGIApp, drain: Drain, exempt: frozenset[str]) -> None:
+        self.app = app
+        self.drain = drain
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        try:
+            ticket = self.drain.enter()
+        except ShuttingDownError as exc:
+            await errors.render(exc)(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except asyncio.CancelledError:
+            if ticket.cut is None:
+                raise
+            if ticket.task is not None:
+                ticket.task.uncancel()
+            if not started:
+                await errors.render(ticket.cut)(scope, receive, send)
+        finally:
+            self.drain.leave(ticket)

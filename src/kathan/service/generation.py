@@ -12,6 +12,7 @@ request ended:
 - a ``KathanError`` while reading (an upstream that broke, a timeout): ``failed``
   with its status and code;
 - the reader stopped early or was cancelled (the client left): ``cancelled`` (499);
+- the shutdown cut it (``service.drain``): ``failed`` with 503 ``shutting_down``;
 - any other exception (a bug): ``failed`` (500, ``internal_error``).
 
 However it ended, the row and the key's limits (TPM, quota) are charged the
@@ -31,6 +32,7 @@ from typing import Self
 
 from kathan.backends.base import Delta, DeltaStream, TokenUsage
 from kathan.errors import ClientDisconnected, KathanError
+from kathan.service.drain import shutdown_cut
 from kathan.service.metering import Meter
 from kathan.service.metrics import Metrics
 
@@ -47,6 +49,9 @@ async def end_meter(
     until then."""
     u = usage or TokenUsage(0, 0)
     p, c, k = u.prompt_tokens, u.completion_tokens, u.cached_tokens
+    if not isinstance(exc, KathanError):
+        # Stopped or cancelled because the shutdown cut the request, not by its client.
+        exc = shutdown_cut() or exc
     if isinstance(exc, KathanError) and not isinstance(exc, ClientDisconnected):
         await meter.fail(exc, ttft=ttft, prompt_tokens=p, completion_tokens=c, cached_tokens=k)
     elif exc is None or isinstance(
@@ -102,6 +107,18 @@ class Generation:
     async def __anext__(self) -> Delta:
         try:
             delta = await self.stream.__anext__()
+        except asyncio.CancelledError as exc:
+            cut = shutdown_cut()
+            if cut is None:
+                self._error = exc
+                raise
+            # The shutdown's cancellation, not a client's: the request ends with its
+            # error (a stream's ``error`` event, or the JSON 503), and goes on.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            self._error = cut
+            raise cut from None
         except StopAsyncIteration:
             self._complete = True
             # Ended in full: the row is recorded (and journaled) now, before the caller
