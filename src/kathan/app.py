@@ -179,9 +179,7 @@ class _Accounts:
         await self.db.dispose()
 
     async def _write(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        async with self.db.session() as s:
-            await repo.insert_usage(s, rows)
-            await s.commit()
+        await self.db.write_many(lambda conn: repo.insert_usage_sync(conn, rows))
 
     async def _tokens_since(self, key_id: str, day: str) -> int:
         async with self.db.session() as s:

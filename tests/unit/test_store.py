@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -562,3 +563,46 @@ async def _all_postgres_text(db: Database) -> list[str]:
             result = await conn.execute(text(f'SELECT "{column}"::text FROM "{table}"'))
             values.extend(str(value) for value in result.scalars().all() if value is not None)
         return values
+
+
+async def test_write_many_stores_rows_readable_through_the_async_engine(db: Database) -> None:
+    # The ledger's path (a synchronous engine for SQLite): the rows read back the same.
+    rows = [_usage(f"w_{n}", created_at=datetime(2026, 3, 1, 12, 0, n, tzinfo=UTC))
+            for n in range(3)]
+    await db.write_many(lambda conn: repo.insert_usage_sync(conn, rows))
+    await db.write_many(lambda conn: repo.insert_usage_sync(conn, rows))  # a retried flush
+    async with db.session() as session:
+        assert await repo.count_usage(session, key_id="key_1", since="2026-03-01") == 3
+        [summary] = await repo.usage_summary(session)
+    assert (summary.day, summary.requests, summary.prompt_tokens) == ("2026-03-01", 3, 30)
+
+
+async def test_write_many_waits_off_the_loop_for_another_process_lock(tmp_path: Path) -> None:
+    """A SQLite file another connection is writing to: the write does not block the
+    event loop for the busy timeout; it waits in a thread and lands once the lock goes."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'k.db'}")
+    await db.upgrade()
+    holder = sqlite3.connect(tmp_path / "k.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write transaction
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        writing = asyncio.create_task(
+            db.write_many(lambda conn: repo.insert_usage_sync(conn, [_usage("locked")])))
+        await asyncio.sleep(0.3)
+        assert not writing.done() and ticks >= 10  # waiting, and the loop runs on
+        holder.execute("COMMIT")
+        await asyncio.wait_for(writing, 10)
+    finally:
+        ticker.cancel()
+        holder.close()
+    async with db.session() as session:
+        assert await repo.count_usage(session) == 1
+    await db.dispose()

@@ -68,7 +68,8 @@ class UsageLedger:
         write: Writer,
         *,
         flush_seconds: float = 0.25,
-        max_batch: int = 500,
+        max_batch: int = 10_000,
+        wake_rows: int = 500,
         max_pending: int = 500_000,
         journal: Journal | None = None,
     ) -> None:
@@ -76,6 +77,7 @@ class UsageLedger:
         self._journal = journal
         self._flush_seconds = flush_seconds
         self._max_batch = max_batch
+        self._wake_rows = wake_rows
         self._rows: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -99,7 +101,7 @@ class UsageLedger:
         if self._journal is not None:
             self._journal.append(record)  # before the request's answer goes out
         self._rows.append(record)
-        if len(self._rows) >= self._max_batch:
+        if len(self._rows) >= self._wake_rows:
             self._wake.set()
 
     @property

@@ -19,13 +19,13 @@ import hmac
 import re
 import secrets
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final, cast
 
-from sqlalchemy import ColumnElement, case, delete, func, insert, select
+from sqlalchemy import ColumnElement, Connection, case, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -536,10 +536,22 @@ async def insert_usage(session: AsyncSession, rows: Sequence[Mapping[str, Any]])
     so a retried flush is harmless. ``day`` defaults to the UTC date of
     ``created_at``; token counts default to 0.
     """
+    for statement, batch in _usage_batches(dialect_of(session), rows):
+        await session.execute(statement, batch)
+
+
+def insert_usage_sync(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``insert_usage`` on a synchronous connection (the SQLite ledger writer's thread)."""
+    for statement, batch in _usage_batches(connection.dialect.name, rows):
+        connection.execute(statement, batch)
+
+
+def _usage_batches(
+    dialect: str, rows: Sequence[Mapping[str, Any]]
+) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
     if not rows:
         return
     values = [_usage_values(row) for row in rows]
-    dialect = dialect_of(session)
     if dialect == "postgresql":
         statement: Any = postgresql_insert(_USAGE_TABLE).on_conflict_do_nothing(
             index_elements=["id"])
@@ -548,7 +560,7 @@ async def insert_usage(session: AsyncSession, rows: Sequence[Mapping[str, Any]])
     else:
         statement = insert(_USAGE_TABLE)
     for start in range(0, len(values), _INSERT_BATCH):
-        await session.execute(statement, values[start : start + _INSERT_BATCH])
+        yield statement, values[start : start + _INSERT_BATCH]
 
 
 def _usage_values(row: Mapping[str, Any]) -> dict[str, Any]:
