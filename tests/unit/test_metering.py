@@ -3,6 +3,7 @@ ledger row per request, with the real in-memory limiter and a ledger that keeps 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import pytest
@@ -124,3 +125,46 @@ async def test_a_caller_without_limits_takes_no_lease() -> None:
     await meter.finish("cancelled", http_status=499, error_code="client_disconnected")
     assert Counting.calls == 0
     assert [(r.status, r.http_status) for r in ledger.rows] == [("cancelled", 499)]
+
+
+async def test_requests_that_arrive_together_seed_a_quota_with_one_query() -> None:
+    queries = 0
+    answer = asyncio.Event()
+
+    async def used(key_id: str, day: str) -> int:
+        nonlocal queries
+        queries += 1
+        await answer.wait()
+        return 95
+
+    m = Metering(MemoryLimiter(), Ledger(), used)  # type: ignore[arg-type]
+    principal = key(Limits(quota_tokens=100, quota_period="day"))
+    admitting = [asyncio.create_task(m.begin(principal, streamed=False).admit("m1"))
+                 for _ in range(20)]
+    await asyncio.sleep(0.01)
+    admitting[0].cancel()  # a client that left does not cancel the others' query
+    answer.set()
+    results = await asyncio.gather(*admitting, return_exceptions=True)
+    assert queries == 1
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert all(r is None for r in results[1:])
+    await m.begin(principal, streamed=False).admit("m1")  # seeded: no query
+    assert queries == 1
+
+
+async def test_a_failed_seed_query_is_asked_again_by_the_next_request() -> None:
+    calls = 0
+
+    async def used(key_id: str, day: str) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("store down")
+        return 0
+
+    m = Metering(MemoryLimiter(), Ledger(), used)  # type: ignore[arg-type]
+    principal = key(Limits(quota_tokens=100, quota_period="day"))
+    with pytest.raises(OSError):
+        await m.begin(principal, streamed=False).admit("m1")
+    await m.begin(principal, streamed=False).admit("m1")
+    assert calls == 2

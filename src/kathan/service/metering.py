@@ -62,6 +62,7 @@ class Metering:
         self.ledger = ledger
         self._quota_source = quota_source
         self._seeded: set[tuple[str, str]] = set()
+        self._seeding: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._releases: set[asyncio.Task[None]] = set()
 
     def release(self, lease: Lease, tokens: int) -> None:
@@ -96,6 +97,25 @@ class Metering:
         start = period_start(limits.quota_period, time.time())
         if (key_id, start) in self._seeded:
             return
+        # One query per key and period, however many requests arrive before it answers:
+        # a cold start under load made every one of them query the ledger, and the
+        # first request of each of 200 clients waited seconds for the queue of queries.
+        seeding = self._seeding.get((key_id, start))
+        if seeding is None:
+            seeding = asyncio.ensure_future(self._seed(key_id, limits, start))
+            self._seeding[(key_id, start)] = seeding
+            seeding.add_done_callback(lambda f: self._seeded_or_not(key_id, start, f))
+        await asyncio.shield(seeding)
+
+    def _seeded_or_not(self, key_id: str, start: str, seeding: asyncio.Future[None]) -> None:
+        """The query is over: the next request asks again if it failed (its waiters got
+        the error; one that nobody awaited any more is not left unretrieved)."""
+        self._seeding.pop((key_id, start), None)
+        if not seeding.cancelled():
+            seeding.exception()
+
+    async def _seed(self, key_id: str, limits: Limits, start: str) -> None:
+        assert self._quota_source is not None
         used = await self._quota_source(key_id, start)
         await self.limiter.seed_quota(key_id, limits, used)
         self._seeded.add((key_id, start))
