@@ -102,7 +102,7 @@ def serve(args: argparse.Namespace) -> int:
         app,
         host=settings.host,
         port=settings.port,
-        loop="uvloop",
+        loop=settings.event_loop,
         http="httptools",
         log_level=settings.log_level,
         # Access lines are info-level: below that, skip building them at all.

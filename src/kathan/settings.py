@@ -280,6 +280,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio", description="The server's event loop: asyncio, or uvloop. Measured "
+        "here, uvloop was no faster (bench/gateway.py), and when the server is saturated "
+        "it leaves a few connections waiting for seconds (bench/soak.py).",
+    )
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long requests in flight may run on (new "
         "ones get 503 and /ready says 503 at once); those still running then end with a "
