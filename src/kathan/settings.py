@@ -234,6 +234,16 @@ class RoutingSettings(BaseModel):
     )
     breaker_cooldown: float = Field(15.0, gt=0, description="Seconds an open circuit is skipped.")
     probe_interval: float = Field(5.0, gt=0, description="Seconds between health probes.")
+    deadline_seconds: float = Field(
+        30.0, gt=0, description="Most time a request waits for its first byte from "
+        "upstream, across every retry, wait for a free place and fallback; then 503 "
+        "with Retry-After. The worst-case wait before an answer begins.",
+    )
+    queue_seconds: float = Field(
+        10.0, ge=0, description="How long a request waits for a free place when every "
+        "deployment of its model is at max_in_flight (busy, not failing), within the "
+        "deadline; then 503 model_busy with a Retry-After from the observed drain rate.",
+    )
 
 
 class Settings(BaseSettings):

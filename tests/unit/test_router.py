@@ -471,16 +471,66 @@ async def test_capabilities_the_model_lacks_are_refused() -> None:
 
 async def test_requests_go_to_the_least_loaded_per_weight_with_room() -> None:
     light, heavy = Scripted(), Scripted()
-    h = Harness(light, heavy, weights=(1.0, 2.0), max_in_flight=2)
+    h = Harness(light, heavy, weights=(1.0, 2.0), max_in_flight=2, queue_seconds=0)
     streams = [await h.router.open(REQUEST) for _ in range(3)]
     assert h.in_flight() == [1, 2]
     streams.append(await h.router.open(REQUEST))
     assert h.in_flight() == [2, 2]
-    with pytest.raises(ServiceUnavailableError):  # no room left anywhere
+    with pytest.raises(ServiceUnavailableError) as info:  # no room left anywhere
         await h.router.open(REQUEST)
+    assert info.value.code == "model_busy"
     for stream in streams:
         await stream.aclose()
     assert h.in_flight() == [0, 0]
+    assert h.circuits() == [Circuit.CLOSED, Circuit.CLOSED]  # full is not failing
+
+
+# -- busy: waiting for a place ---------------------------------------------------------------
+
+
+async def test_a_request_past_max_in_flight_waits_and_takes_the_first_place_freed() -> None:
+    h = Harness(Scripted(), max_in_flight=1)
+    first = await h.router.open(REQUEST)
+    waiting = [asyncio.create_task(h.router.open(REQUEST)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert not any(w.done() for w in waiting) and h.in_flight() == [1]
+    await first.aclose()  # its place goes to the first that waited, not the second
+    await asyncio.sleep(0.01)
+    assert waiting[0].done() and not waiting[1].done()
+    await (await waiting[0]).aclose()
+    await (await waiting[1]).aclose()
+    assert h.in_flight() == [0] and h.circuits() == [Circuit.CLOSED]
+
+
+async def test_a_waiter_that_gives_up_leaks_nothing_and_passes_its_wake_up_on() -> None:
+    h = Harness(Scripted(), max_in_flight=1)
+    first = await h.router.open(REQUEST)
+    leaving = asyncio.create_task(h.router.open(REQUEST))
+    staying = asyncio.create_task(h.router.open(REQUEST))
+    await asyncio.sleep(0.01)
+    leaving.cancel()  # its client left while it waited
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    await first.aclose()
+    stream = await asyncio.wait_for(staying, 1)
+    assert h.in_flight() == [1]
+    await stream.aclose()
+    assert h.in_flight() == [0]
+    assert not any(not w.done() for w in h.router._waiting)
+
+
+async def test_busy_retry_after_follows_the_rate_places_were_given_back() -> None:
+    h = Harness(Scripted(), max_in_flight=1, queue_seconds=0)
+    for _ in range(11):  # one place given back every 2 s of the router's clock
+        stream = await h.router.open(REQUEST)
+        h.clock.now += 2
+        await stream.aclose()
+    held = await h.router.open(REQUEST)
+    with pytest.raises(ServiceUnavailableError) as info:
+        await h.router.open(REQUEST)
+    assert info.value.code == "model_busy"
+    assert info.value.retry_after == 2  # one ahead of it (itself) at 0.5 places/s
+    await held.aclose()
 
 
 # -- in flight, however a request ends -----------------------------------------------------------

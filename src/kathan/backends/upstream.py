@@ -270,8 +270,10 @@ async def send(endpoint: Endpoint, body: bytes, deployment: Deployment,
             retryable=False, retry_after=1, code="upstream_connection_lost",
         ) from exc
     except TimeoutError:
-        raise transport_error(
-            f"no answer within the deployment's timeouts ({d.name or d.model})"
+        raise UpstreamUnavailable(
+            f"The upstream did not answer within the deployment's timeouts "
+            f"({d.name or d.model}: connect {d.connect_timeout:g} s, read "
+            f"{d.read_timeout:g} s).", retryable=True, retry_after=1, code="upstream_timeout",
         ) from None
     except OSError as exc:
         raise transport_error(f"{type(exc).__name__}: {exc}") from exc

@@ -164,7 +164,8 @@ def build_registry(
         )
         router = Router(model.id, routes, retry, capabilities=capabilities,
                         fallbacks=tuple(f for f in model.fallbacks if f not in left_out),
-                        resolve=resolve)
+                        resolve=resolve, deadline=settings.routing.deadline_seconds,
+                        queue_seconds=settings.routing.queue_seconds)
         routers.append(router)
         entries.append(ModelEntry(
             id=model.id, owned_by=model.owned_by, created=created, backend=router,

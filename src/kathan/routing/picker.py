@@ -18,10 +18,17 @@ class Route:
     backend: Backend
     breaker: CircuitBreaker
     in_flight: int = 0
+    # Called each time a place is given back (the router wakes a request waiting for one).
+    on_release: Callable[[], None] | None = None
 
     def usable(self, now: float) -> bool:
         """Its circuit lets requests through and it has room for one more."""
         return self.breaker.allows(now) and self.in_flight < self.deployment.max_in_flight
+
+    def busy(self, now: float) -> bool:
+        """Its circuit lets requests through, but it is at ``max_in_flight``: full, not
+        failing."""
+        return self.breaker.allows(now) and self.in_flight >= self.deployment.max_in_flight
 
     def load(self) -> float:
         return self.in_flight / self.deployment.weight
@@ -42,9 +49,12 @@ class Lease:
         self._route: Route | None = route
 
     def release(self) -> None:
-        if self._route is not None:
-            self._route.in_flight -= 1
+        route = self._route
+        if route is not None:
+            route.in_flight -= 1
             self._route = None
+            if route.on_release is not None:
+                route.on_release()
 
 
 Choose = Callable[[Sequence[Route]], Route]

@@ -14,6 +14,17 @@ fallback and circuit breaking, composed from small parts.
   that finds the upstream answering half-opens it.
 - **Fall back:** when no deployment can answer, the model's ``fallbacks`` are
   tried in order.
+- **Busy is not dead:** a deployment at its ``max_in_flight`` is full, not
+  failing. When every deployment with a closed circuit is full, the request
+  waits (first come, first served, woken when a place is given back) for up to
+  ``queue_seconds``, then falls back, then gets a 503 ``model_busy`` whose
+  ``Retry-After`` comes from the rate at which places were given back lately.
+  Being full never counts against a breaker.
+- **One deadline:** the time to the first byte, across attempts, backoff,
+  waiting for a place and fallbacks, is at most ``deadline`` seconds (a
+  fallback model's router keeps the deadline its caller started). An upstream
+  that timed out is not tried again within the request: a silent upstream
+  costs one timeout, not one per retry.
 
 What the request needs is checked once, before any attempt, against the model's
 capabilities and every deployment's backend, so the answer does not depend on
@@ -27,20 +38,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from kathan.backends.base import Backend, DeltaStream, LoadStats
-from kathan.backends.upstream import UpstreamConnectionLost, UpstreamError
+from kathan.backends.upstream import UpstreamConnectionLost, UpstreamError, UpstreamUnavailable
 from kathan.errors import KathanError, ServiceUnavailableError
 from kathan.protocol.chat import ChatCompletionRequest
+from kathan.routing.breaker import Circuit
 from kathan.routing.capabilities import Capabilities, check_capabilities
 from kathan.routing.picker import Route, pick
 from kathan.routing.retry import RetryPolicy, Verdict, verdict
 
 logger = logging.getLogger(__name__)
+
+# When the request's time to first byte runs out (the event loop's clock), set by the
+# first router a request enters, kept by the routers of its fallback models.
+_deadline: ContextVar[float | None] = ContextVar("kathan_routing_deadline", default=None)
+# Places given back that the drain rate (``Retry-After`` of a busy model) is judged by.
+_RECENT_RELEASES = 256
 
 
 @dataclass
@@ -61,6 +82,15 @@ class Router:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
+    deadline: float = 30.0
+    queue_seconds: float = 10.0
+    _waiting: deque[asyncio.Future[None]] = field(default_factory=deque, init=False)
+    _released: deque[float] = field(
+        default_factory=lambda: deque(maxlen=_RECENT_RELEASES), init=False)
+
+    def __post_init__(self) -> None:
+        for route in self.routes:
+            route.on_release = self._place_freed
 
     @property
     def ready(self) -> bool:
@@ -95,33 +125,55 @@ class Router:
 
     async def open(self, request: ChatCompletionRequest) -> DeltaStream:
         self.check(request)
+        token = None
+        if _deadline.get() is None:  # the first router of the request starts the clock
+            token = _deadline.set(asyncio.get_running_loop().time() + self.deadline)
         try:
-            return await self._open_here(request)
-        except KathanError as exc:
-            if not _model_unavailable(exc):
-                raise  # the request's own fault: another model would refuse it too
-            error = exc
-        return await self._fall_back(request, error)
+            try:
+                return await self._open_here(request)
+            except KathanError as exc:
+                if not _model_unavailable(exc):
+                    raise  # the request's own fault: another model would refuse it too
+                error = exc
+            return await self._fall_back(request, error)
+        finally:
+            if token is not None:
+                _deadline.reset(token)
 
     async def _open_here(self, request: ChatCompletionRequest) -> DeltaStream:
         tried: set[Route] = set()
         failed: set[Route] = set()  # a route counts one failure per request
+        silent: set[Route] = set()  # timed out: not asked again within this request
         last: UpstreamError | None = None
         waited = 0
+        loop = asyncio.get_running_loop()
+        deadline = _deadline.get() or loop.time() + self.deadline
+        queue_until = min(deadline, loop.time() + self.queue_seconds)
         for _ in range(self.retry.attempts):
             if last is not None and last.retryable:
-                if self._next(tried) is None:
+                if self._next(tried, silent) is None:
                     break  # nothing left to try: no point waiting
-                await self.sleep(self.retry.delay(waited, last.retry_after, self.rng.random()))
+                delay = self.retry.delay(waited, last.retry_after, self.rng.random())
+                await self.sleep(min(delay, max(0.0, deadline - loop.time())))
                 waited += 1
-            route = self._next(tried)
+            route = await self._place(tried, silent, queue_until)
             if route is None:
                 break
+            if loop.time() >= deadline:
+                raise self._late(last)
             tried.add(route)
             try:
-                return await self._attempt(route, request)
+                async with asyncio.timeout_at(deadline):
+                    return await self._attempt(route, request)
+            except TimeoutError:
+                # The deadline, not the deployment's own timeout: this was the last try.
+                if route not in failed:
+                    self._failed(route)
+                raise self._late(last) from None
             except UpstreamError as exc:
                 last = exc
+                if exc.code == "upstream_timeout":
+                    silent.add(route)
                 match verdict(exc):
                     case Verdict.FINAL:
                         raise
@@ -140,8 +192,81 @@ class Router:
             retry_after=self._retry_after(), code="no_healthy_deployment",
         )
 
-    def _next(self, tried: set[Route]) -> Route | None:
-        return pick(self.routes, self.clock(), avoid=tried, choose=self.rng.choice)
+    def _next(self, tried: set[Route], silent: Collection[Route] = ()) -> Route | None:
+        routes = [r for r in self.routes if r not in silent] if silent else self.routes
+        return pick(routes, self.clock(), avoid=tried, choose=self.rng.choice)
+
+    async def _place(self, tried: set[Route], silent: set[Route],
+                     until: float) -> Route | None:
+        """The route to try next; when every route that may answer is full, wait for a
+        place (in order of arrival) until ``until``. None when no route may answer
+        (circuits open, or timed out in this request); ``model_busy`` when the wait
+        ends with every route still full."""
+        while True:
+            route = self._next(tried, silent)
+            if route is not None:
+                return route
+            now = self.clock()
+            if not any(r.busy(now) for r in self.routes if r not in silent):
+                return None
+            if not await self._wait_for_place(until):
+                raise self._busy()
+
+    async def _wait_for_place(self, until: float) -> bool:
+        """Wait until a place is given back (True) or the loop's clock reaches ``until``."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        woken = False
+        try:
+            async with asyncio.timeout_at(until):
+                await waiter
+            woken = True
+        except TimeoutError:
+            pass
+        finally:
+            if not waiter.done():
+                waiter.cancel()  # skipped by the next wake-up
+            elif not woken:
+                self._wake_one()  # woken as it gave up (or was cancelled): pass it on
+        return woken
+
+    def _place_freed(self) -> None:
+        self._released.append(self.clock())
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _busy(self) -> ServiceUnavailableError:
+        retry_after = self._drain_wait()
+        full = ", ".join(f"{r.deployment.name} {r.in_flight}/{r.deployment.max_in_flight}"
+                         for r in self.routes)
+        return ServiceUnavailableError(
+            f"Model '{self.model_id}' is busy: every deployment is at its max_in_flight "
+            f"({full}) and none had room within {self.queue_seconds:g} s. Retry after "
+            f"{retry_after} s.", retry_after=retry_after, code="model_busy")
+
+    def _drain_wait(self) -> int:
+        """Seconds until the requests waiting now, and one more, would have had a place at
+        the rate places were given back lately; between 1 and 60."""
+        released = self._released
+        span = self.clock() - released[0] if len(released) >= 2 else 0.0
+        if span <= 0:
+            return max(1, min(60, math.ceil(self.queue_seconds)))
+        rate = (len(released) - 1) / span
+        ahead = sum(not w.done() for w in self._waiting) + 1
+        return max(1, min(60, math.ceil(ahead / rate)))
+
+    def _late(self, last: UpstreamError | None) -> UpstreamUnavailable:
+        reason = f" (last error: {last.message})" if last is not None else ""
+        return UpstreamUnavailable(
+            f"No deployment of '{self.model_id}' answered within the request deadline "
+            f"of {self.deadline:g} s (routing.deadline_seconds){reason}.",
+            retryable=False, retry_after=1, code="deadline_exceeded")
 
     async def _attempt(self, route: Route, request: ChatCompletionRequest) -> DeltaStream:
         """Open ``route``'s stream, holding a place in its ``in_flight`` until the
@@ -153,6 +278,8 @@ class Router:
         except BaseException:
             lease.release()
             raise
+        if route.breaker.state(self.clock()) is not Circuit.CLOSED:
+            logger.warning("deployment %s answered: circuit closed", route.deployment.name)
         route.breaker.succeeded()
         stream.on_error(lambda exc: self._broke(route, exc))
         return stream
