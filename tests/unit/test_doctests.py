@@ -23,6 +23,7 @@ MODULES = [
     "kathan.backends.sse_client",
     "kathan.backends.toolcalls",
     "kathan.engine.detokenize",
+    "kathan.engine.runner",
     "kathan.engine.scheduler",
     "kathan.engine.stops",
     "kathan.engine.template",

@@ -189,3 +189,16 @@ def test_preempted_requests_are_not_expired() -> None:
         step(s)
     assert s.queued == 1
     assert s.expire(now=100, timeout=1) == []
+
+
+def test_excess_counts_what_must_leave_the_queue_before_a_request_fits() -> None:
+    s = Scheduler(SchedulerConfig(n_slots=1, n_ctx=256, max_batch_tokens=64,
+                                  prefill_chunk=8, max_queued=1))
+    assert s.excess() == 0  # a free slot takes it
+    s.add(1, [1, 2, 3], max_tokens=4, now=0.0)
+    assert s.excess() == 0  # the slot will take the first, the queue the second
+    s.add(2, [1, 2, 3], max_tokens=4, now=0.0)
+    assert s.excess() == 1 and s.excess(2) == 2
+    with pytest.raises(QueueFull) as full:
+        s.add(3, [1, 2, 3], max_tokens=4, now=0.0)
+    assert full.value.excess == 1

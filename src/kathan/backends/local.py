@@ -352,9 +352,12 @@ class LocalBackend:
             first = await anext(events)
         except EngineOverloaded as exc:
             await events.aclose()
+            # Retry-After from the rate sequences finish lately (the configured one until
+            # any has finished).
+            retry_after = exc.retry_after or self._retry_after
             raise ServiceUnavailableError(
-                f"The local engine is at capacity: {exc}. Retry shortly.",
-                retry_after=self._retry_after,
+                f"The local engine is at capacity: {exc}. Retry in {retry_after} s.",
+                retry_after=retry_after,
                 code="engine_overloaded",
             ) from exc
         except RequestTooLarge as exc:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import threading
 import time
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +62,24 @@ class _Choice:
     cached: int = 0
 
 
+def drain_wait(finished: Sequence[float], now: float, ahead: int,
+               *, window: float = 60.0) -> int | None:
+    """Whole seconds (1 to 60) until ``ahead`` more sequences finish, at the rate the
+    ``finished`` times (ascending) of the last ``window`` seconds show; None when they
+    show no rate (fewer than two).
+
+    >>> drain_wait([10.0, 11.0, 12.0, 13.0, 14.0], 14.0, 6)  # one per second
+    6
+    >>> drain_wait([14.0], 14.0, 6) is None
+    True
+    """
+    recent = [t for t in finished if now - t <= window]
+    if len(recent) < 2 or now <= recent[0]:
+        return None
+    rate = (len(recent) - 1) / (now - recent[0])
+    return max(1, min(60, math.ceil(ahead / rate)))
+
+
 class Runner:
     """Owns the scheduler and the llama.cpp context; one thread drives both."""
 
@@ -76,6 +97,8 @@ class Runner:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="kathan-runner", daemon=True)
         self.steps = 0
+        # When sequences finished lately: the drain rate a refusal's Retry-After comes from.
+        self._finished_at: deque[float] = deque(maxlen=256)
 
     def start(self) -> None:
         self._thread.start()
@@ -97,7 +120,8 @@ class Runner:
                     now=time.monotonic(), n=request.n,
                 )
             except QueueFull as exc:
-                raise EngineOverloaded(str(exc)) from exc
+                raise EngineOverloaded(str(exc), retry_after=drain_wait(
+                    self._finished_at, time.monotonic(), exc.excess)) from exc
             except PromptTooLong as exc:
                 raise RequestTooLarge(str(exc)) from exc
             self._jobs[job.id] = job
@@ -148,12 +172,17 @@ class Runner:
         for job in [j for j in self._jobs.values() if j.cancelled.is_set()]:
             self._scheduler.abort(job.id)
             self._forget(job)
-        for rid in self._scheduler.expire(time.monotonic(), self._queue_timeout):
+        now = time.monotonic()
+        expired_ids = self._scheduler.expire(now, self._queue_timeout)
+        if expired_ids:
+            # Had it waited on, it would have had a slot once those ahead of it left.
+            retry_after = drain_wait(self._finished_at, now, self._scheduler.queued + 1)
+        for rid in expired_ids:
             expired = self._jobs.get(rid)
             if expired is not None:
                 expired.deliver(EngineOverloaded(
-                    f"the request waited {self._queue_timeout:g}s in the queue without a free slot"
-                ))
+                    f"the request waited {self._queue_timeout:g}s in the queue without a "
+                    "free slot", retry_after=retry_after))
                 self._forget(expired)
 
     def _forget(self, job: Job) -> None:
@@ -276,6 +305,9 @@ class Runner:
     def _release(self, finished: list[SeqId]) -> None:
         """Hand finished sequences back to the scheduler; forget completed jobs. Holds the lock."""
         self._scheduler.finish(finished)
+        if finished:
+            now = time.monotonic()
+            self._finished_at.extend(now for _ in finished)
         for seq_id in finished:
             choice = self._choices.pop(seq_id, None)
             if choice is not None:

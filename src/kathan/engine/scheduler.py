@@ -28,7 +28,11 @@ SeqId = tuple[int, int]
 
 
 class QueueFull(Exception):
-    """The admission queue is at its limit."""
+    """The admission queue is at its limit; ``excess`` sequences must leave it first."""
+
+    def __init__(self, message: str, *, excess: int = 1) -> None:
+        super().__init__(message)
+        self.excess = excess
 
 
 class PromptTooLong(Exception):
@@ -140,6 +144,13 @@ class Scheduler:
     def queued(self) -> int:
         return len(self.waiting)
 
+    def excess(self, n: int = 1) -> int:
+        """How many sequences must leave the queue before ``n`` more fit in it (0: they
+        fit now). Requests that a free slot takes at the next step are not queued."""
+        free = sum(1 for slot in self.slots if slot.owner is None)
+        waiting = sum(len(g) for g in self.waiting)
+        return max(0, waiting + n - free - self.config.max_queued)
+
     @property
     def kv_cells_used(self) -> int:
         return sum(
@@ -161,11 +172,10 @@ class Scheduler:
                 f"{len(prompt)} prompt tokens and {max_tokens} completion tokens per choice "
                 f"for {n} choices do not fit in {self.config.n_ctx} KV cells"
             )
-        # Requests that a free slot will take at the next step do not count as queued.
-        free = sum(1 for slot in self.slots if slot.owner is None)
-        waiting = sum(len(g) for g in self.waiting)
-        if waiting + n - free > self.config.max_queued:
-            raise QueueFull(f"{len(self.waiting)} requests are already waiting for a slot")
+        excess = self.excess(n)
+        if excess > 0:
+            raise QueueFull(f"{len(self.waiting)} requests are already waiting for a slot",
+                            excess=excess)
         group = [Seq((request_id, i), list(prompt), max_tokens, now) for i in range(n)]
         for child in group[1:]:
             child.parent = group[0]

@@ -84,7 +84,14 @@ class EngineStats:
 
 
 class EngineOverloaded(Exception):
-    """The engine cannot take the request now (queue full or queue timeout)."""
+    """The engine cannot take the request now (queue full or queue timeout).
+
+    ``retry_after``: seconds until it likely could, at the rate sequences finished
+    lately (None before any finished)."""
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RequestTooLarge(Exception):
