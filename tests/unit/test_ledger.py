@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from kathan.store.journal import Journal
 from kathan.store.ledger import UsageLedger, UsageRow
@@ -119,3 +122,22 @@ async def test_a_flushed_segment_is_dropped_and_a_failed_flush_keeps_it(tmp_path
     assert len(list(tmp_path.glob("*.jsonl"))) == 1  # only the current segment
     await ledger.close()
     assert not list(tmp_path.glob("*.jsonl"))
+
+
+async def test_a_store_outage_is_one_line_when_it_begins_and_one_when_it_ends(
+        caplog: pytest.LogCaptureFixture) -> None:
+    writer = Writer()
+    ledger = writer.ledger = UsageLedger(writer)
+    ledger.record(_row(1))
+    writer.fail = 5
+    with caplog.at_level(logging.WARNING, logger="kathan.store.ledger"):
+        for _ in range(5):
+            assert not await ledger.flush()
+        assert await ledger.flush()
+        assert await ledger.flush()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("the usage store unreachable (OSError: store down)")
+    assert "written once it is back" in lines[0]
+    assert lines[1].startswith("the usage store reachable again after")
+    assert "(5 failed calls)" in lines[1]

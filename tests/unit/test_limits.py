@@ -6,6 +6,7 @@ Time is driven through ``now=``; nothing here sleeps.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -422,3 +423,32 @@ async def test_an_admission_says_what_is_left_of_the_windows(limiter: Limiter) -
     assert second.window.reset_tokens == pytest.approx(51.0)  # T0 + 1's tokens leave at +61
     plain = await limiter.acquire("other-key", Limits(max_concurrent=2), now=T0)
     assert plain.window.remaining_requests is None and plain.window.remaining_tokens is None
+
+
+async def test_a_limiter_outage_is_one_line_when_it_begins_and_one_when_it_ends(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there
+    limiter = RedisLimiter(f"redis://127.0.0.1:{port}/0")
+    limits = Limits(rpm=10, max_concurrent=1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="kathan.limits.redis"):
+            for _ in range(4):  # the real client, refused
+                with pytest.raises(LimiterUnavailable):
+                    await limiter.acquire(KEY, limits, now=T0)
+            assert len(caplog.records) == 1
+            assert "the rate limiter's Redis unreachable" in caplog.records[0].getMessage()
+            assert "503 limiter_unavailable" in caplog.records[0].getMessage()
+
+            async def answers() -> str:
+                return "OK"
+
+            assert await limiter._call(answers()) == "OK"  # the first call that succeeds
+            assert await limiter._call(answers()) == "OK"
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 2, lines
+        assert lines[1].startswith("the rate limiter's Redis reachable again after")
+        assert "(4 failed calls)" in lines[1]
+    finally:
+        await limiter.close()

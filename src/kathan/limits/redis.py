@@ -22,6 +22,7 @@ primary with replicas, or Sentinel), not Redis Cluster.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Awaitable
@@ -37,6 +38,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from kathan.ids import random_id
 from kathan.limits.base import Lease, Limits, Window
 from kathan.limits.memory import WINDOW, quota_window, refusal, retry_after
+from kathan.outage import Outage
+
+logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -198,6 +202,9 @@ class RedisLimiter:
         if lease_ttl <= 0:
             raise ValueError(f"lease_ttl must be > 0 seconds, got {lease_ttl}")
         self._client = client
+        self._outage = Outage(
+            "the rate limiter's Redis", "Requests of keys with limits get 503 "
+            "limiter_unavailable until it is back.", logger)
         self._prefix = prefix
         self._lease_ttl = lease_ttl
         self._owns_client = owns_client
@@ -286,12 +293,14 @@ class RedisLimiter:
     def _quota_key(self, key_id: str, label: str) -> str:
         return f"{self._prefix}quota:{key_id}:{label}"
 
-    @staticmethod
-    async def _call(pending: Awaitable[_T]) -> _T:
+    async def _call(self, pending: Awaitable[_T]) -> _T:
         try:
-            return await pending
+            result = await pending
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            self._outage.failed(exc)
             raise LimiterUnavailable(f"Redis is unavailable for rate limits: {exc}") from exc
+        self._outage.succeeded()
+        return result
 
 
 def _with_window(lease: Lease, limits: Limits, reply: list[Any], now: float) -> Lease:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from kathan.outage import Outage
 from kathan.store.journal import Journal
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ class UsageLedger:
         self._closing = False
         self.written = 0
         self.dropped = 0
+        self._outage = Outage(
+            "the usage store", "Usage rows are kept (in memory and in the journal) and "
+            "written once it is back.", logger)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="kathan-ledger")
@@ -132,9 +136,10 @@ class UsageLedger:
             batch = self._rows[: min(self._max_batch, remaining)]
             try:
                 await self._write(batch)
-            except Exception:
-                logger.exception("writing %d usage rows failed; will retry", len(batch))
+            except Exception as exc:  # noqa: BLE001 - kept and retried, whatever the cause
+                self._outage.failed(exc)
                 return False
+            self._outage.succeeded()
             del self._rows[: len(batch)]
             self.written += len(batch)
             remaining -= len(batch)
