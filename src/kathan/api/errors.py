@@ -111,6 +111,22 @@ async def _store_error(request: Request, exc: Exception) -> JSONResponse:
     return render(as_kathan_error(exc, where=f"{request.method} {request.url.path}"))
 
 
+class NotedSend:
+    """An ASGI ``send`` that notes whether the response has started (after that, an
+    error can no longer be answered with a status of its own)."""
+
+    __slots__ = ("_send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
 class ServerErrors:
     """A bug answers a 500 in Kathan's shape, logged once, instead of Starlette's plain
     text and a second traceback from the server. After the response began nothing can
@@ -123,18 +139,11 @@ class ServerErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        noted = NotedSend(send)
         try:
-            await self.app(scope, receive, send_and_note)
+            await self.app(scope, receive, noted)
         except Exception as exc:
-            if started:
+            if noted.started:
                 raise
             error = as_kathan_error(exc, where=f"{scope['method']} {scope['path']}")
             await render(error)(scope, receive, send)

@@ -135,22 +135,15 @@ class DrainMiddleware:
         except ShuttingDownError as exc:
             await errors.render(exc)(scope, receive, send)
             return
-        started = False
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        noted = errors.NotedSend(send)
         try:
-            await self.app(scope, receive, send_and_note)
+            await self.app(scope, receive, noted)
         except asyncio.CancelledError:
             if ticket.cut is None:
                 raise
             if ticket.task is not None:
                 ticket.task.uncancel()
-            if not started:
+            if not noted.started:
                 await errors.render(ticket.cut)(scope, receive, send)
         finally:
             self.drain.leave(ticket)
