@@ -4,6 +4,7 @@ backends, a fake clock and a sleep that only records how long it was asked for."
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from kathan.backends.base import Backend, Delta, DeltaStream, LoadStats
+from kathan.backends.relay import BROKEN, StreamFailure
 from kathan.backends.upstream import (
     Deployment,
     UpstreamConnectionLost,
@@ -26,7 +28,7 @@ from kathan.routing.breaker import Circuit, CircuitBreaker
 from kathan.routing.capabilities import Capabilities
 from kathan.routing.picker import Route, pick
 from kathan.routing.retry import RetryPolicy, Verdict, verdict
-from kathan.routing.router import Router
+from kathan.routing.router import Router, _deadline
 
 REQUEST = ChatCompletionRequest.model_validate(
     {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
@@ -41,6 +43,26 @@ def bad_gateway() -> UpstreamError:
 def silent_failure() -> UpstreamError:
     """A retryable failure without a Retry-After (``error_for_status`` always sets one)."""
     return UpstreamUnavailable("down", retryable=True, upstream_status=502)
+
+
+def no_status_line() -> UpstreamError:
+    """What ``upstream.send`` raises when the upstream was silent past read_timeout."""
+    return UpstreamUnavailable("The upstream did not answer within the deployment's timeouts.",
+                               retryable=True, retry_after=1, code="upstream_timeout")
+
+
+def no_first_event() -> UpstreamError:
+    """What the relay raises when the status line came and then nothing for read_timeout."""
+    failure = StreamFailure("The upstream connection failed mid-stream: TimeoutError.",
+                            code=BROKEN, retryable=True)
+    failure.__cause__ = TimeoutError("the upstream sent nothing for 120 s")
+    return failure
+
+
+async def settle() -> None:
+    """Let every task that can run, run (no real time passes)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
 
 
 class Scripted:
@@ -492,14 +514,34 @@ async def test_a_request_past_max_in_flight_waits_and_takes_the_first_place_free
     h = Harness(Scripted(), max_in_flight=1)
     first = await h.router.open(REQUEST)
     waiting = [asyncio.create_task(h.router.open(REQUEST)) for _ in range(2)]
-    await asyncio.sleep(0.01)
+    await settle()
     assert not any(w.done() for w in waiting) and h.in_flight() == [1]
     await first.aclose()  # its place goes to the first that waited, not the second
-    await asyncio.sleep(0.01)
+    await settle()
     assert waiting[0].done() and not waiting[1].done()
     await (await waiting[0]).aclose()
     await (await waiting[1]).aclose()
     assert h.in_flight() == [0] and h.circuits() == [Circuit.CLOSED]
+
+
+async def test_a_newcomer_queues_behind_those_waiting() -> None:
+    # A place given back belongs to the one that waited longest, even when another
+    # request arrives before that one has run.
+    h = Harness(Scripted(), max_in_flight=1)
+    first = await h.router.open(REQUEST)
+    waiter = asyncio.create_task(h.router.open(REQUEST))
+    await settle()
+
+    async def release_then_arrive() -> DeltaStream:
+        await first.aclose()
+        return await h.router.open(REQUEST)
+
+    newcomer = asyncio.create_task(release_then_arrive())
+    await settle()
+    assert waiter.done() and not newcomer.done()
+    await (await waiter).aclose()
+    await (await newcomer).aclose()
+    assert h.in_flight() == [0] and not h.router._waiting and h.router._handed == 0
 
 
 async def test_a_waiter_that_gives_up_leaks_nothing_and_passes_its_wake_up_on() -> None:
@@ -507,7 +549,7 @@ async def test_a_waiter_that_gives_up_leaks_nothing_and_passes_its_wake_up_on() 
     first = await h.router.open(REQUEST)
     leaving = asyncio.create_task(h.router.open(REQUEST))
     staying = asyncio.create_task(h.router.open(REQUEST))
-    await asyncio.sleep(0.01)
+    await settle()
     leaving.cancel()  # its client left while it waited
     with pytest.raises(asyncio.CancelledError):
         await leaving
@@ -515,8 +557,39 @@ async def test_a_waiter_that_gives_up_leaks_nothing_and_passes_its_wake_up_on() 
     stream = await asyncio.wait_for(staying, 1)
     assert h.in_flight() == [1]
     await stream.aclose()
-    assert h.in_flight() == [0]
-    assert not any(not w.done() for w in h.router._waiting)
+    assert h.in_flight() == [0] and not h.router._waiting and h.router._handed == 0
+
+
+async def test_a_waiter_cancelled_as_its_turn_came_hands_the_turn_on() -> None:
+    h = Harness(Scripted(), max_in_flight=1)
+    first = await h.router.open(REQUEST)
+    leaving = asyncio.create_task(h.router.open(REQUEST))
+    staying = asyncio.create_task(h.router.open(REQUEST))
+    await settle()
+    await first.aclose()  # the turn is the first waiter's; it is cancelled before it runs
+    leaving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    stream = await asyncio.wait_for(staying, 1)
+    assert h.in_flight() == [1]
+    await stream.aclose()
+    assert h.in_flight() == [0] and not h.router._waiting and h.router._handed == 0
+
+
+async def test_room_a_circuit_regained_goes_to_the_next_in_line() -> None:
+    h = Harness(Scripted(), Scripted(), max_in_flight=1, cooldown=30.0)
+    h.routes[0].breaker.trip(h.clock())
+    held = await h.router.open(REQUEST)  # the other one is full now
+    waiting = [asyncio.create_task(h.router.open(REQUEST)) for _ in range(2)]
+    await settle()
+    assert not any(w.done() for w in waiting)
+    h.clock.advance(30.0)  # the first half-opens: nothing is given back, nobody is woken
+    await held.aclose()  # one place given back, and the one regained: both are taken
+    await settle()
+    assert all(w.done() for w in waiting) and h.in_flight() == [1, 1]
+    for w in waiting:
+        await (await w).aclose()
+    assert h.in_flight() == [0, 0] and h.router._handed == 0
 
 
 async def test_busy_retry_after_follows_the_rate_places_were_given_back() -> None:
@@ -531,6 +604,82 @@ async def test_busy_retry_after_follows_the_rate_places_were_given_back() -> Non
     assert info.value.code == "model_busy"
     assert info.value.retry_after == 2  # one ahead of it (itself) at 0.5 places/s
     await held.aclose()
+
+
+async def test_a_busy_model_falls_back() -> None:
+    backup = Scripted(reply="from the backup")
+    h = Harness(Scripted(), max_in_flight=1, queue_seconds=0, fallbacks=("backup",),
+                resolve=lambda _: backup)
+    held = await h.router.open(REQUEST)
+    assert await answer(h.router) == "from the backup"
+    await held.aclose()
+    assert h.in_flight() == [0] and h.circuits() == [Circuit.CLOSED]
+
+
+# -- timeouts and the deadline -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [no_status_line, no_first_event])
+async def test_a_lone_deployment_that_timed_out_is_not_asked_again(timeout: Any) -> None:
+    silent = Scripted(timeout(), timeout(), timeout())
+    h = Harness(silent, retries=2, failures=3)
+    with pytest.raises(ServiceUnavailableError) as info:
+        await answer(h.router)
+    assert silent.opens == 1 and h.sleeps.waits == []  # one timeout, not three
+    assert info.value.code == "no_healthy_deployment"
+    assert "TimeoutError" in info.value.message or "did not answer" in info.value.message
+    assert h.routes[0].breaker.failures == 1 and h.in_flight() == [0]
+
+
+async def test_after_a_timeout_the_retry_goes_to_the_other_deployment() -> None:
+    silent, quick = Scripted(no_status_line()), Scripted(reply="from the quick one")
+    h = Harness(silent, quick, retries=2)
+    h.routes[1].in_flight = 1  # a request held there: the silent one is the first pick
+    assert await answer(h.router) == "from the quick one"
+    assert (silent.opens, quick.opens) == (1, 1)
+
+
+async def test_the_deadline_cuts_a_hanging_attempt_and_no_fallback_follows() -> None:
+    hanging, backup = Scripted(), Scripted(reply="from the backup")
+    hanging.gate = asyncio.Event()  # never set: the upstream never answers
+    h = Harness(hanging, failures=1, deadline=0.05, fallbacks=("backup",),
+                resolve=lambda _: backup)
+    with pytest.raises(UpstreamUnavailable) as info:
+        await answer(h.router)
+    assert info.value.status_code == 503 and info.value.code == "deadline_exceeded"
+    assert "deadline of 0.05 s" in info.value.message
+    assert info.value.headers["Retry-After"] == "1"
+    assert hanging.opens == 1 and backup.opens == 0 and h.in_flight() == [0]
+    assert h.circuits() == [Circuit.OPEN]  # it had the whole deadline: that is failing
+
+
+async def test_an_attempt_cut_short_after_the_request_waited_is_not_a_failure() -> None:
+    hanging = Scripted()
+    hanging.gate = asyncio.Event()
+    h = Harness(hanging, failures=1, deadline=30.0)
+    # The request has spent nearly all of its 30 s (waiting for a place, say).
+    token = _deadline.set(asyncio.get_running_loop().time() + 0.02)
+    try:
+        with pytest.raises(UpstreamUnavailable) as info:
+            await answer(h.router)
+    finally:
+        _deadline.reset(token)
+    assert info.value.code == "deadline_exceeded" and "deadline of 30 s" in info.value.message
+    assert h.circuits() == [Circuit.CLOSED] and h.in_flight() == [0]
+
+
+async def test_a_circuit_that_closes_again_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    flaky = Scripted(bad_gateway())
+    h = Harness(flaky, retries=0, failures=1, cooldown=10.0)
+    with caplog.at_level(logging.WARNING, logger="kathan.routing.router"):
+        with pytest.raises(ServiceUnavailableError):
+            await answer(h.router)
+        h.clock.advance(10.0)
+        assert await answer(h.router) == "hello there"
+        assert await answer(h.router) == "hello there"  # closed already: no second line
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["deployment m#0: circuit open for 10 s after 1 failures",
+                     "deployment m#0 answered: circuit closed"]
 
 
 # -- in flight, however a request ends -----------------------------------------------------------

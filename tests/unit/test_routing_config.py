@@ -58,3 +58,13 @@ async def test_a_voice_variant_is_kept_on_the_entry() -> None:
     async with aiohttp.ClientSession() as session:
         registry, _ = build_registry(settings, local=None, local_created=0, session=session)
     assert registry.resolve("a").voice_model == "a-voice"
+
+
+async def test_the_deadline_and_the_queue_time_reach_every_router() -> None:
+    settings = Settings(local=None, models=[model("a"), model("b")],
+                        routing={"deadline_seconds": 12, "queue_seconds": 3})
+    async with aiohttp.ClientSession() as session:
+        _, routers = build_registry(settings, local=None, local_created=0, session=session)
+    assert [(r.deadline, r.queue_seconds) for r in routers] == [(12, 3), (12, 3)]
+    defaults = Settings(local=None).routing
+    assert (defaults.deadline_seconds, defaults.queue_seconds) == (30, 10)

@@ -25,11 +25,6 @@ class Route:
         """Its circuit lets requests through and it has room for one more."""
         return self.breaker.allows(now) and self.in_flight < self.deployment.max_in_flight
 
-    def busy(self, now: float) -> bool:
-        """Its circuit lets requests through, but it is at ``max_in_flight``: full, not
-        failing."""
-        return self.breaker.allows(now) and self.in_flight >= self.deployment.max_in_flight
-
     def load(self) -> float:
         return self.in_flight / self.deployment.weight
 

@@ -16,15 +16,19 @@ fallback and circuit breaking, composed from small parts.
   tried in order.
 - **Busy is not dead:** a deployment at its ``max_in_flight`` is full, not
   failing. When every deployment with a closed circuit is full, the request
-  waits (first come, first served, woken when a place is given back) for up to
-  ``queue_seconds``, then falls back, then gets a 503 ``model_busy`` whose
-  ``Retry-After`` comes from the rate at which places were given back lately.
-  Being full never counts against a breaker.
+  waits for up to ``queue_seconds``, first come, first served: each place given
+  back goes to the longest waiting request, and a request that arrives while
+  others wait queues behind them. Then it falls back, then gets a 503
+  ``model_busy`` whose ``Retry-After`` comes from the rate at which places were
+  given back lately. Being full never counts against a breaker.
 - **One deadline:** the time to the first byte, across attempts, backoff,
   waiting for a place and fallbacks, is at most ``deadline`` seconds (a
-  fallback model's router keeps the deadline its caller started). An upstream
-  that timed out is not tried again within the request: a silent upstream
-  costs one timeout, not one per retry.
+  fallback model's router keeps the deadline its caller started; once it has
+  passed no fallback is tried). An upstream that timed out is not tried again
+  within the request: a silent upstream costs one timeout, not one per retry.
+  An attempt cut by the deadline counts against its deployment only when it
+  had at least half the deadline: one cut short because the request waited
+  for a place says nothing about the upstream.
 
 What the request needs is checked once, before any attempt, against the model's
 capabilities and every deployment's backend, so the answer does not depend on
@@ -37,6 +41,7 @@ deployment's breaker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -84,7 +89,10 @@ class Router:
     rng: random.Random = field(default_factory=random.Random)
     deadline: float = 30.0
     queue_seconds: float = 10.0
+    # Requests waiting for a place, in order; a future is set when its turn comes.
     _waiting: deque[asyncio.Future[None]] = field(default_factory=deque, init=False)
+    # Waiters whose turn came and that have not run yet: the places on their way to them.
+    _handed: int = field(default=0, init=False)
     _released: deque[float] = field(
         default_factory=lambda: deque(maxlen=_RECENT_RELEASES), init=False)
 
@@ -151,28 +159,31 @@ class Router:
         queue_until = min(deadline, loop.time() + self.queue_seconds)
         for _ in range(self.retry.attempts):
             if last is not None and last.retryable:
-                if self._next(tried, silent) is None:
+                if not self._may_answer(silent):
                     break  # nothing left to try: no point waiting
                 delay = self.retry.delay(waited, last.retry_after, self.rng.random())
                 await self.sleep(min(delay, max(0.0, deadline - loop.time())))
                 waited += 1
+            if loop.time() >= deadline:
+                raise self._late(last)
             route = await self._place(tried, silent, queue_until)
             if route is None:
                 break
-            if loop.time() >= deadline:
-                raise self._late(last)
+            began = loop.time()
             tried.add(route)
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(deadline) as budget:
                     return await self._attempt(route, request)
             except TimeoutError:
+                if not budget.expired():
+                    raise  # not the deadline's (backends turn their own into UpstreamError)
                 # The deadline, not the deployment's own timeout: this was the last try.
-                if route not in failed:
+                if route not in failed and deadline - began >= self.deadline / 2:
                     self._failed(route)
                 raise self._late(last) from None
             except UpstreamError as exc:
                 last = exc
-                if exc.code == "upstream_timeout":
+                if _timed_out(exc):
                     silent.add(route)
                 match verdict(exc):
                     case Verdict.FINAL:
@@ -196,49 +207,81 @@ class Router:
         routes = [r for r in self.routes if r not in silent] if silent else self.routes
         return pick(routes, self.clock(), avoid=tried, choose=self.rng.choice)
 
+    def _may_answer(self, silent: Collection[Route]) -> bool:
+        """Some route not timed out in this request has a circuit that lets requests
+        through (it may be full: then the request waits for a place)."""
+        now = self.clock()
+        return any(r.breaker.allows(now) for r in self.routes if r not in silent)
+
     async def _place(self, tried: set[Route], silent: set[Route],
                      until: float) -> Route | None:
-        """The route to try next; when every route that may answer is full, wait for a
-        place (in order of arrival) until ``until``. None when no route may answer
-        (circuits open, or timed out in this request); ``model_busy`` when the wait
-        ends with every route still full."""
+        """The route to try next. A request that finds others waiting queues behind
+        them; one that finds every route it may use full waits for a place, until
+        ``until``. None when no route may answer (circuits open, or timed out in this
+        request); ``model_busy`` when the wait ends without a place."""
+        turn = False  # its turn came: a place was given back and handed to it
         while True:
-            route = self._next(tried, silent)
-            if route is not None:
-                return route
-            now = self.clock()
-            if not any(r.busy(now) for r in self.routes if r not in silent):
+            if turn or not (self._waiting or self._handed):
+                route = self._next(tried, silent)
+                if route is not None:
+                    return route
+            if not self._may_answer(silent):
                 return None
-            if not await self._wait_for_place(until):
+            # A turn it could not use (the place is on a route that timed out for it)
+            # keeps it first in line.
+            if not await self._wait_for_place(until, first=turn):
                 raise self._busy()
+            turn = True
 
-    async def _wait_for_place(self, until: float) -> bool:
-        """Wait until a place is given back (True) or the loop's clock reaches ``until``."""
+    async def _wait_for_place(self, until: float, *, first: bool) -> bool:
+        """Wait in line (at its head when ``first``) until its turn comes (True) or the
+        loop's clock reaches ``until``. One that leaves, by giving up or by being
+        cancelled (its client left), takes nothing with it: it leaves the line, or,
+        when its turn had just come, hands the turn on."""
         waiter = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        woken = False
+        if first:
+            self._waiting.appendleft(waiter)
+        else:
+            self._waiting.append(waiter)
+        turn = False
         try:
             async with asyncio.timeout_at(until):
                 await waiter
-            woken = True
+            turn = True
         except TimeoutError:
             pass
         finally:
-            if not waiter.done():
-                waiter.cancel()  # skipped by the next wake-up
-            elif not woken:
-                self._wake_one()  # woken as it gave up (or was cancelled): pass it on
-        return woken
+            if waiter.done() and not waiter.cancelled():  # its turn came
+                self._handed -= 1
+                if not turn:
+                    self._offer()
+            else:  # left before its turn (a cancelled task cancels the future it awaits)
+                with contextlib.suppress(ValueError):  # a wake-up may have dropped it
+                    self._waiting.remove(waiter)
+        return turn
 
     def _place_freed(self) -> None:
         self._released.append(self.clock())
-        self._wake_one()
+        self._offer()
+
+    def _offer(self) -> None:
+        """Hand the next in line its turn when a place is free that no waiter whose turn
+        came is on its way to: one given back, or, after a request took a place, one
+        left over (a circuit that half-opened)."""
+        if not self._waiting:
+            return
+        now = self.clock()
+        free = sum(max(0, r.deployment.max_in_flight - r.in_flight)
+                   for r in self.routes if r.breaker.allows(now))
+        if free > self._handed:
+            self._wake_one()
 
     def _wake_one(self) -> None:
         while self._waiting:
             waiter = self._waiting.popleft()
-            if not waiter.done():
+            if not waiter.done():  # not one cancelled since
                 waiter.set_result(None)
+                self._handed += 1
                 return
 
     def _busy(self) -> ServiceUnavailableError:
@@ -258,7 +301,7 @@ class Router:
         if span <= 0:
             return max(1, min(60, math.ceil(self.queue_seconds)))
         rate = (len(released) - 1) / span
-        ahead = sum(not w.done() for w in self._waiting) + 1
+        ahead = len(self._waiting) + 1
         return max(1, min(60, math.ceil(ahead / rate)))
 
     def _late(self, last: UpstreamError | None) -> UpstreamUnavailable:
@@ -272,6 +315,7 @@ class Router:
         """Open ``route``'s stream, holding a place in its ``in_flight`` until the
         stream is closed (or at once when opening fails or is cancelled)."""
         lease = route.lease()
+        self._offer()
         try:
             stream = await route.backend.open(request)
             stream.on_close(lease.release)
@@ -302,9 +346,12 @@ class Router:
         return max(1, int(min(waits))) if waits and all(waits) else 1
 
     async def _fall_back(self, request: ChatCompletionRequest, error: KathanError) -> DeltaStream:
+        deadline = _deadline.get()
         for name in self.fallbacks:
             if self.resolve is None:
                 break
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                break  # the request's time is up: the error so far is its answer
             backend = self.resolve(name)
             try:
                 backend.check(request)
@@ -318,6 +365,13 @@ class Router:
                     raise
                 error = exc
         raise error
+
+
+def _timed_out(error: UpstreamError) -> bool:
+    """The upstream was silent past the deployment's timeouts: before its status line
+    (``upstream_timeout``), or before its first event (the relay's stream failure,
+    raised from the transport's ``TimeoutError``)."""
+    return error.code == "upstream_timeout" or isinstance(error.__cause__, TimeoutError)
 
 
 def _model_unavailable(error: KathanError) -> bool:
