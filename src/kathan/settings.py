@@ -240,9 +240,10 @@ class RoutingSettings(BaseModel):
         "with Retry-After. The worst-case wait before an answer begins.",
     )
     queue_seconds: float = Field(
-        10.0, ge=0, description="How long a request waits for a free place when every "
-        "deployment of its model is at max_in_flight (busy, not failing), within the "
-        "deadline; then 503 model_busy with a Retry-After from the observed drain rate.",
+        10.0, ge=0, description="How long a request waits for a free place (first come, "
+        "first served) when every deployment of its model is at max_in_flight (busy, not "
+        "failing), within the deadline; then the model's fallbacks, then 503 model_busy with "
+        "a Retry-After from the observed drain rate.",
     )
 
 
