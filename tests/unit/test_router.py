@@ -544,6 +544,24 @@ async def test_a_newcomer_queues_behind_those_waiting() -> None:
     assert h.in_flight() == [0] and not h.router._waiting and h.router._handed == 0
 
 
+async def test_a_place_no_waiter_can_use_goes_to_a_newcomer() -> None:
+    # The one waiting timed out on the first deployment, which has room now; it waits
+    # for the second, and a newcomer does not queue behind it.
+    first, second = Scripted(no_status_line()), Scripted()
+    h = Harness(first, second, max_in_flight=1)
+    held = h.routes[1].lease()  # a request held there: the second is full
+    waiter = asyncio.create_task(h.router.open(REQUEST))
+    await settle()
+    assert first.opens == 1 and not waiter.done() and h.in_flight() == [0, 1]
+    newcomer = await asyncio.wait_for(h.router.open(REQUEST), 1)
+    assert first.opens == 2 and h.in_flight() == [1, 1] and not waiter.done()
+    await newcomer.aclose()
+    held.release()  # the second's place given back goes to the one waiting
+    await (await asyncio.wait_for(waiter, 1)).aclose()
+    assert second.opens == 1
+    assert h.in_flight() == [0, 0] and not h.router._waiting and h.router._handed == 0
+
+
 async def test_a_waiter_that_gives_up_leaks_nothing_and_passes_its_wake_up_on() -> None:
     h = Harness(Scripted(), max_in_flight=1)
     first = await h.router.open(REQUEST)

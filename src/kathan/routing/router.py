@@ -215,20 +215,20 @@ class Router:
 
     async def _place(self, tried: set[Route], silent: set[Route],
                      until: float) -> Route | None:
-        """The route to try next. A request that finds others waiting queues behind
-        them; one that finds every route it may use full waits for a place, until
-        ``until``. None when no route may answer (circuits open, or timed out in this
-        request); ``model_busy`` when the wait ends without a place."""
+        """The route to try next, on a free place that is not a waiter's already (so a
+        newcomer queues behind those waiting); without one, wait in line for a place
+        until ``until``. None when no route may answer (circuits open, or timed out in
+        this request); ``model_busy`` when the wait ends without a place."""
         turn = False  # its turn came: a place was given back and handed to it
         while True:
-            if turn or not (self._waiting or self._handed):
+            if turn or self._unclaimed() > 0:
                 route = self._next(tried, silent)
                 if route is not None:
                     return route
             if not self._may_answer(silent):
                 return None
             # A turn it could not use (the place is on a route that timed out for it)
-            # keeps it first in line.
+            # keeps it first in line; the place is left to a newcomer.
             if not await self._wait_for_place(until, first=turn):
                 raise self._busy()
             turn = True
@@ -265,16 +265,18 @@ class Router:
         self._offer()
 
     def _offer(self) -> None:
-        """Hand the next in line its turn when a place is free that no waiter whose turn
-        came is on its way to: one given back, or, after a request took a place, one
-        left over (a circuit that half-opened)."""
-        if not self._waiting:
-            return
+        """Hand the next in line its turn when a place is unclaimed: one given back, or,
+        after a request took a place, one left over (a circuit that half-opened)."""
+        if self._waiting and self._unclaimed() > 0:
+            self._wake_one()
+
+    def _unclaimed(self) -> int:
+        """Free places (on routes whose circuit lets requests through) that no waiter
+        whose turn came is on its way to."""
         now = self.clock()
         free = sum(max(0, r.deployment.max_in_flight - r.in_flight)
                    for r in self.routes if r.breaker.allows(now))
-        if free > self._handed:
-            self._wake_one()
+        return free - self._handed
 
     def _wake_one(self) -> None:
         while self._waiting:
