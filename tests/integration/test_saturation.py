@@ -1,6 +1,7 @@
 """A gateway Kathan in front of slow, hanging and full fake upstreams (real processes, the
 official SDK): busy is not dead, a silent upstream costs one timeout, and the
-request's deadline bounds the wait before an answer begins."""
+request's deadline bounds the wait before an answer begins. One test drives a model's
+router in this process, with the real backend and upstream, to see its places."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ import asyncio
 import time
 from pathlib import Path
 
+import aiohttp
 import openai
 import pytest
 from openai import AsyncOpenAI
 
+from kathan.backends.http1 import HTTPPool
+from kathan.errors import ServiceUnavailableError
+from kathan.protocol.chat import ChatCompletionRequest
+from kathan.routing.breaker import Circuit
+from kathan.routing.build import build_registry
+from kathan.settings import Settings
 from tests.conftest import LiveServer, start_server, stop_server
 from tests.upstreams.openai_fake import Script, serve
 
@@ -134,3 +142,40 @@ async def test_after_a_timeout_the_retry_goes_to_the_other_deployment(tmp_path: 
             assert len(silent.requests) <= 2
         finally:
             await asyncio.to_thread(stop_server, server)
+
+
+async def test_every_place_comes_back_however_a_request_ended(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTREAM_KEY", UPSTREAM_KEY)
+    request = ChatCompletionRequest.model_validate({**ASK, "stream": True})
+    slow = Script(delay=0.2)
+    async with serve(slow) as url, HTTPPool() as pool, aiohttp.ClientSession() as session:
+        settings = Settings(local=None, routing={"queue_seconds": 0.3}, models=[{
+            "id": "m", "deployments": [{"backend": "openai", "base_url": url, "model": "m",
+                                        "api_key_env": "UPSTREAM_KEY", "max_in_flight": 2}]}])
+        _, (router,) = build_registry(settings, local=None, local_created=0,
+                                      session=session, pool=pool)
+        route = router.routes[0]
+
+        async def whole() -> str:
+            async with await router.open(request) as stream:
+                return "".join([d.content async for d in stream if d.content])
+
+        held = [await router.open(request) for _ in range(2)]  # full
+        leaving = asyncio.create_task(router.open(request))  # its client will leave
+        await asyncio.sleep(0.05)
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        with pytest.raises(ServiceUnavailableError) as info:  # nothing given back in time
+            await router.open(request)
+        assert info.value.code == "model_busy" and route.in_flight == 2
+        for stream in held:
+            await stream.aclose()
+        assert route.in_flight == 0 and route.breaker.state(router.clock()) is Circuit.CLOSED
+
+        router.queue_seconds = 30  # time enough for three rounds of two
+        answers = await asyncio.gather(*(whole() for _ in range(6)))
+        assert answers == [slow.reply] * 6 and len(slow.requests) == 8
+        assert route.in_flight == 0 and not router._waiting and router._handed == 0
+        assert route.breaker.state(router.clock()) is Circuit.CLOSED
