@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import openai
@@ -24,7 +25,7 @@ from tests.conftest import LiveServer, start_server, stop_server
 from tests.upstreams.openai_fake import Script, serve
 
 UPSTREAM_KEY = "sk-upstream"
-ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+ASK: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def config(deployments: list[tuple[str, str]], routing: str) -> str:
