@@ -15,7 +15,14 @@ import pytest
 
 from tests.conftest import API_KEY, LiveServer, start_server, stop_server
 
-CONFIG = "local:\n  n_ctx: 1024\n  max_running: 1\n  max_queued: 1\n"
+# One decode thread: another process's llama.cpp threads on the same cores would slow
+# both many times over.
+CONFIG = "local:\n  n_ctx: 1024\n  n_threads: 1\n  max_running: 1\n  max_queued: 1\n"
+# A queue place given up after half a second; before any request finished the engine
+# would say retry_after_seconds (30 here), so a shorter wait is the derived one.
+TIMEOUT_CONFIG = ("retry_after_seconds: 30\n"
+                  "local:\n  n_ctx: 1024\n  n_threads: 1\n  max_running: 1\n"
+                  "  max_queued: 1\n  queue_timeout: 0.5\n")
 
 
 def ask(server: LiveServer, max_tokens: int) -> httpx.Response:
@@ -30,6 +37,13 @@ def ask(server: LiveServer, max_tokens: int) -> httpx.Response:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
     live = start_server(tmp_path, CONFIG)
+    yield live
+    stop_server(live)
+
+
+@pytest.fixture
+def impatient_server(tmp_path: Path) -> Iterator[LiveServer]:
+    live = start_server(tmp_path, TIMEOUT_CONFIG)
     yield live
     stop_server(live)
 
@@ -66,3 +80,18 @@ def test_a_refused_client_that_waits_its_retry_after_is_admitted(server: LiveSer
         stop.set()
         worker.join()
     assert 200 in steady  # the load went on (it may have met a full queue too)
+
+
+def test_a_request_that_waited_out_queue_timeout_is_told_when_to_come_back(
+        impatient_server: LiveServer) -> None:
+    for _ in range(2):  # the engine has seen requests finish
+        assert ask(impatient_server, 8).status_code == 200
+    with ThreadPoolExecutor(2) as pool:  # one slot: the second waits behind the first
+        answers = list(pool.map(lambda _: ask(impatient_server, 150), range(2)))
+    assert sorted(r.status_code for r in answers) == [200, 503]
+    timed_out = next(r for r in answers if r.status_code == 503)
+    error = timed_out.json()["error"]
+    assert error["code"] == "engine_overloaded"
+    assert "waited 0.5s in the queue" in error["message"]
+    wait = int(timed_out.headers["retry-after"])
+    assert 1 <= wait < 30 and f"Retry in {wait} s" in error["message"]

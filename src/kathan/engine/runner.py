@@ -15,7 +15,6 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,24 +59,46 @@ class _Choice:
     text: Detokenizer = field(default_factory=lambda: Detokenizer(()))
     generated: int = 0
     cached: int = 0
+    admitted: float = 0.0  # monotonic time it first got a slot (DrainEstimate)
 
 
-def drain_wait(finished: Sequence[float], now: float, ahead: int,
-               *, window: float = 60.0) -> int | None:
-    """Whole seconds (1 to 60) until ``ahead`` more sequences finish, at the rate the
-    ``finished`` times (ascending) of the last ``window`` seconds show; None when they
-    show no rate (fewer than two).
+class DrainEstimate:
+    """How long until the queue has room: a refused request's ``Retry-After``.
 
-    >>> drain_wait([10.0, 11.0, 12.0, 13.0, 14.0], 14.0, 6)  # one per second
-    6
-    >>> drain_wait([14.0], 14.0, 6) is None
+    A fixed ``Retry-After`` sends clients back to a queue that is still full when
+    admitted requests wait many seconds for a slot. While the queue is full every
+    slot is busy, so sequences leave their slots at about ``running / mean time a
+    sequence holds a slot`` per second (Little's law). The mean comes from the last
+    ``keep`` sequences that finished, each timed from admission to its end, so time
+    the engine sat idle and sequences that end in the same step do not skew it the
+    way finishes per second would. One entry per finished sequence: nothing per token.
+
+    >>> drain = DrainEstimate()
+    >>> drain.wait(ahead=3, running=2) is None  # nothing finished yet: no estimate
     True
+    >>> drain.finished(admitted=10.0, now=14.0)  # held a slot 4 s
+    >>> drain.wait(ahead=3, running=2)  # 2 slots freeing every 4 s: 3 leave in 6 s
+    6
     """
-    recent = [t for t in finished if now - t <= window]
-    if len(recent) < 2 or now <= recent[0]:
-        return None
-    rate = (len(recent) - 1) / (now - recent[0])
-    return max(1, min(60, math.ceil(ahead / rate)))
+
+    MIN_SECONDS = 1
+    MAX_SECONDS = 60
+
+    def __init__(self, keep: int = 32) -> None:
+        self._held: deque[float] = deque(maxlen=keep)
+
+    def finished(self, admitted: float, now: float) -> None:
+        """A sequence admitted at ``admitted`` ended at ``now`` (monotonic seconds)."""
+        self._held.append(now - admitted)
+
+    def wait(self, ahead: int, running: int) -> int | None:
+        """Whole seconds (1 to 60) until ``ahead`` more sequences have left the queue
+        while ``running`` hold slots; None before any sequence has finished."""
+        if not self._held:
+            return None
+        mean = sum(self._held) / len(self._held)
+        seconds = math.ceil(ahead * mean / max(running, 1))
+        return max(self.MIN_SECONDS, min(self.MAX_SECONDS, seconds))
 
 
 class Runner:
@@ -97,8 +118,8 @@ class Runner:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="kathan-runner", daemon=True)
         self.steps = 0
-        # When sequences finished lately: the drain rate a refusal's Retry-After comes from.
-        self._finished_at: deque[float] = deque(maxlen=256)
+        # How long sequences held their slots lately: a refusal's Retry-After.
+        self._drain = DrainEstimate()
 
     def start(self) -> None:
         self._thread.start()
@@ -120,8 +141,8 @@ class Runner:
                     now=time.monotonic(), n=request.n,
                 )
             except QueueFull as exc:
-                raise EngineOverloaded(str(exc), retry_after=drain_wait(
-                    self._finished_at, time.monotonic(), exc.excess)) from exc
+                raise EngineOverloaded(str(exc), retry_after=self._drain.wait(
+                    exc.excess, len(self._scheduler.running))) from exc
             except PromptTooLong as exc:
                 raise RequestTooLarge(str(exc)) from exc
             self._jobs[job.id] = job
@@ -172,14 +193,13 @@ class Runner:
         for job in [j for j in self._jobs.values() if j.cancelled.is_set()]:
             self._scheduler.abort(job.id)
             self._forget(job)
-        now = time.monotonic()
-        expired_ids = self._scheduler.expire(now, self._queue_timeout)
-        if expired_ids:
-            # Had it waited on, it would have had a slot once those ahead of it left.
-            retry_after = drain_wait(self._finished_at, now, self._scheduler.queued + 1)
-        for rid in expired_ids:
+        for rid in self._scheduler.expire(time.monotonic(), self._queue_timeout):
             expired = self._jobs.get(rid)
             if expired is not None:
+                # Asked again, it gets a slot once those still queued and its own
+                # choices have left the queue.
+                ahead = sum(len(g) for g in self._scheduler.waiting) + expired.request.n
+                retry_after = self._drain.wait(ahead, len(self._scheduler.running))
                 expired.deliver(EngineOverloaded(
                     f"the request waited {self._queue_timeout:g}s in the queue without a "
                     "free slot", retry_after=retry_after))
@@ -206,6 +226,7 @@ class Runner:
             self._choices[seq_id] = _Choice(
                 job, seq_id[1], Sampler(sampling, self._model),
                 text=Detokenizer(request.stop), cached=seq.cached,
+                admitted=time.monotonic(),
             )
 
     def _execute(self, plan: Plan) -> tuple[dict[SeqId, int], list[SeqId]]:
@@ -305,13 +326,12 @@ class Runner:
     def _release(self, finished: list[SeqId]) -> None:
         """Hand finished sequences back to the scheduler; forget completed jobs. Holds the lock."""
         self._scheduler.finish(finished)
-        if finished:
-            now = time.monotonic()
-            self._finished_at.extend(now for _ in finished)
+        now = time.monotonic() if finished else 0.0
         for seq_id in finished:
             choice = self._choices.pop(seq_id, None)
             if choice is not None:
                 choice.sampler.close()
+                self._drain.finished(choice.admitted, now)
         for rid in {sid[0] for sid in finished}:
             job = self._jobs.get(rid)
             if job is None:
