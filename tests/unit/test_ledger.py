@@ -138,6 +138,6 @@ async def test_a_store_outage_is_one_line_when_it_begins_and_one_when_it_ends(
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2, lines
     assert lines[0].startswith("the usage store unreachable (OSError: store down)")
-    assert "written once it is back" in lines[0]
+    assert "kept (in memory) and written once it is back" in lines[0]
     assert lines[1].startswith("the usage store reachable again after")
     assert "(5 failed calls)" in lines[1]

@@ -425,30 +425,55 @@ async def test_an_admission_says_what_is_left_of_the_windows(limiter: Limiter) -
     assert plain.window.remaining_requests is None and plain.window.remaining_tokens is None
 
 
+async def forward(port: int, url: str) -> asyncio.Server:
+    """Start relaying 127.0.0.1:``port`` to the Redis at ``url``: Redis comes back."""
+    host, _, target = url.split("://", 1)[1].split("/", 1)[0].rpartition(":")
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(host or "127.0.0.1", int(target))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer),
+                             return_exceptions=True)
+
+    return await asyncio.start_server(relay, "127.0.0.1", port)
+
+
 async def test_a_limiter_outage_is_one_line_when_it_begins_and_one_when_it_ends(
         caplog: pytest.LogCaptureFixture) -> None:
+    url = require_redis()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there
-    limiter = RedisLimiter(f"redis://127.0.0.1:{port}/0")
-    limits = Limits(rpm=10, max_concurrent=1)
+        port = s.getsockname()[1]  # nothing listens there until forward() does
+    prefix = f"kathan-test-{uuid.uuid4().hex}:"
+    limiter = RedisLimiter(f"redis://127.0.0.1:{port}/{url.rsplit('/', 1)[1]}", prefix=prefix)
+    limits = Limits(rpm=100, max_concurrent=100)
+    relay = None
     try:
         with caplog.at_level(logging.WARNING, logger="kathan.limits.redis"):
-            for _ in range(4):  # the real client, refused
+            for _ in range(20):  # the real client, refused: Redis is down
                 with pytest.raises(LimiterUnavailable):
                     await limiter.acquire(KEY, limits, now=T0)
             assert len(caplog.records) == 1
-            assert "the rate limiter's Redis unreachable" in caplog.records[0].getMessage()
-            assert "503 limiter_unavailable" in caplog.records[0].getMessage()
-
-            async def answers() -> str:
-                return "OK"
-
-            assert await limiter._call(answers()) == "OK"  # the first call that succeeds
-            assert await limiter._call(answers()) == "OK"
+            begin = caplog.records[0].getMessage()
+            assert begin.startswith("the rate limiter's Redis unreachable (")
+            assert "503 limiter_unavailable until it is back" in begin
+            relay = await forward(port, url)  # Redis is back
+            for _ in range(3):
+                await limiter.acquire(KEY, limits, now=T0)
         lines = [r.getMessage() for r in caplog.records]
         assert len(lines) == 2, lines
         assert lines[1].startswith("the rate limiter's Redis reachable again after")
-        assert "(4 failed calls)" in lines[1]
+        assert "(20 failed calls)" in lines[1]
     finally:
         await limiter.close()
+        if relay is not None:
+            relay.close()
+            await relay.wait_closed()
+        await _delete_prefix(url, prefix)

@@ -4,6 +4,7 @@ ledger row per request, with the real in-memory limiter and a ledger that keeps 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 import pytest
@@ -108,6 +109,32 @@ async def test_an_unreachable_limiter_is_a_503_not_a_waiver() -> None:
     with pytest.raises(ServiceUnavailableError) as exc:
         await m.begin(key(Limits(rpm=5)), streamed=False).admit("m1")
     assert exc.value.code == "limiter_unavailable" and "Retry-After" in exc.value.headers
+
+
+async def test_releases_during_a_limiter_outage_add_no_line_per_request(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Failing(MemoryLimiter):
+        error: Exception = LimiterUnavailable("refused")
+
+        async def release(self, lease: Lease, tokens: int, *,
+                          now: float | None = None) -> None:
+            raise self.error
+
+    limiter = Failing()
+    m, ledger = metering(limiter)
+    principal = key(Limits(max_concurrent=10))
+    with caplog.at_level(logging.WARNING, logger="kathan.service.metering"):
+        for _ in range(5):  # admitted before the outage, ended during it
+            meter = m.begin(principal, streamed=False)
+            await meter.admit("m1")
+            await meter.finish("succeeded", prompt_tokens=1)
+        assert caplog.records == []  # the limiter's own begin and end lines say it
+        limiter.error = RuntimeError("a bug")
+        meter = m.begin(principal, streamed=False)
+        await meter.admit("m1")
+        await meter.finish("succeeded", prompt_tokens=1)
+    assert [r.getMessage() for r in caplog.records] == ["releasing a rate-limit lease failed"]
+    assert len(ledger.rows) == 6  # every request still has its row
 
 
 async def test_a_caller_without_limits_takes_no_lease() -> None:

@@ -75,6 +75,10 @@ class Metering:
     async def _release(self, lease: Lease, tokens: int) -> None:
         try:
             await self.limiter.release(lease, tokens)
+        except LimiterUnavailable:
+            # Its store is down: the limiter logs that once for the whole outage (not a
+            # traceback per request), and the lease there expires after its ttl.
+            return
         except Exception:
             logger.exception("releasing a rate-limit lease failed")
 

@@ -86,9 +86,10 @@ class UsageLedger:
         self._closing = False
         self.written = 0
         self.dropped = 0
+        kept = "in memory and in the journal" if journal is not None else "in memory"
         self._outage = Outage(
-            "the usage store", "Usage rows are kept (in memory and in the journal) and "
-            "written once it is back.", logger)
+            "the usage store", f"Usage rows are kept ({kept}) and written once it is back.",
+            logger)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="kathan-ledger")
