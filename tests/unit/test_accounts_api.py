@@ -342,3 +342,15 @@ def test_limited_keys_see_their_windows_in_openais_headers(app_client: TestClien
     r = app_client.post("/v1/chat/completions", json=BODY, headers=bearer(unlimited))
     assert not [h for h in r.headers if h.startswith("x-ratelimit")]
     assert [duration(s) for s in (0.25, 1.5, 59.9999, 360)] == ["250ms", "1.5s", "60s", "6m0s"]
+
+
+def test_a_revoked_key_cannot_be_changed(app_client: TestClient) -> None:
+    key = new_key(app_client)
+    path = f"/admin/keys/{key['id']}"
+    assert app_client.delete(path, headers=bearer(ADMIN)).status_code == 200
+    r = app_client.patch(path, headers=bearer(ADMIN), json={"name": "again"})
+    assert r.status_code == 409, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["param"]) == ("key_revoked", "key_id")
+    assert "revoked" in error["message"]
+    assert app_client.delete(path, headers=bearer(ADMIN)).status_code == 200  # idempotent

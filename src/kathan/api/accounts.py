@@ -338,7 +338,7 @@ async def admin_create_key(
 
 
 @admin.patch("/keys/{key_id}", response_model=wire.ApiKey,
-             responses=responses.errors(400, 404))
+             responses=responses.errors(400, 404, 409))
 async def admin_update_key(
     key_id: str, body: wire.KeyUpdateRequest, _: AdminDep, db: DatabaseDep, request: Request
 ) -> wire.ApiKey:

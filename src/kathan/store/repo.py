@@ -406,10 +406,17 @@ async def update_key(
     limits: Limits | None | Unset = UNSET,
     expires_at: datetime | None | Unset = UNSET,
 ) -> ApiKey | None:
-    """Change what is given (None clears models, limits or expiry); None if not found."""
+    """Change what is given (None clears models, limits or expiry); None if not found.
+
+    A revoked key is gone for good: changing it is a ``ConflictError``, not a
+    success that would read as if the key could be used again."""
     key = await _owned_key(session, key_id, account_id)
     if key is None:
         return None
+    if key.revoked_at is not None:
+        raise ConflictError(
+            f"Key '{key_id}' was revoked; a revoked key cannot be changed (create a "
+            "new one).", param="key_id", code="key_revoked")
     if not isinstance(name, Unset):
         key.name = _text(name, "name", 200)
     if not isinstance(models, Unset):
