@@ -118,7 +118,8 @@ class LocalModelSettings(BaseModel):
         16, ge=1, le=256, description="Sequences decoded together (llama.cpp n_seq_max slots)."
     )
     max_queued: int = Field(
-        64, ge=0, description="Requests waiting for a slot; beyond this, 503 with Retry-After."
+        64, ge=0, description="Requests waiting for a slot; beyond this, 503 with a "
+        "Retry-After of when the queue should have room."
     )
     queue_timeout: float = Field(
         30.0, gt=0, description="Seconds a request may wait for a slot before a 503."
@@ -302,7 +303,9 @@ class Settings(BaseSettings):
         "503 shutting_down (an error event in a stream). A second signal stops at once.",
     )
     retry_after_seconds: int = Field(
-        2, ge=1, description="`Retry-After` sent with 503 while the model is not ready."
+        2, ge=1, description="`Retry-After` sent with 503 while the model is not ready, "
+        "and by the local engine when full before any request has finished (after that, "
+        "its own estimate of when the queue has room)."
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Log level for Kathan and uvicorn: critical, error, warning, "
