@@ -221,7 +221,8 @@ class Router:
         this request); ``model_busy`` when the wait ends without a place."""
         turn = False  # its turn came: a place was given back and handed to it
         while True:
-            if turn or self._unclaimed() > 0:
+            # Nobody waiting or on the way to a place (the usual case): any room is free.
+            if turn or not (self._waiting or self._handed) or self._unclaimed() > 0:
                 route = self._next(tried, silent)
                 if route is not None:
                     return route
