@@ -244,6 +244,7 @@ export async function streamChat(body, { signal, onDelta, onUsage, onOpen }) {
     }
     if (!done && buffer.trim()) handleBlock(buffer.replace(/\r/g, ""));
   } finally {
-    if (done) reader.cancel().catch(() => {});
+    // Done, failed or aborted: let go of the connection.
+    reader.cancel().catch(() => {});
   }
 }
