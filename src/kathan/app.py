@@ -16,7 +16,7 @@ import aiohttp
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
-from kathan import __version__
+from kathan import __version__, console
 from kathan.api import accounts, chat, docs, errors, health, methods, models, responses
 from kathan.api import metrics as metrics_api
 from kathan.api.middleware import BodyLimitMiddleware, DrainMiddleware, RequestCounter
@@ -247,7 +247,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         app.state.db = store.db if store is not None else None
         app.state.metering = store.metering if store is not None else None
         app.state.login_throttle = LoginThrottle(
-            failures=settings.login_failures, lockout=settings.login_lockout_seconds)
+            failures=settings.login_failures, lockout=settings.login_lockout_seconds,
+            delay=settings.login_failure_delay_seconds)
         app.state.auth = Authenticator(
             static_keys=settings.api_keys,
             db=app.state.db,
@@ -307,6 +308,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     app.include_router(models.router)
     app.include_router(accounts.router)
     app.include_router(accounts.admin)
+    if settings.console and settings.accounts:
+        console.install(app)
     responses.install(app)
     docs.install(app)
     methods.install(app)

@@ -345,6 +345,15 @@ class Settings(BaseSettings):
         "address) before further attempts are refused for login_lockout_seconds.")
     login_lockout_seconds: float = Field(
         300.0, gt=0, description="How long logins stay refused after too many failures.")
+    login_failure_delay_seconds: float = Field(
+        0.5, ge=0, le=10, description="A failed login answers this much later for each "
+        "failure of its email or address still counted (at most 4 s), before the lockout.")
+    session_seconds: int = Field(
+        86400, ge=60, description="How long a login (a token from /v1/auth/login, or the "
+        "console's session cookie) lasts.")
+    console: bool = Field(
+        True, description="Serve the web console at / (sign-up, keys, usage, playground, "
+        "models, admin). It needs accounts.")
     forwarded_allow_ips: str | None = Field(
         None, description="Proxies (comma-separated addresses, or *) whose "
         "X-Forwarded-For names the client. Unset: the client is the socket's peer.")

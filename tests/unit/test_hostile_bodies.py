@@ -40,6 +40,8 @@ BASES: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
     ("POST", "/v1/auth/register"): lambda: {"email": _email(), "password": "correct horse"},
     ("POST", "/v1/auth/login"): lambda: {"email": "ada@example.com",
                                          "password": "correct horse"},
+    ("POST", "/v1/auth/session"): lambda: {"email": "ada@example.com",
+                                           "password": "correct horse"},
     ("POST", "/v1/keys"): lambda: {"name": "k"},
     ("POST", "/admin/accounts"): lambda: {"name": "n", "email": _email(),
                                           "password": "correct horse"},
@@ -97,7 +99,8 @@ def routes(request: pytest.FixtureRequest,
                                          backend=FakeBackend())])
     settings = Settings(api_keys=[ADMIN], data_dir=tmp, registration="open",
                         database_url=url, registrations_per_minute=100_000,
-                        login_failures=100_000, default_account={"max_keys": 100_000},
+                        login_failures=100_000, login_failure_delay_seconds=0,
+                        default_account={"max_keys": 100_000},
                         ledger_flush_seconds=0.02)  # type: ignore[arg-type]
     try:
         with TestClient(create_app(settings, registry=registry),
@@ -239,6 +242,7 @@ def test_a_missing_key_is_401_before_the_body_is_judged(
     if path.startswith("/v1/auth/"):
         return  # these take no key
     url = path.format(account_id=Routes.account_id, key_id=Routes.key_id)
+    routes.client.cookies.clear()  # no console session either (/v1/auth/session sets one)
     for raw in (DEEP, b"{not json", b'{"a": NaN}'):
         r = routes.client.request(method, url, content=raw)
         assert r.status_code == 401, (raw[:10], r.text)

@@ -1,6 +1,9 @@
 """Self-service and admin APIs: register, log in, manage keys, read usage.
 
 - ``POST /v1/auth/register``, ``POST /v1/auth/login`` (email and password).
+- ``/v1/auth/session``: the web console's log-in, in an HttpOnly cookie with a CSRF
+  token (``auth/browser.py``); ``GET /v1/auth/config``: whether sign-up is open.
+- ``GET /v1/account``: the caller's account, limits and quota use.
 - ``GET/POST /v1/keys``, ``DELETE /v1/keys/{id}``: an account holder's own keys,
   with a login token or one of the account's API keys.
 - ``GET /v1/usage``: usage by day and model; the caller's account, or with an
@@ -10,15 +13,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from kathan.api import responses
 from kathan.api.body import JSONBodyRoute
-from kathan.api.deps import AccountDep, AdminDep, AnyPrincipalDep, DatabaseDep
+from kathan.api.deps import AccountDep, AdminDep, AnyPrincipalDep, DatabaseDep, session_token
+from kathan.auth import browser
 from kathan.auth.authenticator import Authenticator
+from kathan.auth.principal import Principal
 from kathan.auth.throttle import LoginThrottle
 from kathan.errors import (
     AuthenticationError,
@@ -29,7 +37,7 @@ from kathan.errors import (
 from kathan.limits.base import Limits
 from kathan.protocol import accounts as wire
 from kathan.routing.registry import ModelRegistry
-from kathan.service.metering import Metering
+from kathan.service.metering import Metering, period_start
 from kathan.settings import AccountDefaults, Settings
 from kathan.store import models, repo
 from kathan.store.db import Database
@@ -47,12 +55,20 @@ def _account(a: models.Account) -> wire.Account:
     )
 
 
-def _key(k: models.ApiKey) -> wire.ApiKey:
+def _key(k: models.ApiKey, last_used: datetime | None = None) -> wire.ApiKey:
     return wire.ApiKey(
         id=k.id, name=k.name, prefix=k.prefix, account_id=k.account_id, models=k.models,
         limits=wire.LimitsModel.of(limits_of(k)), created_at=_utc(k.created_at),
         expires_at=_utc(k.expires_at), revoked_at=_utc(k.revoked_at),
+        last_used_at=_utc(last_used),
     )
+
+
+async def _keys(s: AsyncSession, account_id: str | None) -> wire.KeyList:
+    """The keys (one account's, or all), each with when it was last used."""
+    keys = await repo.list_keys(s, account_id=account_id)
+    used = await repo.last_used(s, [k.id for k in keys])
+    return wire.KeyList(data=[_key(k, used.get(k.id)) for k in keys])
 
 
 def _utc(value: Any) -> Any:
@@ -143,12 +159,14 @@ async def register(
     return _account(account)
 
 
-@router.post("/v1/auth/login", response_model=wire.LoginResponse,
-             responses=responses.errors(400, 401, 422, 429, 503))
-async def login(body: wire.LoginRequest, db: DatabaseDep, request: Request) -> wire.LoginResponse:
-    """A login token (for managing one's own keys). Failed logins are throttled per email
-    and per client address (``LoginThrottle``): a refused attempt is not even checked."""
+async def _log_in(
+    body: wire.LoginRequest, db: Database, request: Request
+) -> tuple[str, models.LoginSession, models.Account]:
+    """Check the password and start a login session: its token, row and account. Failed
+    logins are slowed down and then refused (``LoginThrottle``): a refused attempt is not
+    even checked."""
     throttle: LoginThrottle = request.app.state.login_throttle
+    settings: Settings = request.app.state.settings
     email = repo.normalize_email(body.email)
     client = request.client.host if request.client is not None else "unknown"
     throttle.check(email, client)
@@ -156,38 +174,117 @@ async def login(body: wire.LoginRequest, db: DatabaseDep, request: Request) -> w
         account = await repo.authenticate(s, body.email, body.password)
         if account is None:
             throttle.failed(email, client)
+            await asyncio.sleep(throttle.slowdown(email, client))
             raise AuthenticationError("Wrong email or password.")
         throttle.succeeded(email)
         await repo.delete_expired_sessions(s)
-        token, session = await repo.create_session(s, account.id)
+        token, session = await repo.create_session(
+            s, account.id, ttl_seconds=settings.session_seconds)
         await s.commit()
+    return token, session, account
+
+
+@router.post("/v1/auth/login", response_model=wire.LoginResponse,
+             responses=responses.errors(400, 401, 422, 429, 503))
+async def login(body: wire.LoginRequest, db: DatabaseDep, request: Request) -> wire.LoginResponse:
+    """A login token (for managing one's own keys). Failed logins are throttled per email
+    and per client address: slowed down, then refused with a 429."""
+    token, session, account = await _log_in(body, db, request)
     return wire.LoginResponse(token=token, expires_at=_utc(session.expires_at),
                               account=_account(account))
+
+
+@router.get("/v1/auth/config", response_model=wire.AuthConfig)
+async def auth_config(request: Request) -> wire.AuthConfig:
+    """What the console's log-in page needs to know before anyone logs in."""
+    settings: Settings = request.app.state.settings
+    return wire.AuthConfig(registration=settings.registration,
+                           session_seconds=settings.session_seconds)
+
+
+@router.post("/v1/auth/session", response_model=wire.BrowserSession,
+             responses=responses.errors(400, 401, 403, 422, 429, 503))
+async def open_browser_session(
+    body: wire.LoginRequest, db: DatabaseDep, request: Request, response: Response
+) -> wire.BrowserSession:
+    """Log in for the console: the login token goes into the ``kathan_session`` cookie
+    (``HttpOnly``, ``SameSite=Strict``, ``Secure`` over https), never into the page, and
+    the answer carries the session's CSRF token. Throttled as ``/v1/auth/login`` is."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin != browser.own_origin(request):
+        raise PermissionDeniedError(
+            f"Cross-site log-in refused: it comes from {origin}.", code="csrf_failed")
+    token, session, account = await _log_in(body, db, request)
+    settings: Settings = request.app.state.settings
+    response.set_cookie(
+        browser.COOKIE, token, max_age=settings.session_seconds, path="/",
+        httponly=True, samesite="strict", secure=browser.secure(request))
+    response.headers["cache-control"] = "no-store"
+    return wire.BrowserSession(account=_account(account), expires_at=_utc(session.expires_at),
+                               csrf_token=browser.csrf_token(token))
+
+
+@router.get("/v1/auth/session", response_model=wire.BrowserSession,
+            responses=responses.errors(401, 503))
+async def browser_session(
+    principal: AnyPrincipalDep, db: DatabaseDep, request: Request, response: Response
+) -> wire.BrowserSession:
+    """The console's session, from its cookie: the account, when it ends, and the CSRF
+    token (a page reloaded gets it here)."""
+    token = request.cookies.get(browser.COOKIE)
+    if principal.kind != "session" or token is None or "authorization" in request.headers:
+        raise AuthenticationError("No console session: log in with POST /v1/auth/session.")
+    assert principal.account_id is not None
+    async with db.session() as s:
+        account = await repo.get_account(s, principal.account_id)
+    if account is None:
+        raise AuthenticationError("The account no longer exists.")
+    response.headers["cache-control"] = "no-store"
+    assert principal.expires_at is not None
+    return wire.BrowserSession(account=_account(account), expires_at=principal.expires_at,
+                               csrf_token=browser.csrf_token(token))
+
+
+@router.delete("/v1/auth/session", status_code=204, response_class=Response,
+               responses=responses.errors(401, 403, 503))
+async def close_browser_session(
+    principal: AnyPrincipalDep, db: DatabaseDep, request: Request
+) -> Response:
+    """Log out of the console: the session ends on the server and the cookie is cleared."""
+    return await _end_session(principal, db, request)
 
 
 @router.post("/v1/auth/logout", status_code=204, response_class=Response,
              responses=responses.errors(400, 401, 403, 503))
 async def logout(principal: AnyPrincipalDep, db: DatabaseDep, request: Request) -> Response:
     """End the login session whose token authorizes this request."""
-    if principal.kind != "session":  # authenticated, but not with what logout ends
+    return await _end_session(principal, db, request)
+
+
+async def _end_session(principal: Principal, db: Database, request: Request) -> Response:
+    token = session_token(request)
+    if principal.kind != "session" or token is None:
+        # Authenticated, but not with what logout ends.
         raise PermissionDeniedError(
             "Logout ends a login session (a token from /v1/auth/login); an API key is "
             "revoked with DELETE /v1/keys/{key_id}.", code="not_a_session")
-    token = request.headers["authorization"].partition(" ")[2].strip()
     prefix = repo.session_prefix(token)
     async with db.session() as s:
         await repo.end_session(s, prefix)
         await s.commit()
     auth: Authenticator = request.app.state.auth
     auth.forget(prefix)
-    return Response(status_code=204)
+    response = Response(status_code=204)
+    if request.cookies.get(browser.COOKIE) == token:
+        response.delete_cookie(browser.COOKIE, path="/", httponly=True, samesite="strict",
+                               secure=browser.secure(request))
+    return response
 
 
 @router.get("/v1/keys", response_model=wire.KeyList, responses=responses.errors(401, 403, 503))
 async def list_own_keys(principal: AccountDep, db: DatabaseDep) -> wire.KeyList:
     async with db.session() as s:
-        keys = await repo.list_keys(s, account_id=principal.account_id)
-    return wire.KeyList(data=[_key(k) for k in keys])
+        return await _keys(s, principal.account_id)
 
 
 @router.post("/v1/keys", status_code=201, response_model=wire.CreatedApiKey,
@@ -235,6 +332,35 @@ async def revoke_own_key(
     return _key(key)
 
 
+@router.get("/v1/account", response_model=wire.AccountOverview,
+            responses=responses.errors(401, 403, 503))
+async def account_overview(principal: AccountDep, db: DatabaseDep) -> wire.AccountOverview:
+    """The caller's account with its limits, and how much of each token quota is used in
+    its current period: one per active key with a quota, and the console playground's
+    (``key_id`` null), which runs under the account's own limits."""
+    assert principal.account_id is not None
+    now = time.time()
+    async with db.session() as s:
+        account = await repo.get_account(s, principal.account_id)
+        if account is None:
+            raise NotFoundError("The account no longer exists.")
+        holders: list[tuple[str | None, str, Limits, str]] = [
+            (k.id, k.name, limits_of(k), k.id)
+            for k in await repo.list_keys(s, account_id=account.id, include_revoked=False)]
+        holders.append((None, "Console playground", limits_of(account),
+                        repo.console_limit_id(account.id)))
+        quotas = []
+        for key_id, name, limits, limit_id in holders:
+            if limits.quota_tokens is None or limits.quota_period is None:
+                continue
+            start = period_start(limits.quota_period, now)
+            quotas.append(wire.Quota(
+                key_id=key_id, name=name, quota_tokens=limits.quota_tokens,
+                quota_period=limits.quota_period, period_start=start,
+                used_tokens=await repo.tokens_since(s, limit_id, start)))
+    return wire.AccountOverview(account=_account(account), quotas=quotas)
+
+
 @router.get("/v1/usage", response_model=wire.UsageReport,
             responses=responses.errors(400, 401, 422, 503))
 async def usage(
@@ -243,7 +369,9 @@ async def usage(
     since: Annotated[wire.Day | None, Query(description="First UTC day, YYYY-MM-DD.")] = None,
     until: Annotated[wire.Day | None, Query(description="Last UTC day, YYYY-MM-DD.")] = None,
     account_id: Annotated[str | None, Query(max_length=40, description="Admins only.")] = None,
-    key_id: Annotated[str | None, Query(max_length=40)] = None,
+    key_id: Annotated[str | None, Query(
+        max_length=40, description="One key's requests; `console`: the console "
+        "playground's.")] = None,
 ) -> wire.UsageReport:
     """The caller's account's usage by day and model; an admin sees everyone's."""
     if not principal.is_admin:
@@ -315,8 +443,7 @@ async def admin_list_keys(
     account_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> wire.KeyList:
     async with db.session() as s:
-        keys = await repo.list_keys(s, account_id=account_id)
-    return wire.KeyList(data=[_key(k) for k in keys])
+        return await _keys(s, account_id)
 
 
 @admin.post("/keys", status_code=201, response_model=wire.CreatedApiKey,

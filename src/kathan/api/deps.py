@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from kathan.api.body import load
 from kathan.api.errors import issue
 from kathan.api.explain import explain
+from kathan.auth import browser
 from kathan.auth.authenticator import Authenticator
 from kathan.auth.principal import Principal
 from kathan.errors import (
@@ -53,16 +54,33 @@ async def _principal(
     principal = None
     if credentials is not None:
         principal = await auth.verify(credentials.credentials, allow=kinds)
+    else:
+        # The console's session cookie (auth/browser.py): a login session on every route,
+        # the model routes included (the playground), with CSRF checked on writes.
+        token = request.cookies.get(browser.COOKIE)
+        if token is not None:
+            principal = await auth.verify(token, allow=("session",))
+            if principal is not None:
+                browser.check(request, request.method, token)
     if principal is None:
         raise AuthenticationError()
     return principal
+
+
+def session_token(request: Request) -> str | None:
+    """The login token that authorized ``request``: a bearer token or the console's cookie."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else None
+    return request.cookies.get(browser.COOKIE)
 
 
 async def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """An API key (static or stored): for the model API."""
+    """An API key (static or stored): for the model API; or the console's session cookie."""
     return await _principal(request, credentials, ("static", "key"))
 
 

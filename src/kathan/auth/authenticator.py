@@ -185,6 +185,8 @@ class Authenticator:
             kind="session",
             is_admin=account.is_admin,
             account_id=account.id,
+            # The console playground's requests run under the account's own limits.
+            limits=repo.limits_of(account),
             expires_at=_aware(login.expires_at),
         )
         return _Entry(

@@ -28,6 +28,16 @@ class Principal:
     limits: Limits = field(default_factory=Limits)
     expires_at: datetime | None = None
 
+    @property
+    def limit_id(self) -> str | None:
+        """What the limiter counts this caller's requests under: its key, or for a
+        console session (the playground) its account's console identity."""
+        if self.key_id is not None:
+            return self.key_id
+        if self.kind == "session" and self.account_id is not None:
+            return f"console:{self.account_id}"  # store.repo.console_limit_id
+        return None
+
     def may_use(self, model: str, aliases: tuple[str, ...] = ()) -> bool:
         if self.models is None:
             return True

@@ -3,7 +3,8 @@
 After ``failures`` failed logins for one email within ``window`` seconds (or four
 times as many from one client address, which many people may share), further
 attempts are refused for ``lockout`` seconds: a 429 with ``Retry-After``, before
-any password is hashed, so a guesser costs the server nothing. A successful login
+any password is hashed, so a guesser costs the server nothing. Before that, each failed
+login is answered more slowly (``slowdown``: ``delay`` seconds per failure counted). A successful login
 clears its email's count. Counts live in this process (each replica counts its
 own), and entries are forgotten once their window has passed.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from kathan.errors import RateLimitError
 
 ADDRESS_FACTOR = 4
+MAX_DELAY = 4.0
 
 
 @dataclass(slots=True)
@@ -33,11 +35,13 @@ class LoginThrottle:
         failures: int,
         lockout: float,
         window: float | None = None,
+        delay: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.failures = failures
         self.lockout = lockout
         self.window = window if window is not None else max(lockout, 900.0)
+        self.delay = delay
         self._clock = clock
         self._counts: dict[str, _Count] = {}
 
@@ -63,6 +67,15 @@ class LoginThrottle:
             if len(count.failures) >= most:
                 count.locked_until = now + self.lockout
                 count.failures.clear()
+
+    def slowdown(self, email: str, client: str) -> float:
+        """How long a failed login waits before it is answered: ``delay`` for each failure
+        of its email or address still counted (this one included), at most ``MAX_DELAY``.
+        Guessing is slowed before it is refused."""
+        counted = max((len(c.failures) for c in (self._counts.get(f"email:{email}"),
+                                                   self._counts.get(f"address:{client}"))
+                       if c is not None), default=0)
+        return min(self.delay * max(counted, 1), MAX_DELAY)
 
     def succeeded(self, email: str) -> None:
         self._counts.pop(f"email:{email}", None)

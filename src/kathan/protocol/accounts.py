@@ -143,6 +143,36 @@ class LoginResponse(BaseModel):
     account: Account
 
 
+class BrowserSession(BaseModel):
+    """The console's session: who is logged in, until when, and the CSRF token its
+    state-changing requests must send in ``X-CSRF-Token``."""
+
+    account: Account
+    expires_at: datetime
+    csrf_token: str = Field(description="Send as `X-CSRF-Token` with every POST, PATCH "
+                            "and DELETE made with the session cookie.")
+
+
+class AuthConfig(BaseModel):
+    registration: Literal["open", "closed"]
+    session_seconds: int
+
+
+class Quota(BaseModel):
+    key_id: str | None = Field(description="Null: the console playground, which runs "
+                               "under the account's own limits.")
+    name: str
+    quota_tokens: int
+    quota_period: Literal["day", "month"]
+    period_start: str = Field(description="The first UTC day of the current period.")
+    used_tokens: int
+
+
+class AccountOverview(BaseModel):
+    account: Account
+    quotas: list[Quota]
+
+
 class KeyCreateRequest(_In):
     name: Name
     models: list[ModelName] | None = Field(
@@ -176,6 +206,8 @@ class ApiKey(BaseModel):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    last_used_at: datetime | None = Field(
+        None, description="When the key's latest request began (null: never used).")
 
 
 class CreatedApiKey(ApiKey):

@@ -150,11 +150,12 @@ class Meter:
                 f"This API key may not use model '{model}'.", param="model",
                 code="model_not_allowed",
             )
-        if principal.key_id is None or principal.limits.none:
+        limit_id = principal.limit_id
+        if limit_id is None or principal.limits.none:
             return
         try:
-            await self._metering.seed_quota(principal.key_id, principal.limits)
-            self._lease = await self._metering.limiter.acquire(principal.key_id, principal.limits)
+            await self._metering.seed_quota(limit_id, principal.limits)
+            self._lease = await self._metering.limiter.acquire(limit_id, principal.limits)
         except LimiterUnavailable as exc:
             # Limits that cannot be checked are not waived: the caller retries.
             raise ServiceUnavailableError(

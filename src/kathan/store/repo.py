@@ -591,7 +591,11 @@ def _usage_filters(
     filters: list[ColumnElement[bool]] = []
     if account_id is not None:
         filters.append(UsageRecord.account_id == _ref(account_id))
-    if key_id is not None:
+    if key_id == CONSOLE:  # the console playground's requests: an account's, no key's
+        filters.append(UsageRecord.key_id.is_(None))
+        if account_id is None:
+            filters.append(UsageRecord.account_id.is_not(None))
+    elif key_id is not None:
         filters.append(UsageRecord.key_id == _ref(key_id))
     if since is not None:
         filters.append(UsageRecord.day >= _day(since, "since"))
@@ -648,13 +652,41 @@ async def usage_summary(
 
 async def tokens_since(session: AsyncSession, key_id: str, day: str) -> int:
     """Prompt plus completion tokens of a key's requests on ``day`` ("YYYY-MM-DD") and after:
-    what a restarted limiter's quota starts from."""
+    what a restarted limiter's quota starts from. ``key_id`` may be a ``console_limit_id``:
+    the console playground's requests of that account."""
+    account_id = console_account(key_id)
+    which = ((UsageRecord.account_id == account_id, UsageRecord.key_id.is_(None))
+             if account_id is not None else (UsageRecord.key_id == key_id,))
     total = await session.scalar(
         select(
             func.coalesce(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens), 0)
-        ).where(UsageRecord.key_id == key_id, UsageRecord.day >= _day(day, "day"))
+        ).where(*which, UsageRecord.day >= _day(day, "day"))
     )
     return int(total or 0)
+
+
+# The console playground runs under its account's own limits, counted apart from every
+# key: its limiter and quota identity, and the usage filter that selects its requests.
+CONSOLE = "console"
+
+
+def console_limit_id(account_id: str) -> str:
+    return f"{CONSOLE}:{account_id}"
+
+
+def console_account(limit_id: str) -> str | None:
+    """The account of a ``console_limit_id``, None for a key id."""
+    head, sep, account_id = limit_id.partition(":")
+    return account_id if sep and head == CONSOLE else None
+
+
+async def last_used(session: AsyncSession, key_ids: list[str]) -> dict[str, datetime]:
+    """When each of ``key_ids`` was last used (its latest ledger row), for those used."""
+    if not key_ids:
+        return {}
+    query = (select(UsageRecord.key_id, func.max(UsageRecord.created_at))
+             .where(UsageRecord.key_id.in_(key_ids)).group_by(UsageRecord.key_id))
+    return {row[0]: row[1] for row in await session.execute(query) if row[0] is not None}
 
 
 async def count_usage(

@@ -32,6 +32,7 @@ class Voice:
 class _Catalog:
     genders: tuple[str, ...]
     accents: dict[str, dict[str, str]]  # language -> accent -> locale
+    names: dict[str, str]  # language -> its name in English
 
 
 @functools.cache
@@ -41,7 +42,14 @@ def _catalog() -> _Catalog:
     return _Catalog(
         genders=tuple(raw["genders"]),
         accents={lang: dict(spec["accents"]) for lang, spec in raw["languages"].items()},
+        names={lang: str(spec.get("name", lang)) for lang, spec in raw["languages"].items()},
     )
+
+
+def catalog() -> list[tuple[str, str, dict[str, str]]]:
+    """(language code, its name, its accents with their locales), in the file's order."""
+    c = _catalog()
+    return [(lang, c.names[lang], dict(table)) for lang, table in c.accents.items()]
 
 
 def languages() -> tuple[str, ...]:
