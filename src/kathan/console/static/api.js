@@ -88,14 +88,19 @@ function urlOf(path, query) {
   return qs ? `${path}?${qs}` : path;
 }
 
-/** A 401 while logged in: the session expired. Marks the error so pages don't repeat it. */
-function checkExpired(res, path, method, error) {
+/**
+ * A 401 to a request made while logged in: the session expired. The first such answer
+ * sends the person to the login page; every one is marked so pages don't repeat it.
+ */
+function checkExpired(res, path, method, hadSession, error) {
   const loggingIn = path.startsWith("/v1/auth/session") && method === "POST";
-  if (res.status === 401 && session.account && !loggingIn) {
-    session.account = null;
-    session.csrf = null;
+  if (res.status === 401 && hadSession && !loggingIn) {
     error.sessionExpired = true;
-    expiredHandler();
+    if (session.account) {
+      session.account = null;
+      session.csrf = null;
+      expiredHandler();
+    }
   }
   return error;
 }
@@ -103,6 +108,7 @@ function checkExpired(res, path, method, error) {
 /** JSON request. Resolves to the parsed body (null for 204); rejects with ApiError. */
 export async function request(method, path, { body, query, signal } = {}) {
   const hasBody = body !== undefined;
+  const hadSession = Boolean(session.account);
   const res = await fetch(urlOf(path, query), {
     method,
     credentials: "same-origin",
@@ -111,7 +117,7 @@ export async function request(method, path, { body, query, signal } = {}) {
     signal,
   });
   if (!res.ok) {
-    throw checkExpired(res, path, method, await errorOf(res));
+    throw checkExpired(res, path, method, hadSession, await errorOf(res));
   }
   if (res.status === 204) return null;
   const text = await res.text();
@@ -180,6 +186,7 @@ export function register(email, password, name) {
  */
 export async function streamChat(body, { signal, onDelta, onUsage, onOpen }) {
   const path = "/v1/chat/completions";
+  const hadSession = Boolean(session.account);
   const res = await fetch(path, {
     method: "POST",
     credentials: "same-origin",
@@ -188,7 +195,7 @@ export async function streamChat(body, { signal, onDelta, onUsage, onOpen }) {
     signal,
   });
   if (!res.ok) {
-    throw checkExpired(res, path, "POST", await errorOf(res));
+    throw checkExpired(res, path, "POST", hadSession, await errorOf(res));
   }
   if (onOpen) onOpen();
   const reader = res.body.getReader();

@@ -82,7 +82,7 @@ function renderTopbar(current) {
   const nav = h("nav", { class: "nav", "aria-label": "Main" }, links);
 
   const logout = h("button", { type: "button", class: "btn btn-sm", testid: "logout", onClick: doLogout }, "Log out");
-  const email = h("span", { class: "account-email", testid: "account-email",
+  const email = h("span", { class: "account-email", testid: "user-email",
     title: session.account.email || session.account.name }, session.account.email || session.account.name);
   panel.append(nav, h("div", { class: "nav-end" }, email, themeToggle(), logout));
   inner.append(menu, panel);

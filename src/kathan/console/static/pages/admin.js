@@ -93,11 +93,11 @@ function accountsPanel() {
 }
 
 function createAccountDialog(onCreated) {
-  const name = h("input", { type: "text", required: true, maxlength: "200", testid: "account-name", autofocus: true });
-  const email = h("input", { type: "email", required: true, maxlength: "320", autocomplete: "off", testid: "account-email" });
+  const name = h("input", { type: "text", required: true, maxlength: "200", testid: "account-create-name", autofocus: true });
+  const email = h("input", { type: "email", required: true, maxlength: "320", autocomplete: "off", testid: "account-create-email" });
   const password = h("input", { type: "password", required: true, minlength: "8", maxlength: "256",
-    autocomplete: "new-password", testid: "account-password" });
-  const admin = checkbox("Administrator", { testid: "account-admin" });
+    autocomplete: "new-password", testid: "account-create-password" });
+  const admin = checkbox("Administrator", { testid: "account-create-admin" });
   const submit = h("button", { type: "submit", class: "btn btn-primary", testid: "account-create-submit" }, "Create account");
   const dlg = openDialog({
     title: "Create an account",
@@ -241,7 +241,7 @@ export function renderAdmin(root) {
   root.append(
     h("div", { class: "page-header" }, h("div", null, h("h1", null, "Admin"),
       h("p", null, "Accounts, keys and usage of everyone on this server."))),
-    t.list, t.panels);
+    t.list, ...t.panels);
   t.select(0);
   return () => { accounts.stop(); keys.stop(); usage.stop(); };
 }

@@ -47,7 +47,7 @@ export function renderPlayground(root) {
   // ---- Controls --------------------------------------------------------------------
   const model = h("select", { testid: "pg-model", disabled: true }, h("option", { value: "" }, "Loading models…"));
   const system = h("textarea", { rows: "2", testid: "pg-system", placeholder: "You are a helpful assistant." });
-  const input = h("textarea", { rows: "2", testid: "pg-input", placeholder: "Type a message. Enter sends, Shift+Enter adds a line." });
+  const input = h("textarea", { rows: "2", testid: "pg-input", placeholder: "Type a message…" });
   const sendBtn = h("button", { type: "submit", class: "btn btn-primary", testid: "pg-send" }, "Send");
   const stopBtn = button("Stop", { class: "btn btn-danger", testid: "pg-stop", disabled: true });
   const clearBtn = button("Clear", { testid: "pg-clear" });
@@ -81,7 +81,8 @@ export function renderPlayground(root) {
   const tokens = h("strong", { testid: "pg-tokens" }, "—");
   const announcer = h("div", { class: "visually-hidden", role: "status", "aria-live": "polite" });
 
-  const emptyState = h("div", { class: "empty" }, h("p", null, "Send a message to start a conversation."));
+  const emptyState = h("div", { class: "empty" }, h("p", null, "Send a message to start a conversation."),
+    h("p", { class: "hint" }, "Enter sends; Shift+Enter starts a new line."));
   const log = h("div", { class: "messages", role: "log", "aria-label": "Conversation", testid: "pg-messages" }, emptyState);
 
   const composer = h("form", { class: "composer", "aria-label": "Message" },
