@@ -72,6 +72,7 @@ class _Upstream:
         assert self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+        self._loop.close()
 
 
 @dataclass
