@@ -60,7 +60,10 @@ export function toast(text) {
 // ---- Dialogs ------------------------------------------------------------------------
 
 export function closeAllDialogs() {
-  for (const dialog of [...dialogStack].reverse()) dialog.close();
+  for (const dialog of [...dialogStack].reverse()) {
+    dialog.close();
+    dialog.dispatchEvent(new Event("close")); // tear down now, not a task later
+  }
 }
 
 /**
@@ -83,19 +86,9 @@ export function openDialog({ title, content = [], actions = [], onSubmit, onClos
     form);
 
   let closed = false;
-  const close = () => {
-    if (!closed && dialog.open) dialog.close();
-  };
-  form.addEventListener("submit", (event) => {
-    // Enter in a field or a submit button: the caller decides; nothing closes by itself.
-    event.preventDefault();
-    if (onSubmit) onSubmit(event);
-  });
-  dialog.addEventListener("cancel", (event) => {
-    // Escape closes, except while the dialog waits for the server.
-    if (dialog.getAttribute("aria-busy") === "true") event.preventDefault();
-  });
-  dialog.addEventListener("close", () => {
+  // Runs once, at once when closed from code (the close event comes a task later) and
+  // on the close event when the browser closed it (Escape).
+  const teardown = () => {
     if (closed) return;
     closed = true;
     const i = dialogStack.indexOf(dialog);
@@ -107,7 +100,21 @@ export function openDialog({ title, content = [], actions = [], onSubmit, onClos
     if (previousFocus && typeof previousFocus.focus === "function" && document.contains(previousFocus)) {
       previousFocus.focus();
     }
+  };
+  const close = () => {
+    if (dialog.open) dialog.close();
+    teardown();
+  };
+  form.addEventListener("submit", (event) => {
+    // Enter in a field or a submit button: the caller decides; nothing closes by itself.
+    event.preventDefault();
+    if (onSubmit) onSubmit(event);
   });
+  dialog.addEventListener("cancel", (event) => {
+    // Escape closes, except while the dialog waits for the server.
+    if (dialog.getAttribute("aria-busy") === "true") event.preventDefault();
+  });
+  dialog.addEventListener("close", teardown);
 
   document.body.appendChild(dialog);
   dialogStack.push(dialog);
