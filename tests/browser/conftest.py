@@ -98,7 +98,7 @@ class Console:
             return account
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     chromium_path()  # skip before starting anything when there is no browser
     tmp = tmp_path_factory.mktemp("console")
@@ -122,7 +122,9 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
             stop_server(server)
 
 
-@pytest.fixture(scope="session")
+# Package-scoped: Playwright's sync API keeps an event loop running in this thread
+# while it is open, which the asyncio tests of the other packages cannot share.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 

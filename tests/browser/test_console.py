@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -104,12 +105,33 @@ def test_sign_up_create_a_key_use_it_with_the_sdk_and_see_it_in_usage(
     api = page.request.get("/v1/usage").json()["data"]
     assert sum(b["requests"] for b in api) == 1
     assert sum(b["total_tokens"] for b in api) == reply.usage.total_tokens
+    # The CSV export holds the same numbers.
+    with page.expect_download() as download:
+        page.click(tid("usage-export"))
+    lines = Path(download.value.path()).read_text().strip().splitlines()
+    header = lines[0].split(",")
+    [row] = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+    assert row["model"] == MODEL and row["requests"] == "1"
+    assert row["total_tokens"] == str(reply.usage.total_tokens)
     # A fresh log-in finds the account and its key again.
     page.click(tid("logout"))
     page.wait_for_selector(tid("login-email"))
     log_in(page, address)
     page.wait_for_selector('[data-page="keys"]')
     expect(page.locator(tid("key-row"))).to_have_count(1)
+
+
+def test_an_ended_session_sends_the_page_back_to_log_in(page: Any, console: Console) -> None:
+    address = email()
+    sign_up(page, address)
+    # The session ends on the server (it expired, or was logged out elsewhere).
+    csrf = page.request.get("/v1/auth/session").json()["csrf_token"]
+    assert page.request.delete("/v1/auth/session", headers={"X-CSRF-Token": csrf}).status == 204
+    page.click(tid("nav-usage"))
+    page.wait_for_selector(tid("login-email"))
+    expect(page.locator("body")).to_contain_text("Your session has expired")
+    log_in(page, address)
+    page.wait_for_selector('[data-page="keys"]')
 
 
 def test_revoking_a_key_makes_the_sdk_get_401(page: Any, console: Console) -> None:
@@ -364,3 +386,23 @@ def test_closed_registration_hides_sign_up(browser: Any, console: Console) -> No
         context.close()
     finally:
         stop_server(server)
+
+
+def test_the_csv_export_keeps_a_formula_as_text(page: Any, console: Console) -> None:
+    """A model name is whatever a client sent (a 404 is recorded under it): one that
+    looks like a spreadsheet formula is exported with a leading quote, so opening
+    the file (an admin's, say) runs nothing."""
+    sign_up(page, email())
+    key = create_key(page, "k")
+    page.click(tid("key-done"))
+    with OpenAI(base_url=console.server.v1, api_key=key, max_retries=0) as client, \
+            pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="=HYPERLINK(\"http://evil.example\")",
+                                       messages=[{"role": "user", "content": "Hi"}])
+    page.click(tid("nav-usage"))
+    total = page.locator(tid("usage-total-requests"))
+    eventually(lambda: (total.text_content() or "").strip() == "1", reload=page)
+    with page.expect_download() as download:
+        page.click(tid("usage-export"))
+    text = Path(download.value.path()).read_text()
+    assert '"\'=HYPERLINK(""http://evil.example"")"' in text, text

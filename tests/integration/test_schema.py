@@ -93,7 +93,9 @@ def account_credentials(server: LiveServer) -> dict[str, str]:
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     server = start_server(tmp_path_factory.mktemp("schema"),
                           "local:\n  n_ctx: 256\n"
-                          "requests:\n  max_tokens: 4\n  max_n: 2\n")
+                          "requests:\n  max_tokens: 4\n  max_n: 2\n"
+                          # Its wrong passwords are not guesses worth slowing down.
+                          "login_failure_delay_seconds: 0\n")
     yield server
     stop_server(server)
 

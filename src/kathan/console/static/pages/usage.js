@@ -44,7 +44,10 @@ function totalsOf(rows) {
 }
 
 function csvCell(value) {
-  const text = value === null || value === undefined ? "" : String(value);
+  let text = value === null || value === undefined ? "" : String(value);
+  // A model name is whatever a client sent (a 404 keeps it): one that starts like a
+  // formula must stay text in a spreadsheet, not run there (CSV injection).
+  if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = `'${text}`;
   return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
