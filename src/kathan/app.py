@@ -253,6 +253,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
             static_keys=settings.api_keys,
             db=app.state.db,
             cache_seconds=settings.key_cache_seconds,
+            session_models=settings.default_account.models,
         )
         try:
             yield

@@ -203,3 +203,15 @@ def test_the_console_page_and_its_files_carry_a_strict_csp(c: TestClient) -> Non
     r = c.get("/console/app.js")
     assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"
     assert c.get("/console/nope.js").status_code == 404
+
+
+def test_the_playground_may_use_only_what_the_accounts_keys_may(tmp_path: Path) -> None:
+    with client_with(tmp_path, registration="open",
+                     default_account={"models": ["alias"]}) as c:
+        session = sign_up(c)
+        headers = {"X-CSRF-Token": session["csrf_token"]}
+        assert c.post("/v1/chat/completions", json=BODY, headers=headers).status_code == 200
+        r = c.post("/v1/chat/completions", json={**BODY, "model": "other"}, headers=headers)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
+        assert [m["id"] for m in c.get("/v1/models").json()["data"]] == ["fake", "alias"]
+        assert [m["id"] for m in c.get("/v1/catalog").json()["data"]] == ["fake"]

@@ -68,12 +68,16 @@ class Authenticator:
         db: Database | None = None,
         cache_seconds: float = 10.0,
         negative_seconds: float = 2.0,
+        session_models: Iterable[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._static = tuple(_sha256(k) for k in static_keys)
         self._db = db
         self._cache_seconds = cache_seconds
         self._negative_seconds = negative_seconds
+        # What a non-admin's console session may call (the playground): the models its
+        # own keys may use (``default_account.models``), None for all.
+        self._session_models = frozenset(session_models) if session_models is not None else None
         self._cache: dict[str, _Entry] = {}
         self._clock = clock
         # The lookup under way for a prefix; the cache takes its answer only while it
@@ -185,8 +189,10 @@ class Authenticator:
             kind="session",
             is_admin=account.is_admin,
             account_id=account.id,
-            # The console playground's requests run under the account's own limits.
+            # The console playground's requests run under the account's own limits, and
+            # may use the models the account's own keys may.
             limits=repo.limits_of(account),
+            models=None if account.is_admin else self._session_models,
             expires_at=_aware(login.expires_at),
         )
         return _Entry(
