@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import http.server
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -193,6 +195,8 @@ def test_playground_time_to_first_token_and_rate_and_view_code(
     page: Any, console: Console
 ) -> None:
     sign_up(page, email())
+    key = create_key(page, "code")
+    page.click(tid("key-done"))
     _playground(page)
     page.fill(tid("pg-system"), "You are terse.")
     page.fill(tid("pg-max-tokens"), "12")
@@ -221,6 +225,11 @@ def test_playground_time_to_first_token_and_rate_and_view_code(
     assert "from openai import OpenAI" in python and "YOUR_API_KEY" in python
     assert "import OpenAI from" in js and "YOUR_API_KEY" in js
     assert "ks-" not in curl + python + js
+    # The Python shown is the request itself: with a real key it runs and answers.
+    ran = subprocess.run([sys.executable, "-c", python.replace("YOUR_API_KEY", key)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert re.search(r"\d+ prompt \+ \d+ completion tokens", ran.stdout), ran.stdout
 
 
 def test_voice_options_give_a_reply_with_no_digits_or_markdown(
