@@ -118,7 +118,9 @@ async def _announce(settings: Settings, serving: asyncio.Event,
     served = (f"model '{local.id}', alias {', '.join(local.aliases) or 'none'}"
               if local is not None else
               "models: " + (", ".join(m.id for m in settings.models) or "none"))
-    print(f"Kathan is ready: send requests to {base}/chat/completions ({served})",
+    console = (f"; the console is at http://{settings.host}:{settings.port}/"
+               if settings.console and settings.accounts else "")
+    print(f"Kathan is ready: send requests to {base}/chat/completions ({served}){console}",
           file=sys.stderr, flush=True)
 
 
