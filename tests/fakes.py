@@ -38,6 +38,10 @@ class FakeBackend:
     def check(self, request: ChatCompletionRequest) -> None:
         return None
 
+    def count_tokens(self, request: ChatCompletionRequest) -> int:
+        """One token per word of the messages' text (the local engine counts its own)."""
+        return sum(len(str(m.content or "").split()) for m in request.messages)
+
     async def probe(self) -> bool:
         return self._ready
 

@@ -17,7 +17,17 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from kathan import __version__, console
-from kathan.api import accounts, chat, docs, errors, health, methods, models, responses
+from kathan.api import (
+    accounts,
+    chat,
+    docs,
+    errors,
+    health,
+    messages,
+    methods,
+    models,
+    responses,
+)
 from kathan.api import metrics as metrics_api
 from kathan.api.middleware import BodyLimitMiddleware, DrainMiddleware, RequestCounter
 from kathan.auth.authenticator import Authenticator
@@ -306,6 +316,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
                        exempt=frozenset({"/health", "/ready", "/metrics"}))
     # Generation routes first: they are matched on every hot request.
     app.router.routes.insert(0, chat.route)
+    app.router.routes.insert(1, messages.route)
+    app.router.routes.insert(2, messages.count_route)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.include_router(models.router)

@@ -69,6 +69,12 @@ headers = { Authorization = "Bearer ${ST_SESSION}" }
 include-path = "/v1/chat/completions"
 checks.positive_data_acceptance.expected-statuses = [
   "2xx", "400", "401", "403", "404", "409", "429"]
+
+# Anthropic's dialect answers every refused request 400 (a schema-valid one may break a
+# rule between fields, or ask what the local model cannot do, such as thinking).
+[[operations]]
+include-path-regex = "^/v1/messages"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "429"]
 """
 
 

@@ -37,6 +37,10 @@ def _email() -> str:
 BASES: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
     ("POST", "/v1/chat/completions"): lambda: {
         "model": "fake", "messages": [{"role": "user", "content": "hi"}]},
+    ("POST", "/v1/messages"): lambda: {
+        "model": "fake", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+    ("POST", "/v1/messages/count_tokens"): lambda: {
+        "model": "fake", "messages": [{"role": "user", "content": "hi"}]},
     ("POST", "/v1/auth/register"): lambda: {"email": _email(), "password": "correct horse"},
     ("POST", "/v1/auth/login"): lambda: {"email": "ada@example.com",
                                          "password": "correct horse"},
@@ -122,6 +126,16 @@ def _refused(r: Any, *words: str, param: str | None = None,
              within: str | None = None) -> dict[str, Any]:
     """``r`` is a 422 whose message has ``words``, about ``param`` (or a place ``within``
     a field: ``messages[0]`` is within ``messages``)."""
+    if r.request.url.path.startswith("/v1/messages"):
+        # Anthropic's dialect: a 400 in its shape, whose message names the field.
+        assert r.status_code == 400, (r.status_code, r.text)
+        assert r.json()["type"] == "error", r.text
+        anthropic: dict[str, Any] = r.json()["error"]
+        assert anthropic["type"] == "invalid_request_error", anthropic
+        assert all(w in anthropic["message"] for w in words), (words, anthropic)
+        named = param if within is None else within
+        assert named is None or named in anthropic["message"], (named, anthropic)
+        return anthropic
     assert r.status_code == 422, (r.status_code, r.text)
     error: dict[str, Any] = r.json()["error"]
     assert all(w in error["message"] for w in words), (words, error)

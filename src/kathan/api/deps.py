@@ -54,6 +54,9 @@ async def _principal(
     principal = None
     if credentials is not None:
         principal = await auth.verify(credentials.credentials, allow=kinds)
+    elif (api_key_header := request.headers.get("x-api-key")) is not None:
+        # Anthropic's way of sending a key (its SDK's), accepted on every route.
+        principal = await auth.verify(api_key_header, allow=kinds)
     else:
         # The console's session cookie (auth/browser.py): a login session on every route,
         # the model routes included (the playground), with CSRF checked on writes.

@@ -31,17 +31,37 @@ from kathan.errors import (
 logger = logging.getLogger(__name__)
 
 
-def render(exc: KathanError) -> JSONResponse:
-    """The JSON answer to an error."""
+# Anthropic's Messages API answers errors in its own shape, on its own paths.
+ANTHROPIC_PATHS = "/v1/messages"
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 409: "invalid_request_error", 413: "request_too_large",
+    429: "rate_limit_error", 503: "overloaded_error",
+}
+
+
+def anthropic_body(exc: KathanError) -> tuple[int, dict[str, Any]]:
+    """The status and body Anthropic's API would answer: ``{"type": "error", "error":
+    {"type", "message"}}``; a body that breaks the schema is its 400, as there."""
+    status = 400 if exc.status_code == 422 else exc.status_code
+    return status, {"type": "error", "error": {
+        "type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": exc.message}}
+
+
+def render(exc: KathanError, path: str = "") -> JSONResponse:
+    """The JSON answer to an error, in the dialect of the ``path`` it answers."""
+    if path.startswith(ANTHROPIC_PATHS):
+        status, body = anthropic_body(exc)
+        return JSONResponse(body, status_code=status, headers=exc.headers)
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
 
-def sse_error(exc: BaseException) -> bytes:
+def sse_error(exc: BaseException, *, anthropic: bool = False) -> bytes:
     """The ``error`` event that ends a stream whose headers have gone out."""
     error = as_kathan_error(exc, where="stream")
     if isinstance(error, InternalServerError):
         error = EngineError("The stream failed; see the server log.")
-    data = json.dumps(error.body())
+    data = json.dumps(anthropic_body(error)[1] if anthropic else error.body())
     return b"event: error\n" + b"".join(
         b"data: " + line.encode() + b"\n" for line in data.split("\n")) + b"\n"
 
@@ -57,18 +77,18 @@ def issue(error: Any) -> dict[str, Any]:
 
 async def _kathan_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KathanError)
-    return render(exc)
+    return render(exc, request.url.path)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     refused = request.scope.get(REFUSED)
     if isinstance(refused, RequestValidationFailed):  # the body was not acceptable JSON
-        return render(refused)
+        return render(refused, request.url.path)
     errors = list(exc.errors())
     message, param = explain(errors, exc.body)
     return render(RequestValidationFailed([issue(e) for e in errors], message=message,
-                                          param=param))
+                                          param=param), request.url.path)
 
 
 class _HTTPError(KathanError):
@@ -85,9 +105,10 @@ class _HTTPError(KathanError):
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    path = request.url.path
     if exc.status_code == 404:
-        return render(NotFoundError(f"No route for {request.method} {request.url.path}"))
-    return render(_HTTPError(exc.status_code, str(exc.detail), exc.headers))
+        return render(NotFoundError(f"No route for {request.method} {path}"), path)
+    return render(_HTTPError(exc.status_code, str(exc.detail), exc.headers), path)
 
 
 _STORE_ERRORS = (OperationalError, InterfaceError, ConnectionError)
@@ -108,7 +129,8 @@ def as_kathan_error(exc: BaseException, *, where: str) -> KathanError:
 
 
 async def _store_error(request: Request, exc: Exception) -> JSONResponse:
-    return render(as_kathan_error(exc, where=f"{request.method} {request.url.path}"))
+    return render(as_kathan_error(exc, where=f"{request.method} {request.url.path}"),
+                  request.url.path)
 
 
 class NotedSend:
@@ -146,7 +168,7 @@ class ServerErrors:
             if noted.started:
                 raise
             error = as_kathan_error(exc, where=f"{scope['method']} {scope['path']}")
-            await render(error)(scope, receive, send)
+            await render(error, scope["path"])(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

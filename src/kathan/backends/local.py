@@ -198,6 +198,10 @@ class LocalBackend:
     def ready(self) -> bool:
         return self.engine.ready
 
+    def count_tokens(self, request: ChatCompletionRequest) -> int:
+        """The prompt's length in tokens, as ``build`` renders and tokenizes it."""
+        return len(self.build(request)[0].prompt)
+
     def build(self, request: ChatCompletionRequest) -> tuple[GenerationRequest, bool]:
         """Validate and tokenize; raise ``KathanError`` for what cannot be served.
 

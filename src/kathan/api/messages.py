@@ -1,0 +1,205 @@
+"""``POST /v1/messages`` and ``POST /v1/messages/count_tokens``: Anthropic's Messages API,
+``GenerationRoute``s like chat's.
+
+The request is translated once (``protocol/messages.to_chat``) into the chat request
+that every backend serves, and takes the one request path: the key (``x-api-key`` or
+``Authorization: Bearer``), limits, ledger row, routing, voice. The deltas that come
+back are rendered in Anthropic's shape: one ``message``, or its stream of events
+(``message_start``, ``content_block_start``/``_delta``/``_stop`` with ``text_delta``
+and ``input_json_delta``, ``message_delta``, ``message_stop``, ``ping``); errors as
+``{"type": "error", "error": {...}}`` (``api/errors.render`` picks the dialect by
+path). ``anthropic-version`` is accepted whatever its value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from kathan.api import responses
+from kathan.api.deps import api_key, read_json
+from kathan.api.disconnect import unless_disconnected
+from kathan.api.errors import sse_error
+from kathan.api.routes import GenerationRoute
+from kathan.api.sse import EventStreamResponse, encode
+from kathan.errors import InvalidRequestError
+from kathan.protocol import messages as wire
+from kathan.protocol.chat import ChatCompletion
+from kathan.service.chat import ChatService
+from kathan.service.generation import Generation
+from kathan.service.metering import Meter, Metering
+
+PATH = "/v1/messages"
+COUNT_PATH = "/v1/messages/count_tokens"
+
+_STREAM_DOC = {
+    "description": "A message, or with `stream: true` Anthropic's stream of events.",
+    "content": {"text/event-stream": {"schema": {
+        "type": "object",
+        "description": "One event: `event` names it (`message_start`, `content_block_delta`, "
+        "...), `data` is its JSON.",
+        "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+        "required": ["data"],
+    }}},
+}
+
+
+def _message(completion: ChatCompletion) -> wire.MessageResponse:
+    choice = completion.choices[0]
+    content: list[wire.OutText | wire.OutToolUse] = []
+    if choice.message.content:
+        content.append(wire.OutText(text=choice.message.content))
+    for call in choice.message.tool_calls or ():
+        content.append(wire.OutToolUse(id=call.id, name=call.function.name,
+                                       input=_arguments(call.function.arguments)))
+    usage = completion.usage
+    cached = (usage.prompt_tokens_details or {}).get("cached_tokens", 0) if usage else 0
+    return wire.MessageResponse(
+        id=_message_id(completion.id), model=completion.model, content=content,
+        stop_reason=wire.stop_reason(choice.finish_reason),
+        usage=wire.MessagesUsage(
+            input_tokens=(usage.prompt_tokens - cached) if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            cache_read_input_tokens=cached))
+
+
+def _message_id(chat_id: str) -> str:
+    return "msg_" + chat_id.removeprefix("chatcmpl-")
+
+
+def _arguments(text: str) -> dict[str, Any]:
+    """A call's arguments as the object Anthropic's ``input`` is (a model that wrote
+    something else gets it under ``_raw``, rather than losing it)."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {"_raw": text}
+    return value if isinstance(value, dict) else {"_raw": text}
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return encode(json.dumps({"type": name, **data}, ensure_ascii=False), name)
+
+
+async def _events(generation: Generation) -> AsyncGenerator[bytes, None]:
+    """The generation's deltas as Anthropic's stream. Rendering only: the response owns
+    and closes the generation."""
+    yield _event("message_start", {"message": {
+        "id": _message_id(f"chatcmpl-{generation.request_id}"), "type": "message",
+        "role": "assistant", "model": generation.model, "content": [],
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 0, "output_tokens": 0}}})
+    yield _event("ping", {})
+    block = -1  # the index of the block being written
+    kind: str | None = None  # its type: "text" or "tool_use"
+    calls: dict[int, int] = {}  # a tool call's index -> its block
+    finish: str | None = None
+    usage: dict[str, int] = {"input_tokens": 0, "output_tokens": 0}
+    try:
+        async for delta in generation:
+            if delta.index != 0:
+                continue  # n is 1: Messages has no choices
+            if delta.content:
+                if kind != "text":
+                    if kind is not None:
+                        yield _event("content_block_stop", {"index": block})
+                    block, kind = block + 1, "text"
+                    yield _event("content_block_start", {
+                        "index": block, "content_block": {"type": "text", "text": ""}})
+                yield _event("content_block_delta", {
+                    "index": block, "delta": {"type": "text_delta", "text": delta.content}})
+            for call in delta.tool_calls:
+                if call.index not in calls:
+                    if kind is not None:
+                        yield _event("content_block_stop", {"index": block})
+                    block, kind = block + 1, "tool_use"
+                    calls[call.index] = block
+                    yield _event("content_block_start", {"index": block, "content_block": {
+                        "type": "tool_use", "id": call.id or f"toolu_{block}",
+                        "name": call.name or "", "input": {}}})
+                if call.arguments:
+                    yield _event("content_block_delta", {
+                        "index": calls[call.index],
+                        "delta": {"type": "input_json_delta", "partial_json": call.arguments}})
+            if delta.finish_reason is not None:
+                finish = delta.finish_reason
+            if delta.usage is not None:
+                cached = delta.usage.cached_tokens
+                usage = {"input_tokens": delta.usage.prompt_tokens - cached,
+                         "output_tokens": delta.usage.completion_tokens,
+                         "cache_read_input_tokens": cached}
+    except Exception as exc:  # noqa: BLE001 - every error ends the stream as its event
+        yield sse_error(exc, anthropic=True)
+        return
+    if kind is not None:
+        yield _event("content_block_stop", {"index": block})
+    yield _event("message_delta", {
+        "delta": {"stop_reason": wire.stop_reason(finish), "stop_sequence": None},
+        "usage": usage})
+    yield _event("message_stop", {})
+
+
+async def create_message(request: Request) -> Response:
+    """A message, Anthropic's shape (its SDK's `client.messages.create` and `.stream`)."""
+    principal = await api_key(request)
+    body = await read_json(request, wire.MessagesRequest, principal)
+    state = request.app.state
+    service: ChatService = state.chat
+    metering: Metering | None = state.metering
+    meter: Meter | None = None
+    if metering is not None:
+        meter = metering.begin(principal, streamed=bool(body.stream))
+    try:
+        chat = wire.to_chat(body)
+    except InvalidRequestError as error:
+        if meter is not None:
+            meter.model = body.model
+            await meter.fail(error)
+        raise
+    if body.stream:
+        generation = await unless_disconnected(request.receive, service.open(chat, meter=meter))
+        try:
+            return EventStreamResponse(_events(generation), owner=generation,
+                                       headers=meter.rate_headers() if meter else None)
+        except BaseException:
+            await generation.aclose()
+            raise
+    completion = await unless_disconnected(request.receive, service.complete(chat, meter=meter))
+    return Response(_message(completion).model_dump_json(), media_type="application/json",
+                    headers=meter.rate_headers() if meter else None)
+
+
+async def count_message_tokens(request: Request) -> Response:
+    """The prompt's size in tokens, as the model would see it (a backend that can count:
+    the local engine, with its own template and tokenizer). Upstream models are not
+    counted here yet."""
+    principal = await api_key(request)
+    body = await read_json(request, wire.CountTokensRequest, principal)
+    registry = request.app.state.registry
+    entry = registry.resolve(body.model, principal.may_use)
+    if not principal.may_use(entry.id, entry.aliases):
+        raise registry.missing(body.model, principal.may_use)
+    count = getattr(entry.backend, "count_tokens", None)
+    if count is None:
+        raise InvalidRequestError(
+            f"count_tokens counts prompts of local models only; '{body.model}' is served "
+            "by an upstream provider.", param="model", code="unsupported_model")
+    tokens: int = count(wire.count_request(body))
+    return Response(wire.TokenCount(input_tokens=tokens).model_dump_json(),
+                    media_type="application/json")
+
+
+route = GenerationRoute(
+    PATH, create_message, body=wire.MessagesRequest, answer=wire.MessageResponse,
+    responses={200: _STREAM_DOC, **responses.errors(400, 401, 403, 404, 413, 429, 503)},
+    summary="Create Message (Anthropic)",
+)
+count_route = GenerationRoute(
+    COUNT_PATH, count_message_tokens, body=wire.CountTokensRequest, answer=wire.TokenCount,
+    responses=responses.errors(400, 401, 403, 404, 413, 503),
+    summary="Count Message Tokens (Anthropic)",
+)
