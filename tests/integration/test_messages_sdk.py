@@ -189,3 +189,18 @@ def test_each_message_gets_a_ledger_row_and_limits_apply(live_server: LiveServer
     assert sum(r["requests"] for r in rows) == 3
     assert sum(r["rate_limited"] for r in rows) == 1
     assert json.dumps(rows)  # plain JSON
+
+
+def test_a_stop_sequence_is_named_as_the_reason(client: anthropic.Anthropic) -> None:
+    ask: dict[str, Any] = {"model": MODEL, "max_tokens": 24, "extra_body": GREEDY,
+                           "messages": [{"role": "user", "content": "Tell me about cats."}]}
+    free = client.messages.create(**ask).content[0].text  # type: ignore[union-attr]
+    word = free.split()[3]  # a word the model will write again (greedy)
+    stopped = client.messages.create(**ask, stop_sequences=[word, "zzzz"])
+    assert (stopped.stop_reason, stopped.stop_sequence) == ("stop_sequence", word)
+    assert stopped.content[0].text == free[:free.index(word)]  # type: ignore[union-attr]
+    with client.messages.stream(**ask, stop_sequences=[word, "zzzz"]) as stream:
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", word)
+    # Without one of its own, a reply that ends is an end_turn, not a stop_sequence.
+    assert client.messages.create(**ask).stop_sequence is None

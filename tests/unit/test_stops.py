@@ -75,3 +75,11 @@ def test_call_tags_pass_where_calls_are_parsed() -> None:
             "_", "call", ">"]
     assert run(markup_stops(CHATML, use), call) == ("".join(call), False)
     assert run(markup_stops(CHATML, None), call) == ("", True)
+
+
+def test_the_matcher_says_which_stop_string_ended_the_text() -> None:
+    m = StopMatcher(["END", "STOP"])
+    assert m.matched is None
+    assert m.feed("one ST") == ("one ", False) and m.matched is None
+    assert m.feed("OP, END") == ("", True)
+    assert m.matched == "STOP"  # the earliest in the text, not the first listed

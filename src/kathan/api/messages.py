@@ -28,7 +28,8 @@ from kathan.api.routes import GenerationRoute
 from kathan.api.sse import EventStreamResponse, encode
 from kathan.errors import InvalidRequestError
 from kathan.protocol import messages as wire
-from kathan.protocol.chat import ChatCompletion
+from kathan.backends.base import TokenUsage
+from kathan.protocol.chat import ChatCompletionRequest
 from kathan.service.chat import ChatService
 from kathan.service.generation import Generation
 from kathan.service.metering import Meter, Metering
@@ -48,23 +49,57 @@ _STREAM_DOC = {
 }
 
 
-def _message(completion: ChatCompletion) -> wire.MessageResponse:
-    choice = completion.choices[0]
+def _stop(finish: str | None, matched: str | None,
+          asked: tuple[str, ...]) -> tuple[wire.StopReason, str | None]:
+    """Anthropic's stop reason and stop sequence: ``stop_sequence`` when the choice ended
+    on one of the request's own stop sequences (not the template's markup)."""
+    if finish == "stop" and matched is not None and matched in asked:
+        return "stop_sequence", matched
+    return wire.stop_reason(finish), None
+
+
+def _usage(usage: TokenUsage | None) -> wire.MessagesUsage:
+    if usage is None:
+        return wire.MessagesUsage(input_tokens=0, output_tokens=0)
+    return wire.MessagesUsage(
+        input_tokens=usage.prompt_tokens - usage.cached_tokens,
+        output_tokens=usage.completion_tokens, cache_read_input_tokens=usage.cached_tokens)
+
+
+async def _collect(
+    service: ChatService, chat: ChatCompletionRequest, meter: Meter | None,
+    asked: tuple[str, ...],
+) -> wire.MessageResponse:
+    """The whole message: the same deltas the stream renders, gathered."""
+    generation = await service.open(chat, meter=meter)
+    text: list[str] = []
+    calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+    finish = matched = None
+    usage: TokenUsage | None = None
+    async with generation:
+        async for delta in generation:
+            if delta.usage is not None:
+                usage = delta.usage
+            if delta.index != 0:
+                continue
+            if delta.content:
+                text.append(delta.content)
+            for call in delta.tool_calls:
+                held = calls.setdefault(call.index, [call.id or "", call.name or "", ""])
+                held[0], held[1] = held[0] or call.id or "", held[1] or call.name or ""
+                held[2] += call.arguments
+            if delta.finish_reason is not None:
+                finish, matched = delta.finish_reason, delta.stop
     content: list[wire.OutText | wire.OutToolUse] = []
-    if choice.message.content:
-        content.append(wire.OutText(text=choice.message.content))
-    for call in choice.message.tool_calls or ():
-        content.append(wire.OutToolUse(id=call.id, name=call.function.name,
-                                       input=_arguments(call.function.arguments)))
-    usage = completion.usage
-    cached = (usage.prompt_tokens_details or {}).get("cached_tokens", 0) if usage else 0
+    if text:
+        content.append(wire.OutText(text="".join(text)))
+    for index, (call_id, name, arguments) in sorted(calls.items()):
+        content.append(wire.OutToolUse(id=call_id or f"toolu_{index}", name=name,
+                                       input=_arguments(arguments)))
+    reason, sequence = _stop(finish, matched, asked)
     return wire.MessageResponse(
-        id=_message_id(completion.id), model=completion.model, content=content,
-        stop_reason=wire.stop_reason(choice.finish_reason),
-        usage=wire.MessagesUsage(
-            input_tokens=(usage.prompt_tokens - cached) if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            cache_read_input_tokens=cached))
+        id=_message_id(f"chatcmpl-{generation.request_id}"), model=generation.model,
+        content=content, stop_reason=reason, stop_sequence=sequence, usage=_usage(usage))
 
 
 def _message_id(chat_id: str) -> str:
@@ -85,7 +120,9 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return encode(json.dumps({"type": name, **data}, ensure_ascii=False), name)
 
 
-async def _events(generation: Generation) -> AsyncGenerator[bytes, None]:
+async def _events(
+    generation: Generation, asked: tuple[str, ...]
+) -> AsyncGenerator[bytes, None]:
     """The generation's deltas as Anthropic's stream. Rendering only: the response owns
     and closes the generation."""
     yield _event("message_start", {"message": {
@@ -98,7 +135,8 @@ async def _events(generation: Generation) -> AsyncGenerator[bytes, None]:
     kind: str | None = None  # its type: "text" or "tool_use"
     calls: dict[int, int] = {}  # a tool call's index -> its block
     finish: str | None = None
-    usage: dict[str, int] = {"input_tokens": 0, "output_tokens": 0}
+    matched: str | None = None
+    usage = _usage(None)
     try:
         async for delta in generation:
             if delta.index != 0:
@@ -126,20 +164,18 @@ async def _events(generation: Generation) -> AsyncGenerator[bytes, None]:
                         "index": calls[call.index],
                         "delta": {"type": "input_json_delta", "partial_json": call.arguments}})
             if delta.finish_reason is not None:
-                finish = delta.finish_reason
+                finish, matched = delta.finish_reason, delta.stop
             if delta.usage is not None:
-                cached = delta.usage.cached_tokens
-                usage = {"input_tokens": delta.usage.prompt_tokens - cached,
-                         "output_tokens": delta.usage.completion_tokens,
-                         "cache_read_input_tokens": cached}
+                usage = _usage(delta.usage)
     except Exception as exc:  # noqa: BLE001 - every error ends the stream as its event
         yield sse_error(exc, anthropic=True)
         return
     if kind is not None:
         yield _event("content_block_stop", {"index": block})
+    reason, sequence = _stop(finish, matched, asked)
     yield _event("message_delta", {
-        "delta": {"stop_reason": wire.stop_reason(finish), "stop_sequence": None},
-        "usage": usage})
+        "delta": {"stop_reason": reason, "stop_sequence": sequence},
+        "usage": usage.model_dump()})
     yield _event("message_stop", {})
 
 
@@ -160,16 +196,17 @@ async def create_message(request: Request) -> Response:
             meter.model = body.model
             await meter.fail(error)
         raise
+    asked = tuple(body.stop_sequences or ())
     if body.stream:
         generation = await unless_disconnected(request.receive, service.open(chat, meter=meter))
         try:
-            return EventStreamResponse(_events(generation), owner=generation,
+            return EventStreamResponse(_events(generation, asked), owner=generation,
                                        headers=meter.rate_headers() if meter else None)
         except BaseException:
             await generation.aclose()
             raise
-    completion = await unless_disconnected(request.receive, service.complete(chat, meter=meter))
-    return Response(_message(completion).model_dump_json(), media_type="application/json",
+    message = await unless_disconnected(request.receive, _collect(service, chat, meter, asked))
+    return Response(message.model_dump_json(), media_type="application/json",
                     headers=meter.rate_headers() if meter else None)
 
 

@@ -445,6 +445,7 @@ class StreamTranslator:
         self._usage = {"input_tokens": 0, "cache_read_input_tokens": 0,
                        "cache_creation_input_tokens": 0, "output_tokens": 0}
         self._stop_reason: str | None = None
+        self._stop_sequence: str | None = None  # the stop sequence Anthropic matched
         self._pieces = 0  # output deltas seen, for a stream cut before its usage
         self.done = False
 
@@ -471,14 +472,19 @@ class StreamTranslator:
                 block.has_arguments = True  # a call without input still has JSON arguments
                 return [Delta(tool_calls=(ToolCallDelta(block.tool, arguments="{}"),))]
         elif kind == "message_delta":
-            reason = _dict(data.get("delta")).get("stop_reason")
+            delta = _dict(data.get("delta"))
+            reason = delta.get("stop_reason")
             if isinstance(reason, str):
                 self._stop_reason = reason
+            matched = delta.get("stop_sequence")
+            if isinstance(matched, str):
+                self._stop_sequence = matched
             self._add_usage(data.get("usage"))
         elif kind == "message_stop":
             self.done = True
             finish = _FINISH.get(self._stop_reason or "end_turn", "stop")
-            return [Delta(finish_reason=finish), Delta(usage=self.counted())]
+            return [Delta(finish_reason=finish, stop=self._stop_sequence),
+                    Delta(usage=self.counted())]
         return []  # ping, and event types Anthropic may add later
 
     def counted(self) -> TokenUsage:

@@ -47,6 +47,9 @@ class Delta:
     usage: TokenUsage | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
     tool_calls: tuple[ToolCallDelta, ...] = ()
+    # With finish_reason "stop": the stop string that ended the choice, where the backend
+    # knows it (Anthropic's stop_sequence).
+    stop: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -426,7 +426,8 @@ async def engine_deltas(
                 finish = event.finish_reason
                 if finish == "stop" and index in parsers and parsers[index].calls:
                     finish = "tool_calls"
-                yield Delta(index=index, finish_reason=finish)
+                yield Delta(index=index, finish_reason=finish,
+                            stop=event.stop if finish == "stop" else None)
                 prompt = event.prompt_tokens
                 cached = max(cached, event.cached_tokens)
                 completion += event.completion_tokens

@@ -49,6 +49,11 @@ class Detokenizer:
         """``(text, stopped)``: after ``stopped`` the choice is over, and ``text`` is its last."""
         return self._stops.feed(self._decoder.decode(piece))
 
+    @property
+    def stopped_by(self) -> str | None:
+        """The stop string that ended the choice (after ``feed`` said ``stopped``)."""
+        return self._stops.matched
+
     def end(self) -> str:
         """Generation ended without a stop: the text held back, less any unfinished character."""
         self._decoder.reset()

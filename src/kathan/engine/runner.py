@@ -298,6 +298,7 @@ class Runner:
                 prompt_tokens=len(request.prompt),
                 cached_tokens=choice.cached,
                 logprobs=logprobs,
+                stop=choice.text.stopped_by if stopped else None,
             )
         )
         return True

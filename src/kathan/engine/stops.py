@@ -20,7 +20,7 @@ class StopMatcher:
     ('', True)
     """
 
-    __slots__ = ("_firsts", "_held", "_longest", "_stops")
+    __slots__ = ("_firsts", "_held", "_longest", "_stops", "matched")
 
     def __init__(self, stops: Iterable[str]) -> None:
         self._stops = tuple(s for s in stops if s)
@@ -29,6 +29,7 @@ class StopMatcher:
         # Every request carries the template's markup as stops: most text holds
         # none of their first characters, and is passed without comparing tails.
         self._firsts = frozenset(s[0] for s in self._stops)
+        self.matched: str | None = None  # the stop string that ended the text, once one did
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Return ``(safe_text, stopped)``. After ``stopped``, discard the matcher."""
@@ -39,7 +40,7 @@ class StopMatcher:
         for stop in self._stops:
             at = buf.find(stop)
             if at != -1 and (cut == -1 or at < cut):
-                cut = at
+                cut, self.matched = at, stop
         if cut != -1:
             self._held = ""
             return buf[:cut], True

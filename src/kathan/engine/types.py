@@ -72,6 +72,7 @@ class GenerationEvent:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()
+    stop: str | None = None  # the stop string that ended the choice (finish "stop")
 
 
 @dataclass(frozen=True, slots=True)
