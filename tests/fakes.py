@@ -38,6 +38,9 @@ class FakeBackend:
     def check(self, request: ChatCompletionRequest) -> None:
         return None
 
+    # Replays its pieces for a legacy completion's raw prompt too (/v1/completions).
+    serves_raw_prompts = True
+
     def count_tokens(self, request: ChatCompletionRequest) -> int:
         """One token per word of the messages' text (the local engine counts its own)."""
         return sum(len(str(m.content or "").split()) for m in request.messages)

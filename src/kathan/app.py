@@ -20,6 +20,7 @@ from kathan import __version__, console
 from kathan.api import (
     accounts,
     chat,
+    completions,
     docs,
     errors,
     health,
@@ -318,6 +319,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     app.router.routes.insert(0, chat.route)
     app.router.routes.insert(1, messages.route)
     app.router.routes.insert(2, messages.count_route)
+    app.router.routes.insert(3, completions.route)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.include_router(models.router)

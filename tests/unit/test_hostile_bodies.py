@@ -37,6 +37,7 @@ def _email() -> str:
 BASES: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
     ("POST", "/v1/chat/completions"): lambda: {
         "model": "fake", "messages": [{"role": "user", "content": "hi"}]},
+    ("POST", "/v1/completions"): lambda: {"model": "fake", "prompt": "hi"},
     ("POST", "/v1/messages"): lambda: {
         "model": "fake", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
     ("POST", "/v1/messages/count_tokens"): lambda: {

@@ -198,6 +198,9 @@ class LocalBackend:
     def ready(self) -> bool:
         return self.engine.ready
 
+    # Continues a raw prompt (``/v1/completions``) without the chat template.
+    serves_raw_prompts = True
+
     def count_tokens(self, request: ChatCompletionRequest) -> int:
         """The prompt's length in tokens, as ``build`` renders and tokenizes it."""
         return len(self.build(request)[0].prompt)
@@ -227,6 +230,9 @@ class LocalBackend:
                     f"logit_bias names token {token}, but the vocabulary has {n_vocab} tokens.",
                     param="logit_bias",
                 )
+        raw = request._raw_prompt
+        if raw is not None:
+            return self._build_raw(request, raw), False
         use = tool_use(request)
         template = self.engine.template
         assert template is not None
@@ -284,6 +290,43 @@ class LocalBackend:
             ),
             use is not None and use.calls_allowed,
         )
+
+    def _build_raw(self, request: ChatCompletionRequest, raw: str | list[int]) -> GenerationRequest:
+        """A legacy completion: the prompt continued as it is (text tokenized as
+        llama.cpp's server does, special tokens included; or the token ids given)."""
+        model = self.engine.model
+        n_vocab = model.info.n_vocab
+        if isinstance(raw, str):
+            prompt = model.tokenize(raw, add_special=model.info.add_bos, parse_special=True)
+        else:
+            bad = [t for t in raw if not 0 <= t < n_vocab]
+            if bad:
+                raise InvalidRequestError(
+                    f"prompt holds token {bad[0]}, but the vocabulary has {n_vocab} tokens "
+                    f"(0 to {n_vocab - 1}).", param="prompt")
+            prompt = list(raw)
+        if not prompt:
+            raise InvalidRequestError("prompt is empty: give at least one token.",
+                                      param="prompt")
+        n_ctx = self.engine.n_ctx
+        requested = request.max_tokens
+        if len(prompt) + (requested or 1) > n_ctx:
+            asked = f" plus {requested} requested completion tokens" if requested else ""
+            raise ContextLengthExceededError(
+                f"This model's context is {n_ctx} tokens, but the prompt has {len(prompt)} "
+                f"tokens{asked} ({len(prompt) + (requested or 1)} in all).",
+                param="max_tokens" if requested else "prompt")
+        n = request.n or 1
+        slots = self.engine.config.n_slots
+        if n > slots:
+            raise InvalidRequestError(
+                f"'n' is {n}, but this model runs at most {slots} sequences at once.", param="n")
+        room = n_ctx - len(prompt)
+        return GenerationRequest(
+            prompt=prompt, sampling=sampling_params(request),
+            max_tokens=requested or min(self._default_max_tokens or room, room),
+            stop=request.stop_list, n=n,
+            logprobs=(request.top_logprobs or 0) if request.logprobs else None)
 
     def _content_grammar(self, request: ChatCompletionRequest) -> str | None:
         """The grammar that enforces ``response_format``, or None for plain text."""

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     Strict,
+    PrivateAttr,
     field_validator,
     model_serializer,
 )
@@ -185,6 +186,10 @@ class ChatCompletionRequest(_Wire):
     backend refuses them with a 400 that names them."""
 
     model_config = ConfigDict(extra="allow")
+    # A legacy completion's prompt (``/v1/completions``): text, or token ids, to continue
+    # as it is, without the chat template. Never on the wire; ``messages`` then holds
+    # the prompt's text for what reads it (the voice, the logs).
+    _raw_prompt: str | list[int] | None = PrivateAttr(None)
 
     messages: list[ChatMessage] = Field(min_length=1)
     model: str = Field(min_length=1)

@@ -78,6 +78,12 @@ class ChatService:
             visible = meter.principal.may_use if meter is not None else _every_model
             entry = self.registry.resolve(request.model, visible)
             entry.ceilings.check(entry.id, request)
+            if request._raw_prompt is not None and not getattr(
+                    entry.backend, "serves_raw_prompts", False):
+                raise InvalidRequestError(
+                    f"Model '{request.model}' is served by an upstream provider, and "
+                    "/v1/completions continues prompts of local models only.",
+                    param="model", code="unsupported_endpoint")
             answering = entry
             if voice is not None and voice.finetune and entry.voice_model is not None:
                 answering = self.registry.resolve(entry.voice_model)

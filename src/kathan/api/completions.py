@@ -1,0 +1,184 @@
+"""``POST /v1/completions``: OpenAI's legacy completions, a ``GenerationRoute`` like chat's.
+
+The request is translated once (``protocol/completions.to_chat``) into a chat request
+that carries its raw prompt, and takes the one request path (key, limits, ledger,
+routing); the local engine continues the prompt as it is, without the chat template.
+The deltas that come back are rendered as ``text_completion`` objects: one, or a
+stream of them ending with ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from kathan.api import responses
+from kathan.api.deps import api_key, read_json
+from kathan.api.disconnect import unless_disconnected
+from kathan.api.routes import GenerationRoute
+from kathan.api.sse import EventStreamResponse, encode_stream
+from kathan.backends.base import Delta, TokenUsage
+from kathan.errors import InvalidRequestError
+from kathan.protocol import completions as wire
+from kathan.protocol.chat import ChatCompletionRequest, TokenLogprob
+from kathan.service.chat import ChatService
+from kathan.service.generation import Generation
+from kathan.service.metering import Meter, Metering
+
+PATH = "/v1/completions"
+
+_STREAM_DOC = {
+    "description": "A text completion, or with `stream: true` a stream of "
+    "`text_completion` server-sent events ending with `data: [DONE]`.",
+    "content": {"text/event-stream": {"schema": {
+        "type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"],
+    }}},
+}
+
+
+class _Logprobs:
+    """One choice's log probabilities in the legacy shape, with character offsets."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.tokens: list[str] = []
+        self.token_logprobs: list[float | None] = []
+        self.top: list[dict[str, float]] = []
+        self.text_offset: list[int] = []
+
+    def add(self, items: Iterable[TokenLogprob]) -> wire.CompletionLogprobs:
+        """Record ``items``; returns the legacy object of just these."""
+        part = wire.CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[],
+                                       text_offset=[])
+        for item in items:
+            top = {t.token: t.logprob for t in item.top_logprobs}
+            for tokens, logprobs, tops, offsets in (
+                    (self.tokens, self.token_logprobs, self.top, self.text_offset),
+                    (part.tokens, part.token_logprobs, part.top_logprobs, part.text_offset)):
+                tokens.append(item.token)
+                logprobs.append(item.logprob)
+                assert tops is not None
+                tops.append(top)
+                offsets.append(self.offset)
+            self.offset += len(item.token)
+        return part
+
+    def whole(self) -> wire.CompletionLogprobs:
+        return wire.CompletionLogprobs(tokens=self.tokens, token_logprobs=self.token_logprobs,
+                                       top_logprobs=self.top, text_offset=self.text_offset)
+
+
+def _usage(usage: TokenUsage | None) -> wire.CompletionUsage | None:
+    if usage is None:
+        return None
+    return wire.CompletionUsage(prompt_tokens=usage.prompt_tokens,
+                                completion_tokens=usage.completion_tokens,
+                                total_tokens=usage.prompt_tokens + usage.completion_tokens)
+
+
+def _finish(delta: Delta) -> str | None:
+    reason = delta.finish_reason
+    return reason if reason in ("stop", "length", "content_filter") else (
+        None if reason is None else "stop")
+
+
+def _echo(chat: ChatCompletionRequest, echo: bool) -> str:
+    raw = chat._raw_prompt
+    if not echo:
+        return ""
+    if not isinstance(raw, str):
+        raise InvalidRequestError("echo needs a text prompt: a prompt of token ids is not "
+                                  "echoed.", param="echo")
+    return raw
+
+
+async def _collect(
+    service: ChatService, chat: ChatCompletionRequest, meter: Meter | None, echo: str,
+    want_logprobs: bool,
+) -> wire.TextCompletion:
+    generation = await service.open(chat, meter=meter)
+    texts: dict[int, list[str]] = {i: [echo] for i in range(generation.n)}
+    probs = {i: _Logprobs(len(echo)) for i in range(generation.n)}
+    finishes: dict[int, str | None] = {}
+    usage: TokenUsage | None = None
+    async with generation:
+        async for delta in generation:
+            if delta.usage is not None:
+                usage = delta.usage
+            if delta.content:
+                texts[delta.index].append(delta.content)
+            if delta.logprobs:
+                probs[delta.index].add(delta.logprobs)
+            if delta.finish_reason is not None:
+                finishes[delta.index] = _finish(delta)
+    return wire.TextCompletion(
+        id=f"cmpl-{generation.request_id}", created=generation.created, model=generation.model,
+        choices=[wire.CompletionChoice(
+            text="".join(texts[i]), index=i, finish_reason=finishes.get(i),
+            logprobs=probs[i].whole() if want_logprobs else None)
+            for i in range(generation.n)],
+        usage=_usage(usage))
+
+
+async def _chunks(
+    generation: Generation, echo: str, include_usage: bool,
+) -> AsyncGenerator[wire.TextCompletion, None]:
+    """The deltas as ``text_completion`` chunks (rendering only: the response owns the
+    generation)."""
+    base = {"id": f"cmpl-{generation.request_id}", "created": generation.created,
+            "model": generation.model}
+    probs = {i: _Logprobs(len(echo)) for i in range(generation.n)}
+    if echo:
+        yield wire.TextCompletion(**base, choices=[
+            wire.CompletionChoice(text=echo, index=i) for i in range(generation.n)])
+    async for delta in generation:
+        if delta.content or delta.logprobs or delta.finish_reason is not None:
+            yield wire.TextCompletion(**base, choices=[wire.CompletionChoice(
+                text=delta.content or "", index=delta.index, finish_reason=_finish(delta),
+                logprobs=probs[delta.index].add(delta.logprobs) if delta.logprobs else None)])
+        elif delta.usage is not None and include_usage:
+            yield wire.TextCompletion(**base, choices=[], usage=_usage(delta.usage))
+
+
+async def create_completion(request: Request) -> Response:
+    """A legacy text completion: the local model continues the prompt as it is."""
+    principal = await api_key(request)
+    body = await read_json(request, wire.CompletionRequest, principal)
+    state = request.app.state
+    service: ChatService = state.chat
+    metering: Metering | None = state.metering
+    meter: Meter | None = None
+    if metering is not None:
+        meter = metering.begin(principal, streamed=bool(body.stream))
+    try:
+        chat = wire.to_chat(body)
+        echo = _echo(chat, bool(body.echo))
+    except InvalidRequestError as error:
+        if meter is not None:
+            meter.model = body.model
+            await meter.fail(error)
+        raise
+    if body.stream:
+        generation = await unless_disconnected(request.receive, service.open(chat, meter=meter))
+        try:
+            include = bool(body.stream_options and body.stream_options.include_usage) \
+                or service.always_include_usage
+            return EventStreamResponse(encode_stream(_chunks(generation, echo, include)),
+                                       owner=generation,
+                                       headers=meter.rate_headers() if meter else None)
+        except BaseException:
+            await generation.aclose()
+            raise
+    completion = await unless_disconnected(
+        request.receive, _collect(service, chat, meter, echo, body.logprobs is not None))
+    return Response(completion.model_dump_json(), media_type="application/json",
+                    headers=meter.rate_headers() if meter else None)
+
+
+route = GenerationRoute(
+    PATH, create_completion, body=wire.CompletionRequest, answer=wire.TextCompletion,
+    responses={200: _STREAM_DOC, **responses.errors(400, 401, 403, 404, 413, 422, 429, 503)},
+    summary="Create Completion (legacy)",
+)
