@@ -101,3 +101,10 @@ def test_each_completion_gets_a_ledger_row_and_limits_apply(live_server: LiveSer
                      timeout=30).json()["data"]
     assert sum(r["requests"] for r in rows) == 3 and sum(r["rate_limited"] for r in rows) == 1
     assert sum(r["completion_tokens"] for r in rows) == 4
+
+
+def test_without_max_tokens_a_completion_gets_sixteen(client: OpenAI) -> None:
+    r = client.completions.create(model=MODEL, prompt="Once upon a time", temperature=0)
+    assert r.usage is not None
+    assert r.usage.completion_tokens == 16 or r.choices[0].finish_reason == "stop"
+    assert r.usage.completion_tokens <= 16

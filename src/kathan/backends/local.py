@@ -324,7 +324,8 @@ class LocalBackend:
         room = n_ctx - len(prompt)
         return GenerationRequest(
             prompt=prompt, sampling=sampling_params(request),
-            max_tokens=requested or min(self._default_max_tokens or room, room),
+            # OpenAI's default for a completion is 16 tokens, within this model's default.
+            max_tokens=requested or min(16, self._default_max_tokens or room, room),
             stop=request.stop_list, n=n,
             logprobs=(request.top_logprobs or 0) if request.logprobs else None)
 

@@ -30,7 +30,7 @@ class CompletionRequest(BaseModel):
     prompt: str | list[str] | list[TokenId] | list[list[TokenId]] = Field(
         description="Text, or token ids, to continue as it is (no chat template).")
     max_tokens: Annotated[int, Ge(1), Le(INT64_MAX), *JSON_INTEGER] | None = Field(
-        16, description="16 unless given, as OpenAI's.")
+        None, description="16 unless given, as OpenAI's (within the model's own limits).")
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     n: Annotated[int, Ge(1), Le(128), *JSON_INTEGER] | None = None
