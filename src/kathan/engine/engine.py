@@ -7,7 +7,11 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kathan.engine.llama import LlamaContext, LlamaModel, init_backend
+import numpy as np
+import numpy.typing as npt
+
+from kathan.engine.embed import Embedder
+from kathan.engine.llama import LlamaContext, LlamaModel, PoolingContext, init_backend
 from kathan.engine.runner import Job, Runner
 from kathan.engine.scheduler import Scheduler, SchedulerConfig
 from kathan.engine.template import CHATML_TEMPLATE, ChatTemplate
@@ -24,6 +28,7 @@ class EngineConfig:
     max_queued: int = 64
     queue_timeout: float = 30.0
     prefill_chunk: int = 64
+    embed_sequences: int = 64  # the most inputs one embedding decode packs
 
 
 class LocalEngine:
@@ -39,6 +44,7 @@ class LocalEngine:
         self._model: LlamaModel | None = None
         self._ctx: LlamaContext | None = None
         self._runner: Runner | None = None
+        self._embedder: Embedder | None = None
         self.template: ChatTemplate | None = None
 
     @property
@@ -85,6 +91,12 @@ class LocalEngine:
             )
         )
         runner = Runner(model, ctx, scheduler, queue_timeout=config.queue_timeout)
+        n_ctx = ctx.n_ctx
+        self._embedder = Embedder(
+            lambda: PoolingContext(model, n_ctx=n_ctx, n_threads=config.n_threads,
+                                   n_seq_max=config.embed_sequences),
+            budget=ctx.n_batch,
+        )
         self._model, self._ctx = model, ctx
         runner.start()
         self._runner = runner
@@ -95,6 +107,19 @@ class LocalEngine:
         bos = self.template.bos_token if self.template else ""
         add_bos = model.info.add_bos and not (bos and text.startswith(bos))
         return model.tokenize(text, add_special=add_bos, parse_special=True)
+
+    def tokenize_text(self, text: str) -> list[int]:
+        """Tokenize plain text to embed: special-token markup in it is text, and the
+        vocabulary's own BOS/EOS are added if it asks for them."""
+        return self.model.tokenize(text, add_special=True, parse_special=False)
+
+    async def embed(self, sequences: list[list[int]]) -> npt.NDArray[np.float32]:
+        """The unit-length mean-pooled embedding of each token sequence (rows in order),
+        computed on the embedder's own thread and context. Each sequence must be
+        non-empty, within the vocabulary and at most ``n_ctx`` tokens long."""
+        if self._embedder is None:
+            raise RuntimeError("the engine is not loaded")
+        return await self._embedder.embed(sequences)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent]:
         """Yield text for every choice as it is generated.
@@ -128,6 +153,9 @@ class LocalEngine:
         return EngineStats(queued, running, cells, ctx.n_ctx, self.config.n_slots)
 
     def close(self) -> None:
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
         if self._runner is not None:
             self._runner.stop()
             self._runner = None

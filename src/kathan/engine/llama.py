@@ -263,3 +263,74 @@ class LlamaContext:
             C.llama_batch_free(self._batch)
             C.llama_free(self.ptr)
             self.ptr = None
+
+
+class PoolingContext:
+    """A second llama.cpp context over a loaded model that computes embeddings: each
+    sequence's hidden states mean-pooled by llama.cpp itself (``embeddings`` on,
+    ``LLAMA_POOLING_TYPE_MEAN``). It shares the model's weights with the generation
+    context and nothing else, so it may run on another thread beside it.
+
+    Its batch (and micro-batch) holds ``n_ctx`` tokens: llama.cpp pools the tokens of
+    a sequence per micro-batch, so a sequence must never be split across two.
+    """
+
+    def __init__(self, model: LlamaModel, *, n_ctx: int, n_threads: int, n_seq_max: int) -> None:
+        params = C.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_ctx
+        params.n_ubatch = n_ctx
+        params.n_seq_max = n_seq_max
+        params.kv_unified = True  # any one sequence may use the whole context
+        params.embeddings = True
+        params.pooling_type = C.LLAMA_POOLING_TYPE_MEAN
+        params.flash_attn_type = 1  # as the generation context (LlamaContext)
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.no_perf = True
+        ctx = C.llama_init_from_model(model.ptr, params)
+        if not ctx:
+            raise LlamaLoadError("could not create a llama.cpp context for embeddings")
+        self.ptr = ctx
+        self.n_ctx = int(C.llama_n_ctx(ctx))
+        self.n_seq_max = n_seq_max
+        self.dimensions = int(C.llama_model_n_embd(model.ptr))
+        self.memory = C.llama_get_memory(ctx)
+        self._batch = C.llama_batch_init(self.n_ctx, 0, 1)
+
+    def embed(self, sequences: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
+        """The mean-pooled (not normalized) embedding of each sequence, one row each,
+        computed in one ``llama_decode``; the memory is cleared first, so nothing of
+        an earlier call is attended to."""
+        total = sum(len(s) for s in sequences)
+        if total > self.n_ctx or len(sequences) > self.n_seq_max:
+            raise ValueError(f"{len(sequences)} sequences of {total} tokens exceed the "
+                             f"context ({self.n_seq_max} sequences, {self.n_ctx} tokens)")
+        C.llama_memory_clear(self.memory, True)
+        batch = self._batch
+        i = 0
+        for seq_id, tokens in enumerate(sequences):
+            for pos, token in enumerate(tokens):
+                batch.token[i] = token
+                batch.pos[i] = pos
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = seq_id
+                batch.logits[i] = 1  # every token's state goes into its sequence's mean
+                i += 1
+        batch.n_tokens = i
+        rc = C.llama_decode(self.ptr, batch)
+        if rc != 0:
+            raise DecodeError(rc)
+        out = np.empty((len(sequences), self.dimensions), dtype=np.float32)
+        for seq_id in range(len(sequences)):
+            pooled = C.llama_get_embeddings_seq(self.ptr, seq_id)
+            if not pooled:
+                raise DecodeError(-1)
+            out[seq_id] = np.ctypeslib.as_array(pooled, shape=(self.dimensions,))
+        return out
+
+    def close(self) -> None:
+        if self.ptr:
+            C.llama_batch_free(self._batch)
+            C.llama_free(self.ptr)
+            self.ptr = None
