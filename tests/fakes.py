@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from kathan.backends.base import Delta, DeltaStream, LoadStats, TokenUsage
 from kathan.errors import KathanError, ModelNotReadyError
 from kathan.protocol.chat import ChatCompletionRequest
@@ -72,3 +75,36 @@ class FakeBackend:
             yield Delta(content=piece)
         yield Delta(finish_reason="stop")
         yield Delta(usage=TokenUsage(prompt_tokens=4, completion_tokens=len(self.pieces)))
+
+
+class FakeEmbeddings:
+    """``EmbeddingModel`` without a model: one token per character (its code point, so
+    ids past ``n_vocab`` are possible only when given), and a vector per input that
+    counts its tokens into ``dimensions`` buckets, normalized. ``calls`` keeps the
+    inputs of each ``embed`` call."""
+
+    def __init__(self, *, n_vocab: int = 1000, n_ctx: int = 64, dimensions: int = 8,
+                 ready: bool = True) -> None:
+        self.n_vocab = n_vocab
+        self.n_ctx = n_ctx
+        self.dimensions = dimensions
+        self.ready = ready
+        self.calls: list[list[list[int]]] = []
+
+    def _check_ready(self) -> None:
+        if not self.ready:
+            raise ModelNotReadyError("loading", retry_after=3)
+
+    async def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        self._check_ready()
+        return [[ord(c) % self.n_vocab for c in text] for text in texts]
+
+    async def embed(self, inputs: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
+        self._check_ready()
+        self.calls.append([list(tokens) for tokens in inputs])
+        rows = np.zeros((len(inputs), self.dimensions), dtype=np.float32)
+        for row, tokens in zip(rows, inputs, strict=True):
+            for token in tokens:
+                row[token % self.dimensions] += 1.0
+        norms: npt.NDArray[np.float32] = np.linalg.norm(rows, axis=1, keepdims=True)
+        return rows / norms

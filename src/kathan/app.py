@@ -29,11 +29,13 @@ from kathan.api import (
     models,
     responses,
 )
+from kathan.api import embeddings as embeddings_api
 from kathan.api import metrics as metrics_api
 from kathan.api.middleware import BodyLimitMiddleware, DrainMiddleware, RequestCounter
 from kathan.auth.authenticator import Authenticator
 from kathan.auth.throttle import LoginThrottle
 from kathan.backends.base import LoadStats
+from kathan.backends.embeddings import LocalEmbeddings
 from kathan.backends.http1 import HTTPPool
 from kathan.backends.local import LocalBackend
 from kathan.engine.engine import EngineConfig, LocalEngine
@@ -241,7 +243,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
                 )
             reg, routers = build_registry(
                 settings, local=local_backend, local_created=created, session=session,
-                pool=pool,
+                pool=pool, local_embeddings=None if engine is None else LocalEmbeddings(
+                    engine, retry_after=settings.retry_after_seconds),
             )
             if engine is not None:
                 loading = asyncio.create_task(_load(engine, settings))
@@ -317,6 +320,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
                        exempt=frozenset({"/health", "/ready", "/metrics"}))
     # Generation routes first: they are matched on every hot request.
     app.router.routes.insert(0, chat.route)
+    app.router.routes.insert(1, embeddings_api.route)
     app.router.routes.insert(1, messages.route)
     app.router.routes.insert(2, messages.count_route)
     app.router.routes.insert(3, completions.route)

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from kathan.app import create_app
 from kathan.routing.registry import ModelEntry, ModelRegistry
 from kathan.settings import Settings
-from tests.fakes import FakeBackend
+from tests.fakes import FakeBackend, FakeEmbeddings
 from tests.services import create_database, drop_database, require_postgres
 
 ADMIN = "sk-static-admin"
@@ -37,6 +37,7 @@ def _email() -> str:
 BASES: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
     ("POST", "/v1/chat/completions"): lambda: {
         "model": "fake", "messages": [{"role": "user", "content": "hi"}]},
+    ("POST", "/v1/embeddings"): lambda: {"model": "fake", "input": "hi"},
     ("POST", "/v1/completions"): lambda: {"model": "fake", "prompt": "hi"},
     ("POST", "/v1/messages"): lambda: {
         "model": "fake", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
@@ -76,7 +77,8 @@ class Routes:
 
     def send(self, method: str, path: str, content: bytes,
              content_type: str | None = "application/json") -> Any:
-        token = self.account_key if path in ("/v1/keys", "/v1/chat/completions") else ADMIN
+        token = (self.account_key if path in ("/v1/keys", "/v1/chat/completions",
+                                              "/v1/embeddings") else ADMIN)
         headers = _bearer(token)
         if content_type is not None:
             headers["Content-Type"] = content_type
@@ -101,7 +103,7 @@ def routes(request: pytest.FixtureRequest,
         name = f"kathan_test_hostile_{uuid.uuid4().hex[:12]}"
         url = asyncio.run(create_database(base, name))
     registry = ModelRegistry([ModelEntry(id="fake", owned_by="tests", created=1,
-                                         backend=FakeBackend())])
+                                         backend=FakeBackend(), embeddings=FakeEmbeddings())])
     settings = Settings(api_keys=[ADMIN], data_dir=tmp, registration="open",
                         database_url=url, registrations_per_minute=100_000,
                         login_failures=100_000, login_failure_delay_seconds=0,

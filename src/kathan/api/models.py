@@ -96,7 +96,8 @@ def _catalog_entry(entry: ModelEntry) -> CatalogEntry:
     return CatalogEntry(
         id=entry.id, aliases=list(entry.aliases), owned_by=entry.owned_by, created=entry.created,
         backend=kind, ready=backend.ready, deployments=deployments,
-        capabilities=["chat", "streaming", *extra, "voice"])
+        capabilities=["chat", "streaming", *extra, "voice",
+                      *(["embeddings"] if entry.embeddings is not None else [])])
 
 
 @router.get("/v1/catalog", response_model=Catalog)

@@ -26,6 +26,7 @@ from kathan.settings import (
 )
 
 if TYPE_CHECKING:
+    from kathan.backends.embeddings import EmbeddingModel
     from kathan.backends.local import LocalBackend
 
 
@@ -103,8 +104,11 @@ def build_registry(
     local_created: int,
     session: aiohttp.ClientSession,
     pool: HTTPPool | None = None,
+    local_embeddings: EmbeddingModel | None = None,
 ) -> tuple[ModelRegistry, list[Router]]:
     """Every model clients may name, and the routers whose health must be probed.
+
+    The local model serves embeddings too when ``local_embeddings`` is given.
 
     Provider backends send through ``pool`` (a new one when none is given); ``session``
     carries their health probes and fetches the image URLs the Gemini backend must inline.
@@ -138,6 +142,7 @@ def build_registry(
             backend=local, aliases=tuple(settings.local.aliases),
             voice_model=_voice_model(settings.local.id, settings.local.voice_model),
             ceilings=_ceilings(local_limits), voice_max_tokens=_voice_max_tokens(local_limits),
+            embeddings=local_embeddings,
         ))
     routers: list[Router] = []
     registry_box: list[ModelRegistry] = []
