@@ -70,6 +70,13 @@ include-path = "/v1/chat/completions"
 checks.positive_data_acceptance.expected-statuses = [
   "2xx", "400", "401", "403", "404", "409", "429"]
 
+# An embeddings request the schema allows may still break a rule that depends on the
+# model (a 400 naming the field): an empty text, a token id past its vocabulary, an
+# input longer than its context, or `dimensions`, which the embedded model lacks.
+[[operations]]
+include-path = "/v1/embeddings"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "429"]
+
 # Anthropic's dialect answers every refused request 400 (a schema-valid one may break a
 # rule between fields, or ask what the local model cannot do, such as thinking).
 [[operations]]
