@@ -57,6 +57,10 @@ include-path-regex = "^/v1/keys"
 headers = { Authorization = "Bearer ${ST_ACCOUNT_KEY}" }
 
 [[operations]]
+include-path = "/v1/account"
+headers = { Authorization = "Bearer ${ST_ACCOUNT_KEY}" }
+
+[[operations]]
 include-path = "/v1/auth/logout"
 headers = { Authorization = "Bearer ${ST_SESSION}" }
 
@@ -75,6 +79,13 @@ checks.positive_data_acceptance.expected-statuses = [
 # input longer than its context, or `dimensions`, which the embedded model lacks.
 [[operations]]
 include-path = "/v1/embeddings"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "429"]
+
+# A completion the schema allows may still ask what the model refuses with a 400 that
+# names the field: more than the server's max_tokens, a token id past its vocabulary,
+# several prompts, a suffix, best_of above 1, echo with logprobs.
+[[operations]]
+include-path = "/v1/completions"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "429"]
 
 # Anthropic's dialect answers every refused request 400 (a schema-valid one may break a

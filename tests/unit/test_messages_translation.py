@@ -117,3 +117,19 @@ def test_unknown_fields_are_refused_unless_null() -> None:
 def test_stop_reasons() -> None:
     assert [stop_reason(f) for f in ("stop", "length", "tool_calls", "content_filter", None)] == [
         "end_turn", "max_tokens", "tool_use", "refusal", "end_turn"]
+
+
+def test_every_error_on_the_messages_paths_is_in_anthropics_shape(tmp_path: Any) -> None:
+    from tests.unit.test_accounts_api import ADMIN, bearer, client_with
+
+    with client_with(tmp_path, max_body_bytes=2000) as c:
+        for r in (
+            c.post("/v1/messages", content=b"{" + b" " * 3000 + b"}", headers=bearer(ADMIN)),
+            c.get("/v1/messages", headers=bearer(ADMIN)),
+            c.post("/v1/messages", json={"model": "fake"}),
+        ):
+            assert r.json()["type"] == "error", r.text
+            assert set(r.json()["error"]) == {"type", "message"}
+        assert [r.status_code for r in (
+            c.post("/v1/messages", content=b"{" + b" " * 3000 + b"}", headers=bearer(ADMIN)),
+            c.get("/v1/messages", headers=bearer(ADMIN)))] == [413, 405]

@@ -232,11 +232,13 @@ async def count_message_tokens(request: Request) -> Response:
 
 route = GenerationRoute(
     PATH, create_message, body=wire.MessagesRequest, answer=wire.MessageResponse,
-    responses={200: _STREAM_DOC, **responses.errors(400, 401, 403, 404, 413, 429, 503)},
+    responses={200: _STREAM_DOC, **responses.errors(
+        400, 401, 403, 404, 413, 429, 503, model=wire.AnthropicErrorBody)},
     summary="Create Message (Anthropic)",
 )
 count_route = GenerationRoute(
     COUNT_PATH, count_message_tokens, body=wire.CountTokensRequest, answer=wire.TokenCount,
-    responses=responses.errors(400, 401, 403, 404, 413, 503),
+    responses={200: {"description": "The prompt's size in tokens."}, **responses.errors(
+        400, 401, 403, 404, 413, 503, model=wire.AnthropicErrorBody)},
     summary="Count Message Tokens (Anthropic)",
 )

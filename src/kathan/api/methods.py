@@ -68,6 +68,6 @@ def install(app: FastAPI) -> None:
         allowed = table.allowed(path)
         if request.method == "OPTIONS" and allowed:
             return Response(status_code=204, headers={"Allow": ", ".join(allowed)})
-        return render(MethodNotAllowedError(request.method, path, allowed))
+        return render(MethodNotAllowedError(request.method, path, allowed), path)
 
     app.add_exception_handler(405, method_not_allowed)

@@ -64,7 +64,7 @@ class BodyLimitMiddleware:
         try:
             body = await read_body(scope, receive, self.max_bytes)
         except PayloadTooLargeError as exc:
-            await errors.render(exc)(scope, receive, send)
+            await errors.render(exc, scope["path"])(scope, receive, send)
             return
         if body is None:
             return  # the client left before sending its body
@@ -133,7 +133,7 @@ class DrainMiddleware:
         try:
             ticket = self.drain.enter()
         except ShuttingDownError as exc:
-            await errors.render(exc)(scope, receive, send)
+            await errors.render(exc, scope["path"])(scope, receive, send)
             return
         noted = errors.NotedSend(send)
         try:
@@ -144,6 +144,6 @@ class DrainMiddleware:
             if ticket.task is not None:
                 ticket.task.uncancel()
             if not noted.started:
-                await errors.render(ticket.cut)(scope, receive, send)
+                await errors.render(ticket.cut, scope["path"])(scope, receive, send)
         finally:
             self.drain.leave(ticket)

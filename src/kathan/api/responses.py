@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from kathan.api.routes import SCHEMA_REF, GenerationRoute
@@ -26,8 +27,10 @@ _DESCRIPTIONS = {
 }
 
 
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+def errors(*codes: int, model: type[BaseModel] = ErrorBody) -> dict[int | str, dict[str, Any]]:
+    """The error answers ``codes``, each with its body's ``model`` (Kathan's, or a
+    dialect's own, such as Anthropic's)."""
+    return {code: {"model": model, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
 def install(app: FastAPI) -> None:

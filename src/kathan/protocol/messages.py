@@ -209,6 +209,18 @@ class CountTokensRequest(_Wire):
         = None
 
 
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorBody(BaseModel):
+    """An error, in Anthropic's shape: what /v1/messages answers instead of Kathan's."""
+
+    type: Literal["error"] = "error"
+    error: AnthropicErrorDetail
+
+
 class TokenCount(BaseModel):
     input_tokens: int
 
