@@ -409,7 +409,9 @@ def construct(cls: type[_M], /, **values: Any) -> _M:
     object.__setattr__(model, "__dict__", fields)
     object.__setattr__(model, "__pydantic_fields_set__", set(values))
     object.__setattr__(model, "__pydantic_extra__", {} if extra else None)
-    object.__setattr__(model, "__pydantic_private__", None)
+    private = cls.__private_attributes__
+    object.__setattr__(model, "__pydantic_private__", {
+        name: attr.get_default() for name, attr in private.items()} if private else None)
     return model
 
 
