@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from kathan.api import responses
-from kathan.api.deps import api_key, read_json
+from kathan.api.deps import translated
 from kathan.api.disconnect import unless_disconnected
 from kathan.api.routes import GenerationRoute
 from kathan.api.sse import EventStreamResponse, encode_stream
@@ -25,7 +25,7 @@ from kathan.protocol import completions as wire
 from kathan.protocol.chat import ChatCompletionRequest, TokenLogprob
 from kathan.service.chat import ChatService
 from kathan.service.generation import Generation
-from kathan.service.metering import Meter, Metering
+from kathan.service.metering import Meter
 
 PATH = "/v1/completions"
 
@@ -142,24 +142,16 @@ async def _chunks(
             yield wire.TextCompletion(**base, choices=[], usage=_usage(delta.usage))
 
 
+def _translate(body: wire.CompletionRequest) -> tuple[ChatCompletionRequest, str]:
+    """The chat request, and the text to echo before the completion."""
+    chat = wire.to_chat(body)
+    return chat, _echo(chat, bool(body.echo))
+
+
 async def create_completion(request: Request) -> Response:
     """A legacy text completion: the local model continues the prompt as it is."""
-    principal = await api_key(request)
-    body = await read_json(request, wire.CompletionRequest, principal)
-    state = request.app.state
-    service: ChatService = state.chat
-    metering: Metering | None = state.metering
-    meter: Meter | None = None
-    if metering is not None:
-        meter = metering.begin(principal, streamed=bool(body.stream))
-    try:
-        chat = wire.to_chat(body)
-        echo = _echo(chat, bool(body.echo))
-    except InvalidRequestError as error:
-        if meter is not None:
-            meter.model = body.model
-            await meter.fail(error)
-        raise
+    body, (chat, echo), meter = await translated(request, wire.CompletionRequest, _translate)
+    service: ChatService = request.app.state.chat
     if body.stream:
         generation = await unless_disconnected(request.receive, service.open(chat, meter=meter))
         try:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Protocol, TypeVar, cast
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -22,7 +23,7 @@ from kathan.errors import (
     ServiceUnavailableError,
 )
 from kathan.routing.registry import ModelRegistry
-from kathan.service.metering import Metering
+from kathan.service.metering import Meter, Metering
 from kathan.store.db import Database
 
 M = TypeVar("M", bound=BaseModel)
@@ -156,6 +157,36 @@ async def read_json(request: Request, model: type[M], principal: Principal) -> M
                                          param=param)
         await _record_rejected(request.app.state.metering, principal, value, failed)
         raise failed from None
+
+
+class _Dialect(Protocol):
+    model: str
+    stream: bool | None
+
+
+D = TypeVar("D", bound=BaseModel)
+T = TypeVar("T")
+
+
+async def translated(
+    request: Request, model: type[D], translate: Callable[[D], T]
+) -> tuple[D, T, Meter | None]:
+    """A request in another dialect than chat's (Messages, legacy completions): the key
+    checked, the body read as ``model``, its meter begun (with accounts) and the body
+    translated for the chat path. A translation refused (a ``KathanError``) is the
+    request's ledger row before it is raised."""
+    principal = await api_key(request)
+    body = await read_json(request, model, principal)
+    metering: Metering | None = request.app.state.metering
+    dialect = cast(_Dialect, body)
+    meter = metering.begin(principal, streamed=bool(dialect.stream)) if metering else None
+    try:
+        return body, translate(body), meter
+    except KathanError as error:
+        if meter is not None:
+            meter.model = dialect.model
+            await meter.fail(error)
+        raise
 
 
 async def _record_rejected(

@@ -21,18 +21,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from kathan.api import responses
-from kathan.api.deps import api_key, read_json
+from kathan.api.deps import api_key, read_json, translated
 from kathan.api.disconnect import unless_disconnected
 from kathan.api.errors import sse_error
 from kathan.api.routes import GenerationRoute
 from kathan.api.sse import EventStreamResponse, encode
+from kathan.backends.base import TokenUsage
 from kathan.errors import InvalidRequestError
 from kathan.protocol import messages as wire
-from kathan.backends.base import TokenUsage
 from kathan.protocol.chat import ChatCompletionRequest
 from kathan.service.chat import ChatService
 from kathan.service.generation import Generation
-from kathan.service.metering import Meter, Metering
+from kathan.service.metering import Meter
 
 PATH = "/v1/messages"
 COUNT_PATH = "/v1/messages/count_tokens"
@@ -181,21 +181,8 @@ async def _events(
 
 async def create_message(request: Request) -> Response:
     """A message, Anthropic's shape (its SDK's `client.messages.create` and `.stream`)."""
-    principal = await api_key(request)
-    body = await read_json(request, wire.MessagesRequest, principal)
-    state = request.app.state
-    service: ChatService = state.chat
-    metering: Metering | None = state.metering
-    meter: Meter | None = None
-    if metering is not None:
-        meter = metering.begin(principal, streamed=bool(body.stream))
-    try:
-        chat = wire.to_chat(body)
-    except InvalidRequestError as error:
-        if meter is not None:
-            meter.model = body.model
-            await meter.fail(error)
-        raise
+    body, chat, meter = await translated(request, wire.MessagesRequest, wire.to_chat)
+    service: ChatService = request.app.state.chat
     asked = tuple(body.stop_sequences or ())
     if body.stream:
         generation = await unless_disconnected(request.receive, service.open(chat, meter=meter))

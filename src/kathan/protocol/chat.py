@@ -19,9 +19,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     Strict,
-    PrivateAttr,
     field_validator,
     model_serializer,
 )
