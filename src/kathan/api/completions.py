@@ -23,6 +23,7 @@ from kathan.backends.base import Delta, TokenUsage
 from kathan.errors import InvalidRequestError
 from kathan.protocol import completions as wire
 from kathan.protocol.chat import ChatCompletionRequest, TokenLogprob
+from kathan.service.accumulate import usage_of
 from kathan.service.chat import ChatService
 from kathan.service.generation import Generation
 from kathan.service.metering import Meter
@@ -70,14 +71,6 @@ class _Logprobs:
                                        top_logprobs=self.top, text_offset=self.text_offset)
 
 
-def _usage(usage: TokenUsage | None) -> wire.CompletionUsage | None:
-    if usage is None:
-        return None
-    return wire.CompletionUsage(prompt_tokens=usage.prompt_tokens,
-                                completion_tokens=usage.completion_tokens,
-                                total_tokens=usage.prompt_tokens + usage.completion_tokens)
-
-
 def _finish(delta: Delta) -> str | None:
     reason = delta.finish_reason
     return reason if reason in ("stop", "length", "content_filter") else (
@@ -119,7 +112,7 @@ async def _collect(
             text="".join(texts[i]), index=i, finish_reason=finishes.get(i),
             logprobs=probs[i].whole() if want_logprobs else None)
             for i in range(generation.n)],
-        usage=_usage(usage))
+        usage=usage_of(usage) if usage is not None else None)
 
 
 async def _chunks(
@@ -139,7 +132,7 @@ async def _chunks(
                 text=delta.content or "", index=delta.index, finish_reason=_finish(delta),
                 logprobs=probs[delta.index].add(delta.logprobs) if delta.logprobs else None)])
         elif delta.usage is not None and include_usage:
-            yield wire.TextCompletion(**base, choices=[], usage=_usage(delta.usage))
+            yield wire.TextCompletion(**base, choices=[], usage=usage_of(delta.usage))
 
 
 def _translate(body: wire.CompletionRequest) -> tuple[ChatCompletionRequest, str]:

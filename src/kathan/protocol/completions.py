@@ -17,6 +17,7 @@ from kathan.protocol.chat import (
     ChatCompletionRequest,
     StopString,
     StreamOptions,
+    Usage,
     UserMessage,
 )
 
@@ -66,19 +67,13 @@ class CompletionChoice(BaseModel):
     finish_reason: Literal["stop", "length", "content_filter"] | None = None
 
 
-class CompletionUsage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
 class TextCompletion(BaseModel):
     id: str
     object: Literal["text_completion"] = "text_completion"
     created: int
     model: str
     choices: list[CompletionChoice]
-    usage: CompletionUsage | None = None
+    usage: Usage | None = None
 
 
 def prompt_of(request: CompletionRequest) -> str | list[int]:
