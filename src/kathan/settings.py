@@ -140,8 +140,9 @@ class LocalModelSettings(BaseModel):
         return self.requests.under(outer, default_max_tokens=LOCAL_DEFAULT_MAX_TOKENS)
 
 
-Capability = Literal["tools", "vision", "json_schema", "reasoning"]
-ALL_CAPABILITIES: tuple[Capability, ...] = ("tools", "vision", "json_schema", "reasoning")
+Capability = Literal["tools", "vision", "json_schema", "reasoning", "embeddings"]
+ALL_CAPABILITIES: tuple[Capability, ...] = (
+    "tools", "vision", "json_schema", "reasoning", "embeddings")
 
 
 class DeploymentSettings(BaseModel):
@@ -211,6 +212,7 @@ class ModelSettings(BaseModel):
     capabilities: list[Capability] | None = Field(
         None,
         description="What the model can do; requests needing more get a 400. "
+        "embeddings: /v1/embeddings on its openai and gemini deployments. "
         "Unset: everything (the upstream decides).",
     )
     fallbacks: list[str] = Field(

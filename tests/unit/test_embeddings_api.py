@@ -1,6 +1,6 @@
-"""``POST /v1/embeddings`` through the real app, with a fake at the embedding seam
-(``tests.fakes.FakeEmbeddings``: one token per character, context 64, vocabulary
-1000): request shapes, validation, base64, batching, refusals and the ledger row."""
+"""``POST /v1/embeddings`` through the real app, with a fake at the local model's seam
+(``tests.fakes.FakeEmbeddings`` under ``TokenEmbeddings``: one token per character,
+context 64, vocabulary 1000): request shapes, validation, base64, batching, refusals and the ledger row."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from kathan.app import create_app
 from kathan.auth.principal import Principal
+from kathan.backends.embeddings import TokenEmbeddings
 from kathan.limits.base import Lease, Limits
 from kathan.limits.memory import MemoryLimiter
 from kathan.routing.registry import ModelEntry, ModelRegistry
@@ -71,10 +72,10 @@ class World:
 def _world(embeddings: FakeEmbeddings, principal: Principal | None = None) -> Iterator[World]:
     registry = ModelRegistry([
         ModelEntry(id="fake", owned_by="tests", created=1, backend=FakeBackend(),
-                   aliases=("alias",), embeddings=embeddings),
+                   aliases=("alias",), embeddings=TokenEmbeddings(embeddings)),
         ModelEntry(id="chat-only", owned_by="tests", created=1, backend=FakeBackend()),
         ModelEntry(id="other", owned_by="tests", created=1, backend=FakeBackend(),
-                   embeddings=FakeEmbeddings()),
+                   embeddings=TokenEmbeddings(FakeEmbeddings())),
     ])
     app = create_app(Settings(api_keys=[KEY], accounts=False), registry=registry)
     ledger, limiter = Ledger(), CountingLimiter()

@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kathan.app import create_app
+from kathan.backends.embeddings import TokenEmbeddings
 from kathan.routing.registry import ModelEntry, ModelRegistry
 from kathan.settings import Settings
 from tests.fakes import FakeBackend, FakeEmbeddings
@@ -43,6 +44,7 @@ BASES: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
         "model": "fake", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
     ("POST", "/v1/messages/count_tokens"): lambda: {
         "model": "fake", "messages": [{"role": "user", "content": "hi"}]},
+    ("POST", "/v1/responses"): lambda: {"model": "fake", "input": "hi"},
     ("POST", "/v1/auth/register"): lambda: {"email": _email(), "password": "correct horse"},
     ("POST", "/v1/auth/login"): lambda: {"email": "ada@example.com",
                                          "password": "correct horse"},
@@ -103,7 +105,8 @@ def routes(request: pytest.FixtureRequest,
         name = f"kathan_test_hostile_{uuid.uuid4().hex[:12]}"
         url = asyncio.run(create_database(base, name))
     registry = ModelRegistry([ModelEntry(id="fake", owned_by="tests", created=1,
-                                         backend=FakeBackend(), embeddings=FakeEmbeddings())])
+                                         backend=FakeBackend(),
+                                         embeddings=TokenEmbeddings(FakeEmbeddings()))])
     settings = Settings(api_keys=[ADMIN], data_dir=tmp, registration="open",
                         database_url=url, registrations_per_minute=100_000,
                         login_failures=100_000, login_failure_delay_seconds=0,

@@ -1,14 +1,16 @@
 """``POST /v1/completions``: OpenAI's legacy completions, a ``GenerationRoute`` like chat's.
 
 The request is translated once (``protocol/completions.to_chat``) into a chat request
-that carries its raw prompt, and takes the one request path (key, limits, ledger,
-routing); the local engine continues the prompt as it is, without the chat template.
-The deltas that come back are rendered as ``text_completion`` objects: one, or a
-stream of them ending with ``data: [DONE]``.
+that carries it, and takes the one request path (key, limits, ledger, routing): the
+local engine continues the prompt as it is, without the chat template (and echoes
+it); an ``openai`` deployment gets the request as sent and its ``text_completion``s
+come back as deltas. Either way the deltas are rendered as ``text_completion``
+objects: one, or a stream of them ending with ``data: [DONE]``.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import AsyncGenerator, Iterable
 
 from starlette.requests import Request
@@ -20,7 +22,6 @@ from kathan.api.disconnect import unless_disconnected
 from kathan.api.routes import GenerationRoute
 from kathan.api.sse import EventStreamResponse, encode_stream
 from kathan.backends.base import Delta, TokenUsage
-from kathan.errors import InvalidRequestError
 from kathan.protocol import completions as wire
 from kathan.protocol.chat import ChatCompletionRequest, TokenLogprob
 from kathan.service.accumulate import usage_of
@@ -77,23 +78,13 @@ def _finish(delta: Delta) -> str | None:
         None if reason is None else "stop")
 
 
-def _echo(chat: ChatCompletionRequest, echo: bool) -> str:
-    raw = chat._raw_prompt
-    if not echo:
-        return ""
-    if not isinstance(raw, str):
-        raise InvalidRequestError("echo needs a text prompt: a prompt of token ids is not "
-                                  "echoed.", param="echo")
-    return raw
-
-
 async def _collect(
-    service: ChatService, chat: ChatCompletionRequest, meter: Meter | None, echo: str,
-    want_logprobs: bool,
+    service: ChatService, chat: ChatCompletionRequest, meter: Meter | None, want_logprobs: bool,
 ) -> wire.TextCompletion:
     generation = await service.open(chat, meter=meter)
-    texts: dict[int, list[str]] = {i: [echo] for i in range(generation.n)}
-    probs = {i: _Logprobs(len(echo)) for i in range(generation.n)}
+    # By index: an upstream answers n choices per prompt of a request with several.
+    texts: defaultdict[int, list[str]] = defaultdict(list)
+    probs: defaultdict[int, _Logprobs] = defaultdict(lambda: _Logprobs(0))
     finishes: dict[int, str | None] = {}
     usage: TokenUsage | None = None
     async with generation:
@@ -106,26 +97,24 @@ async def _collect(
                 probs[delta.index].add(delta.logprobs)
             if delta.finish_reason is not None:
                 finishes[delta.index] = _finish(delta)
+    indices = sorted(set(range(generation.n)) | texts.keys() | finishes.keys())
     return wire.TextCompletion(
         id=f"cmpl-{generation.request_id}", created=generation.created, model=generation.model,
         choices=[wire.CompletionChoice(
             text="".join(texts[i]), index=i, finish_reason=finishes.get(i),
             logprobs=probs[i].whole() if want_logprobs else None)
-            for i in range(generation.n)],
+            for i in indices],
         usage=usage_of(usage) if usage is not None else None)
 
 
 async def _chunks(
-    generation: Generation, echo: str, include_usage: bool,
+    generation: Generation, include_usage: bool,
 ) -> AsyncGenerator[wire.TextCompletion, None]:
     """The deltas as ``text_completion`` chunks (rendering only: the response owns the
-    generation)."""
+    generation). An echoed prompt comes as the deltas' first text, from the backend."""
     base = {"id": f"cmpl-{generation.request_id}", "created": generation.created,
             "model": generation.model}
-    probs = {i: _Logprobs(len(echo)) for i in range(generation.n)}
-    if echo:
-        yield wire.TextCompletion(**base, choices=[
-            wire.CompletionChoice(text=echo, index=i) for i in range(generation.n)])
+    probs: defaultdict[int, _Logprobs] = defaultdict(lambda: _Logprobs(0))
     async for delta in generation:
         if delta.content or delta.logprobs or delta.finish_reason is not None:
             yield wire.TextCompletion(**base, choices=[wire.CompletionChoice(
@@ -135,29 +124,24 @@ async def _chunks(
             yield wire.TextCompletion(**base, choices=[], usage=usage_of(delta.usage))
 
 
-def _translate(body: wire.CompletionRequest) -> tuple[ChatCompletionRequest, str]:
-    """The chat request, and the text to echo before the completion."""
-    chat = wire.to_chat(body)
-    return chat, _echo(chat, bool(body.echo))
-
-
 async def create_completion(request: Request) -> Response:
-    """A legacy text completion: the local model continues the prompt as it is."""
-    body, (chat, echo), meter = await translated(request, wire.CompletionRequest, _translate)
+    """A legacy text completion: the local model continues the prompt as it is; an
+    OpenAI-compatible deployment gets the request as sent."""
+    body, chat, meter = await translated(request, wire.CompletionRequest, wire.to_chat)
     service: ChatService = request.app.state.chat
     if body.stream:
         generation = await unless_disconnected(request.receive, service.open(chat, meter=meter))
         try:
             include = bool(body.stream_options and body.stream_options.include_usage) \
                 or service.always_include_usage
-            return EventStreamResponse(encode_stream(_chunks(generation, echo, include)),
+            return EventStreamResponse(encode_stream(_chunks(generation, include)),
                                        owner=generation,
                                        headers=meter.rate_headers() if meter else None)
         except BaseException:
             await generation.aclose()
             raise
     completion = await unless_disconnected(
-        request.receive, _collect(service, chat, meter, echo, body.logprobs is not None))
+        request.receive, _collect(service, chat, meter, body.logprobs is not None))
     return Response(completion.model_dump_json(), media_type="application/json",
                     headers=meter.rate_headers() if meter else None)
 

@@ -205,3 +205,10 @@ class Backend(Protocol):
     def stats(self) -> LoadStats | None:
         """Live load, or None when the backend has none to report."""
         ...
+
+
+def serves_raw_prompts(backend: Backend) -> bool:
+    """Whether ``backend`` answers legacy completions (``/v1/completions``: a request
+    whose ``_completion`` is set) rather than only chats: a backend that does says so
+    with a true ``serves_raw_prompts`` attribute."""
+    return bool(getattr(backend, "serves_raw_prompts", False))

@@ -509,7 +509,8 @@ def _seconds(value: str | None) -> int | None:
     return max(1, math.ceil(seconds)) if math.isfinite(seconds) and seconds >= 0 else None
 
 
-def _refusal(response: Response, raw: bytes) -> UpstreamError:
+def google_refusal(response: Response, raw: bytes) -> UpstreamError:
+    """The Kathan error for a Gemini API answer that is not a success (every method's)."""
     message, key_invalid, delay = _google_error(raw)
     retry = _seconds(response.headers.get("Retry-After")) or delay
     status = response.status
@@ -568,5 +569,5 @@ class GeminiBackend(ProviderBackend):
             n=request.n or 1, parallel_tool_calls=request.parallel_tool_calls is not False
         )
         response = await send(self._endpoint, json.dumps(body).encode(), self.deployment,
-                              _refusal)
+                              google_refusal)
         return await relay(response, translator)

@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-from kathan.backends.base import Delta, DeltaStream, LoadStats, TokenUsage
+from kathan.backends.base import Delta, DeltaStream, LoadStats, Stage, TokenUsage
 from kathan.backends.toolcalls import (
     CLOSE,
     OPEN,
@@ -58,6 +58,7 @@ from kathan.protocol.chat import (
     ToolMessage,
     TopLogprob,
 )
+from kathan.protocol.completions import local_prompt
 
 # Roles the chat template does not know by these names.
 _ROLE_ALIASES = {"developer": "system"}
@@ -198,7 +199,8 @@ class LocalBackend:
     def ready(self) -> bool:
         return self.engine.ready
 
-    # Continues a raw prompt (``/v1/completions``) without the chat template.
+    # Continues a legacy completion's prompt (``/v1/completions``) without the chat
+    # template; ``local_prompt`` refuses what it cannot honour.
     serves_raw_prompts = True
 
     def count_tokens(self, request: ChatCompletionRequest) -> int:
@@ -230,9 +232,8 @@ class LocalBackend:
                     f"logit_bias names token {token}, but the vocabulary has {n_vocab} tokens.",
                     param="logit_bias",
                 )
-        raw = request._raw_prompt
-        if raw is not None:
-            return self._build_raw(request, raw), False
+        if request._completion is not None:
+            return self._build_raw(request, local_prompt(request._completion)), False
         use = tool_use(request)
         template = self.engine.template
         assert template is not None
@@ -426,7 +427,20 @@ class LocalBackend:
         stream = DeltaStream(engine_deltas(first, events, parse_calls, generation.halt, counts),
                              on_close=events.aclose)
         stream.count_with(counts.usage)
+        completion = request._completion
+        if completion is not None and completion.echo:
+            stream.wrap(_echo(local_prompt(completion), generation.n))
         return stream
+
+
+def _echo(prompt: str | list[int], n: int) -> Stage:
+    """A legacy completion's ``echo``: each choice's text begins with the prompt."""
+    async def echoed(deltas: AsyncGenerator[Delta, None]) -> AsyncGenerator[Delta, None]:
+        for index in range(n):
+            yield Delta(index=index, content=str(prompt))
+        async for delta in deltas:
+            yield delta
+    return echoed
 
 
 async def engine_deltas(

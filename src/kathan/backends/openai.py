@@ -12,11 +12,17 @@ replies from (``kathan.backends.relay``).
 When a stream still comes without usage, completion tokens are counted as the
 chunks that carried output (one per token on llama.cpp, vLLM and SGLang) and
 prompt tokens are reported as 0.
+
+A legacy completion (``/v1/completions``) goes to the upstream's ``/completions``
+the same way, as the client sent it; its ``text_completion`` choices become the
+same deltas, legacy ``logprobs`` included. Embeddings are
+``backends/upstream_embeddings.py``'s.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -33,7 +39,8 @@ from kathan.backends.upstream import (
     refused,
     send,
 )
-from kathan.protocol.chat import ChatCompletionRequest, TokenLogprob
+from kathan.protocol.chat import ChatCompletionRequest, TokenLogprob, TopLogprob, construct
+from kathan.protocol.completions import CompletionRequest
 
 
 def upstream_body(
@@ -48,6 +55,34 @@ def upstream_body(
             and "max_completion_tokens" not in body:
         body["max_tokens"] = default_max_tokens
     if request.stream:
+        options = dict(body.get("stream_options") or {})
+        options["include_usage"] = True  # usage is always recorded, whatever the client wants
+        body["stream_options"] = options
+    else:
+        body["stream"] = False
+        body.pop("stream_options", None)
+    return body
+
+
+# OpenAI's default for a legacy completion that gives no max_tokens.
+COMPLETION_MAX_TOKENS = 16
+
+
+def completion_body(
+    completion: CompletionRequest, request: ChatCompletionRequest, model: str,
+    default_max_tokens: int | None = None,
+) -> dict[str, Any]:
+    """A legacy completion as the upstream gets it: every field as the client sent it
+    but ``model``, with the ``max_tokens`` Kathan's path set (``request``'s: the key's
+    cap, for a request that gives none), or the model's configured default where it
+    is below OpenAI's 16."""
+    body = completion.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    body["model"] = model
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    elif default_max_tokens is not None and default_max_tokens < COMPLETION_MAX_TOKENS:
+        body["max_tokens"] = default_max_tokens
+    if completion.stream:
         options = dict(body.get("stream_options") or {})
         options["include_usage"] = True  # usage is always recorded, whatever the client wants
         body["stream_options"] = options
@@ -79,7 +114,8 @@ def _refusal(response: Response, raw: bytes) -> UpstreamError:
 
 
 class OpenAIBackend(ProviderBackend):
-    """Relays chat requests to an OpenAI-compatible ``/chat/completions``.
+    """Relays chat requests to an OpenAI-compatible ``/chat/completions``, and legacy
+    completions (a request whose ``_completion`` is set) to its ``/completions``.
 
     Requests go through ``transport`` (Kathan's ``HTTPPool``: this relay is on every
     request's path); ``session`` only asks ``{base_url}/models`` whether a
@@ -97,19 +133,29 @@ class OpenAIBackend(ProviderBackend):
         auth = {**deployment.headers}
         if deployment.api_key:
             auth["Authorization"] = f"Bearer {deployment.api_key}"
-        self._endpoint = transport.endpoint(base + "/chat/completions", {
-            "Content-Type": "application/json", "Accept-Encoding": "gzip, deflate",
-            "User-Agent": "kathan", **auth,
-        })
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "gzip, deflate",
+                   "User-Agent": "kathan", **auth}
+        self._endpoint = transport.endpoint(base + "/chat/completions", headers)
+        self._completions = transport.endpoint(base + "/completions", headers)
         self._probe = base + "/models", auth
+
+    # Legacy completions go upstream as sent (``/v1/completions``).
+    serves_raw_prompts = True
 
     def check(self, request: ChatCompletionRequest) -> None:
         return None  # every parameter goes upstream as sent
 
     async def open(self, request: ChatCompletionRequest) -> DeltaStream:
-        body = to_json(upstream_body(request, self.deployment.model,
-                                     self.deployment.default_max_tokens))
-        response = await send(self._endpoint, body, self.deployment, _refusal)
+        d = self.deployment
+        completion: CompletionRequest | None = request._completion
+        if completion is not None:
+            body = to_json(completion_body(completion, request, d.model, d.default_max_tokens))
+            response = await send(self._completions, body, d, _refusal)
+            if request.stream:
+                return await relay(response, ChunkTranslator(_text_deltas))
+            return await relay(response, WholeTranslator(_text_deltas), WholeBody())
+        body = to_json(upstream_body(request, d.model, d.default_max_tokens))
+        response = await send(self._endpoint, body, d, _refusal)
         if request.stream:
             return await relay(response, ChunkTranslator())
         return await relay(response, WholeTranslator(), WholeBody())
@@ -125,19 +171,24 @@ def _error_event(error: Any) -> ErrorEvent:
                       status=status)
 
 
+ChoiceDeltas = Callable[[dict[str, Any]], list[Delta]]
+
+
 class ChunkTranslator:
-    """A streamed answer's ``chat.completion.chunk`` events, until ``[DONE]``.
+    """A streamed answer's ``chat.completion.chunk`` events (or, with ``_text_deltas``,
+    a legacy completion's ``text_completion`` chunks), until ``[DONE]``.
 
     When no chunk carried usage, the chunks that carried output count as the
     completion tokens (one token each on llama.cpp, vLLM and SGLang).
     """
 
-    __slots__ = ("_pieces", "_usage", "done")
+    __slots__ = ("_choice_deltas", "_pieces", "_usage", "done")
 
-    def __init__(self) -> None:
+    def __init__(self, choice_deltas: ChoiceDeltas | None = None) -> None:
         self.done = False
         self._usage: TokenUsage | None = None
         self._pieces = 0
+        self._choice_deltas = choice_deltas or _choice_deltas
 
     def feed(self, event: str | None, data: str) -> list[Delta]:
         if data == "[DONE]" or data.strip() == "[DONE]":
@@ -148,7 +199,7 @@ class ChunkTranslator:
             raise _error_event(chunk["error"])
         out: list[Delta] = []
         for choice in chunk.get("choices") or ():
-            for delta in _choice_deltas(choice):
+            for delta in self._choice_deltas(choice):
                 self._pieces += delta.finish_reason is None
                 out.append(delta)
         if chunk.get("usage"):
@@ -167,13 +218,15 @@ class ChunkTranslator:
 
 
 class WholeTranslator:
-    """A non-streamed answer: one ``chat.completion`` body, as deltas."""
+    """A non-streamed answer: one ``chat.completion`` body (or, with ``_text_deltas``, a
+    legacy ``text_completion``), as deltas."""
 
-    __slots__ = ("_usage", "done")
+    __slots__ = ("_choice_deltas", "_usage", "done")
 
-    def __init__(self) -> None:
+    def __init__(self, choice_deltas: ChoiceDeltas | None = None) -> None:
         self.done = False
         self._usage = TokenUsage(0, 0)
+        self._choice_deltas = choice_deltas or _message_deltas
 
     def feed(self, event: str | None, data: str) -> list[Delta]:
         body = json_object(data)
@@ -181,14 +234,8 @@ class WholeTranslator:
             raise _error_event(body["error"])
         out: list[Delta] = []
         for choice in body.get("choices") or ():
-            message = choice.get("message") or {}
-            as_delta = {"index": choice.get("index", 0), "logprobs": choice.get("logprobs"),
-                        "delta": {"content": message.get("content"),
-                                  "function_call": message.get("function_call"),
-                                  "tool_calls": [{"index": i, **call} for i, call
-                                                 in enumerate(message.get("tool_calls") or ())]},
-                        "finish_reason": choice.get("finish_reason") or "stop"}
-            out += _choice_deltas(as_delta)
+            out += self._choice_deltas({**choice,
+                                        "finish_reason": choice.get("finish_reason") or "stop"})
         self._usage = _usage(body.get("usage") or {})
         out.append(Delta(usage=self._usage))
         self.done = True
@@ -201,6 +248,53 @@ class WholeTranslator:
 
     def counted(self) -> TokenUsage:
         return self._usage  # nothing before the whole body was read
+
+
+def _message_deltas(choice: dict[str, Any]) -> list[Delta]:
+    """A whole ``chat.completion`` choice, read as the one chunk that carries it all."""
+    message = choice.get("message") or {}
+    return _choice_deltas({
+        "index": choice.get("index", 0), "logprobs": choice.get("logprobs"),
+        "delta": {"content": message.get("content"),
+                  "function_call": message.get("function_call"),
+                  "tool_calls": [{"index": i, **call} for i, call
+                                 in enumerate(message.get("tool_calls") or ())]},
+        "finish_reason": choice.get("finish_reason")})
+
+
+def _text_deltas(choice: dict[str, Any]) -> list[Delta]:
+    """A ``text_completion`` choice (whole, or a chunk's piece): its text, with its
+    legacy ``logprobs`` as ``TokenLogprob``s (the renderer gives them their legacy
+    shape back), then its finish."""
+    index = int(choice.get("index", 0))
+    text = choice.get("text")
+    if text is not None and not isinstance(text, str):
+        raise TypeError("a choice's text is not a string")
+    logprobs = _legacy_logprobs(choice.get("logprobs"))
+    out: list[Delta] = []
+    if text or logprobs:
+        out.append(Delta(index=index, content=text or None, logprobs=logprobs))
+    finish = choice.get("finish_reason")
+    if finish:
+        out.append(Delta(index=index, finish_reason=str(finish)))
+    return out
+
+
+def _legacy_logprobs(raw: Any) -> tuple[TokenLogprob, ...]:
+    """Legacy ``{tokens, token_logprobs, top_logprobs, text_offset}`` as one
+    ``TokenLogprob`` per token. An echoed prompt's first token has no log probability
+    (null); it stays null, which only the legacy shape can say."""
+    if not raw:
+        return ()
+    tokens = raw["tokens"]
+    values = raw.get("token_logprobs") or [None] * len(tokens)
+    tops = raw.get("top_logprobs") or [None] * len(tokens)
+    return tuple(
+        construct(TokenLogprob, token=str(token),
+                  logprob=None if value is None else float(value),
+                  top_logprobs=[construct(TopLogprob, token=str(t), logprob=float(v))
+                                for t, v in (top or {}).items()])
+        for token, value, top in zip(tokens, values, tops, strict=True))
 
 
 def _choice_deltas(choice: dict[str, Any]) -> list[Delta]:

@@ -186,10 +186,12 @@ class ChatCompletionRequest(_Wire):
     backend refuses them with a 400 that names them."""
 
     model_config = ConfigDict(extra="allow")
-    # A legacy completion's prompt (``/v1/completions``): text, or token ids, to continue
-    # as it is, without the chat template. Never on the wire; ``messages`` then holds
-    # the prompt's text for what reads it (the voice, the logs).
-    _raw_prompt: str | list[int] | None = PrivateAttr(None)
+    # A legacy completion (``/v1/completions``): its ``CompletionRequest`` as the client
+    # sent it, for the backends that serve one (``serves_raw_prompts``): the local
+    # engine continues its prompt without the chat template, an OpenAI-compatible
+    # upstream gets it as sent. Never on the wire; ``messages`` then holds the prompt's
+    # text for what reads it (the voice, the logs).
+    _completion: Any = PrivateAttr(None)
 
     messages: list[ChatMessage] = Field(min_length=1)
     model: str = Field(min_length=1)

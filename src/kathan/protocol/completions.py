@@ -1,6 +1,6 @@
 """OpenAI's legacy completions (``POST /v1/completions``): the request, its translation to
-the chat request that carries a raw prompt through Kathan's one request path, and the
-``text_completion`` answer and chunks."""
+the chat request that carries it through Kathan's one request path, what the local
+engine cannot honour of it, and the ``text_completion`` answer and chunks."""
 
 from __future__ import annotations
 
@@ -93,9 +93,9 @@ def prompt_of(request: CompletionRequest) -> str | list[int]:
         "request: send each as its own request.", param="prompt")
 
 
-def to_chat(request: CompletionRequest) -> ChatCompletionRequest:
-    """The chat request that carries ``request``'s raw prompt (``_raw_prompt``) through
-    the one request path. What cannot be honoured is a 400 naming it."""
+def local_prompt(request: CompletionRequest) -> str | list[int]:
+    """The prompt the local engine continues; a 400 naming what it cannot honour (an
+    OpenAI-compatible upstream gets all of these as sent)."""
     if request.suffix:
         raise InvalidRequestError(
             "suffix (insertion) is not supported: the models served here do not fill in "
@@ -109,10 +109,34 @@ def to_chat(request: CompletionRequest) -> ChatCompletionRequest:
             "echo with logprobs is not supported: the prompt's own tokens get no "
             "log probabilities here.", param="echo")
     raw = prompt_of(request)
-    text = raw if isinstance(raw, str) else f"<{len(raw)} prompt tokens>"
+    if request.echo and not isinstance(raw, str):
+        raise InvalidRequestError("echo needs a text prompt: a prompt of token ids is not "
+                                  "echoed.", param="echo")
+    return raw
+
+
+def _shown(prompt: str | list[str] | list[int] | list[list[int]]) -> str:
+    """The prompt as the chat request's one message shows it (to the voice, the logs)."""
+    if isinstance(prompt, str):
+        return prompt
+    if prompt and all(isinstance(p, int) for p in prompt):
+        return f"<{len(prompt)} prompt tokens>"
+    only = prompt[0] if len(prompt) == 1 else None
+    if isinstance(only, str):
+        return only
+    if isinstance(only, list):
+        return f"<{len(only)} prompt tokens>"
+    return f"<{len(prompt)} prompts>"
+
+
+def to_chat(request: CompletionRequest) -> ChatCompletionRequest:
+    """The chat request that carries ``request`` (``_completion``) through the one
+    request path: its fields that the path reads (limits, the key's cap, the ledger)
+    as chat fields, the prompt as its one message's text. What a backend cannot
+    honour is its 400 (the local engine's: ``local_prompt``)."""
     fields: dict[str, Any] = {
         "model": request.model,
-        "messages": [UserMessage(role="user", content=text)],
+        "messages": [UserMessage(role="user", content=_shown(request.prompt))],
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
         "top_p": request.top_p,
@@ -133,5 +157,5 @@ def to_chat(request: CompletionRequest) -> ChatCompletionRequest:
     }
     chat = ChatCompletionRequest.model_construct(
         **{k: v for k, v in fields.items() if v is not None})
-    chat._raw_prompt = raw
+    chat._completion = request
     return chat

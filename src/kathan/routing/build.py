@@ -13,6 +13,7 @@ from kathan.backends.http1 import HTTPPool
 from kathan.backends.upstream import Deployment
 from kathan.routing.breaker import CircuitBreaker
 from kathan.routing.capabilities import Capabilities
+from kathan.routing.embeddings import RoutedEmbeddings
 from kathan.routing.picker import Route
 from kathan.routing.registry import Ceilings, ModelEntry, ModelRegistry
 from kathan.routing.retry import RetryPolicy
@@ -26,7 +27,7 @@ from kathan.settings import (
 )
 
 if TYPE_CHECKING:
-    from kathan.backends.embeddings import EmbeddingModel
+    from kathan.backends.embeddings import EmbeddingBackend, EmbeddingModel
     from kathan.backends.local import LocalBackend
 
 
@@ -97,6 +98,22 @@ def _backend(
     return GeminiBackend(d, session, pool)
 
 
+def _embeddings(
+    d: Deployment, pool: HTTPPool, local: EmbeddingBackend | None
+) -> EmbeddingBackend | None:
+    """The deployment's embeddings: its provider's API (openai, gemini), the local
+    model's, or None (anthropic has no embeddings API)."""
+    if d.backend == "openai":
+        from kathan.backends.upstream_embeddings import OpenAIEmbeddings
+
+        return OpenAIEmbeddings(d, pool)
+    if d.backend == "gemini":
+        from kathan.backends.upstream_embeddings import GeminiEmbeddings
+
+        return GeminiEmbeddings(d, pool)
+    return local if d.backend == "local" else None
+
+
 def build_registry(
     settings: Settings,
     *,
@@ -108,7 +125,9 @@ def build_registry(
 ) -> tuple[ModelRegistry, list[Router]]:
     """Every model clients may name, and the routers whose health must be probed.
 
-    The local model serves embeddings too when ``local_embeddings`` is given.
+    The local model serves embeddings too when ``local_embeddings`` is given; a
+    configured model serves them on its openai and gemini deployments (and local ones,
+    with ``local_embeddings``) unless its ``capabilities`` leave ``embeddings`` out.
 
     Provider backends send through ``pool`` (a new one when none is given); ``session``
     carries their health probes and fetches the image URLs the Gemini backend must inline.
@@ -135,6 +154,11 @@ def build_registry(
         return voice_model
 
     entries: list[ModelEntry] = []
+    local_embedder: EmbeddingBackend | None = None
+    if local_embeddings is not None:
+        from kathan.backends.embeddings import TokenEmbeddings
+
+        local_embedder = TokenEmbeddings(local_embeddings)
     if local is not None and settings.local is not None:
         local_limits = settings.local.limits(settings.requests)
         entries.append(ModelEntry(
@@ -142,7 +166,7 @@ def build_registry(
             backend=local, aliases=tuple(settings.local.aliases),
             voice_model=_voice_model(settings.local.id, settings.local.voice_model),
             ceilings=_ceilings(local_limits), voice_max_tokens=_voice_max_tokens(local_limits),
-            embeddings=local_embeddings,
+            embeddings=local_embedder,
         ))
     routers: list[Router] = []
     registry_box: list[ModelRegistry] = []
@@ -156,13 +180,18 @@ def build_registry(
     for model in served:
         limits = model.requests.under(settings.requests)
         routes = []
+        embedders: dict[Route, EmbeddingBackend] = {}
+        caps = model.capabilities
         for i, d in enumerate(model.deployments):
             if d.left_out():
                 continue
             deployment = _deployment(model, i, d, limits)
             breaker = CircuitBreaker(policy.breaker_failures, policy.breaker_cooldown)
-            routes.append(Route(deployment, _backend(deployment, session, pool, local), breaker))
-        caps = model.capabilities
+            route = Route(deployment, _backend(deployment, session, pool, local), breaker)
+            routes.append(route)
+            embedder = _embeddings(deployment, pool, local_embedder)
+            if embedder is not None and (caps is None or "embeddings" in caps):
+                embedders[route] = embedder
         capabilities = Capabilities() if caps is None else Capabilities(
             tools="tools" in caps, vision="vision" in caps,
             json_schema="json_schema" in caps, reasoning="reasoning" in caps,
@@ -175,7 +204,8 @@ def build_registry(
         entries.append(ModelEntry(
             id=model.id, owned_by=model.owned_by, created=created, backend=router,
             aliases=tuple(model.aliases), voice_model=_voice_model(model.id, model.voice_model),
-            ceilings=_ceilings(limits), voice_max_tokens=_voice_max_tokens(limits)))
+            ceilings=_ceilings(limits), voice_max_tokens=_voice_max_tokens(limits),
+            embeddings=RoutedEmbeddings(router, embedders) if embedders else None))
     try:
         registry = ModelRegistry(entries)
     except ValueError as exc:

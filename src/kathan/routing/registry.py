@@ -12,7 +12,7 @@ from kathan.protocol.chat import ChatCompletionRequest
 from kathan.settings import VOICE_MAX_TOKENS
 
 if TYPE_CHECKING:
-    from kathan.backends.embeddings import EmbeddingModel
+    from kathan.backends.embeddings import EmbeddingBackend
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,7 @@ class ModelEntry:
     voice_model: str | None = None  # where `finetune: true` goes (an id or alias)
     ceilings: Ceilings = field(default=Ceilings())
     voice_max_tokens: int = VOICE_MAX_TOKENS  # a voice request's max_tokens when it gives none
-    embeddings: EmbeddingModel | None = None  # None: no /v1/embeddings (chat only)
+    embeddings: EmbeddingBackend | None = None  # None: no /v1/embeddings (chat only)
 
 
 # Whether a key may use a model, given its id and aliases (``Principal.may_use``).

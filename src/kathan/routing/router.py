@@ -50,8 +50,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from kathan.backends.base import Backend, DeltaStream, LoadStats
+from kathan.backends.base import Backend, DeltaStream, LoadStats, serves_raw_prompts
 from kathan.backends.upstream import UpstreamConnectionLost, UpstreamError, UpstreamUnavailable
 from kathan.errors import KathanError, ServiceUnavailableError
 from kathan.protocol.chat import ChatCompletionRequest
@@ -67,6 +68,8 @@ logger = logging.getLogger(__name__)
 _deadline: ContextVar[float | None] = ContextVar("kathan_routing_deadline", default=None)
 # Places given back that the drain rate (``Retry-After`` of a busy model) is judged by.
 _RECENT_RELEASES = 256
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -131,6 +134,13 @@ class Router:
                             route.deployment.name)
         return any(r.breaker.allows(now) for r in self.routes)
 
+    @property
+    def serves_raw_prompts(self) -> bool:
+        """Legacy completions (``/v1/completions``): when every deployment's backend
+        serves them (the local engine continues the prompt, an OpenAI-compatible
+        upstream gets the request as sent)."""
+        return all(serves_raw_prompts(r.backend) for r in self.routes)
+
     async def open(self, request: ChatCompletionRequest) -> DeltaStream:
         self.check(request)
         token = None
@@ -138,7 +148,7 @@ class Router:
             token = _deadline.set(asyncio.get_running_loop().time() + self.deadline)
         try:
             try:
-                return await self._open_here(request)
+                return await self._open_here(lambda route: self._attempt(route, request))
             except KathanError as exc:
                 if not _model_unavailable(exc):
                     raise  # the request's own fault: another model would refuse it too
@@ -148,10 +158,32 @@ class Router:
             if token is not None:
                 _deadline.reset(token)
 
-    async def _open_here(self, request: ChatCompletionRequest) -> DeltaStream:
+    async def call(
+        self, attempt: Callable[[Route], Awaitable[T]], *, routes: Collection[Route]
+    ) -> T:
+        """``attempt(route)`` for a request whose answer is not a stream (embeddings), on
+        the deployments in ``routes`` only (those that can take it): the balancing,
+        retries, circuit breakers, waiting for a place and deadline of ``open``. Each
+        attempt holds a place in its route's ``in_flight`` while it runs. There are no
+        fallbacks: another model's answer (its vectors) is not this model's."""
+        token = None
+        if _deadline.get() is None:
+            token = _deadline.set(asyncio.get_running_loop().time() + self.deadline)
+        try:
+            others = {r for r in self.routes if r not in routes}
+            return await self._open_here(lambda route: self._call(route, attempt), skip=others)
+        finally:
+            if token is not None:
+                _deadline.reset(token)
+
+    async def _open_here(
+        self, attempt: Callable[[Route], Awaitable[T]], skip: Collection[Route] = ()
+    ) -> T:
+        """``attempt`` on the routes but ``skip``, until one answers (see the module)."""
         tried: set[Route] = set()
         failed: set[Route] = set()  # a route counts one failure per request
-        silent: set[Route] = set()  # timed out: not asked again within this request
+        # Timed out: not asked again within this request (and those it must not ask).
+        silent: set[Route] = set(skip)
         last: UpstreamError | None = None
         waited = 0
         loop = asyncio.get_running_loop()
@@ -173,7 +205,7 @@ class Router:
             tried.add(route)
             try:
                 async with asyncio.timeout_at(deadline) as budget:
-                    return await self._attempt(route, request)
+                    return await attempt(route)
             except TimeoutError:
                 if not budget.expired():
                     raise  # not the deadline's (backends turn their own into UpstreamError)
@@ -325,11 +357,25 @@ class Router:
         except BaseException:
             lease.release()
             raise
+        self._answered(route)
+        stream.on_error(lambda exc: self._broke(route, exc))
+        return stream
+
+    async def _call(self, route: Route, attempt: Callable[[Route], Awaitable[T]]) -> T:
+        """``attempt(route)``, holding a place in the route's ``in_flight`` meanwhile."""
+        lease = route.lease()
+        self._offer()
+        try:
+            result = await attempt(route)
+        finally:
+            lease.release()
+        self._answered(route)
+        return result
+
+    def _answered(self, route: Route) -> None:
         if route.breaker.state(self.clock()) is not Circuit.CLOSED:
             logger.warning("deployment %s answered: circuit closed", route.deployment.name)
         route.breaker.succeeded()
-        stream.on_error(lambda exc: self._broke(route, exc))
-        return stream
 
     def _broke(self, route: Route, exc: BaseException) -> None:
         """A stream that breaks mid-way counts against its deployment's breaker."""
@@ -356,6 +402,8 @@ class Router:
             if deadline is not None and asyncio.get_running_loop().time() >= deadline:
                 break  # the request's time is up: the error so far is its answer
             backend = self.resolve(name)
+            if request._completion is not None and not serves_raw_prompts(backend):
+                continue  # a legacy completion is never answered as a chat
             try:
                 backend.check(request)
             except KathanError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from kathan.backends.base import Delta, ToolCallDelta
+from kathan.backends.base import Delta, ToolCallDelta, serves_raw_prompts
 from kathan.errors import InvalidRequestError
 from kathan.ids import random_id
 from kathan.protocol.chat import (
@@ -78,11 +78,11 @@ class ChatService:
             visible = meter.principal.may_use if meter is not None else _every_model
             entry = self.registry.resolve(request.model, visible)
             entry.ceilings.check(entry.id, request)
-            if request._raw_prompt is not None and not getattr(
-                    entry.backend, "serves_raw_prompts", False):
+            if request._completion is not None and not serves_raw_prompts(entry.backend):
                 raise InvalidRequestError(
-                    f"Model '{request.model}' is served by an upstream provider, and "
-                    "/v1/completions continues prompts of local models only.",
+                    f"Model '{request.model}' is served by a provider without legacy "
+                    "completions (anthropic, gemini): /v1/completions is served by the "
+                    "local model and by openai deployments. Use /v1/chat/completions.",
                     param="model", code="unsupported_endpoint")
             answering = entry
             if voice is not None and voice.finetune and entry.voice_model is not None:
