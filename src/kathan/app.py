@@ -27,6 +27,7 @@ from kathan.api import (
     messages,
     methods,
     models,
+    openai_responses,
     responses,
 )
 from kathan.api import embeddings as embeddings_api
@@ -324,9 +325,11 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     app.router.routes.insert(1, messages.route)
     app.router.routes.insert(2, messages.count_route)
     app.router.routes.insert(3, completions.route)
+    app.router.routes.insert(4, openai_responses.route)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
     app.include_router(models.router)
+    app.include_router(openai_responses.router)
     app.include_router(accounts.router)
     app.include_router(accounts.admin)
     if settings.console and settings.accounts:

@@ -694,17 +694,17 @@ async def _usage(database: Database, args: argparse.Namespace) -> int:
         return 0
     columns = ("requests", "succeeded", "failed", "cancelled", "rate_limited",
                "prompt_tokens", "cached_tokens", "completion_tokens")
-    rows = [["DAY", "MODEL", "REQUESTS", "OK", "FAILED", "CANCELLED", "LIMITED", "PROMPT",
+    rows = [["DAY", "MODEL", "ENDPOINT", "REQUESTS", "OK", "FAILED", "CANCELLED", "LIMITED", "PROMPT",
              "CACHED", "COMPLETION", "TOTAL"]]
     totals = dict.fromkeys(columns, 0)
     for row in summary:
         values = [getattr(row, name) for name in columns]
         for name, value in zip(columns, values, strict=True):
             totals[name] += value
-        rows.append([row.day, row.model, *map(str, values),
+        rows.append([row.day, row.model, row.endpoint, *map(str, values),
                      str(row.prompt_tokens + row.completion_tokens)])
     if summary:
-        rows.append(["total", "", *(str(totals[name]) for name in columns),
+        rows.append(["total", "", "", *(str(totals[name]) for name in columns),
                      str(totals["prompt_tokens"] + totals["completion_tokens"])])
     _print_rows(rows)
     return 0

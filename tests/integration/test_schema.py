@@ -93,6 +93,14 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 [[operations]]
 include-path-regex = "^/v1/messages"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "429"]
+
+# A response the schema allows may still ask what Kathan cannot honour (a built-in tool,
+# background, conversation, an input_file: a 400 that names it), continue a response
+# that is not stored (404), or break a rule of the model's (max_output_tokens above the
+# server's limit: a 400).
+[[operations]]
+include-path-regex = "^/v1/responses"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "429"]
 """
 
 

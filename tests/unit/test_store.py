@@ -457,7 +457,7 @@ async def test_usage_summary_groups_by_day_and_model(db: Database) -> None:
         ]
         march_first = summary[1]
         assert march_first == repo.UsageSummaryRow(
-            day="2026-03-01", model="m1", requests=3, succeeded=0, failed=1, cancelled=1,
+            day="2026-03-01", model="m1", endpoint="chat/completions", requests=3, succeeded=0, failed=1, cancelled=1,
             rate_limited=1, prompt_tokens=20, cached_tokens=8, completion_tokens=5,
         )
         assert [r.day for r in await repo.usage_summary(session, since="2026-03-01",
@@ -467,6 +467,7 @@ async def test_usage_summary_groups_by_day_and_model(db: Database) -> None:
         by_key = await repo.usage_summary(session, key_id="key_2")
         assert [(r.day, r.requests) for r in by_key] == [("2026-03-02", 1)]
         assert await repo.usage_summary(session, account_id="acct_none") == []
+        assert await repo.usage_summary(session, endpoint="responses") == []
         with pytest.raises(InvalidRequestError, match="since"):
             await repo.usage_summary(session, since="March")
 
@@ -606,3 +607,36 @@ async def test_write_many_waits_off_the_loop_for_another_process_lock(tmp_path: 
     async with db.session() as session:
         assert await repo.count_usage(session) == 1
     await db.dispose()
+
+
+async def test_usage_summary_splits_and_filters_by_endpoint(db: Database) -> None:
+    rows = [_usage("a"), _usage("b", endpoint="responses"), _usage("c", endpoint="responses"),
+            _usage("d", endpoint="embeddings", completion_tokens=0)]
+    async with db.session() as session:
+        await repo.insert_usage(session, rows)
+        await session.commit()
+    async with db.session() as session:
+        summary = await repo.usage_summary(session)
+        assert [(r.endpoint, r.requests, r.completion_tokens) for r in summary] == [
+            ("chat/completions", 1, 5), ("embeddings", 1, 0), ("responses", 2, 10)]
+        [only] = await repo.usage_summary(session, endpoint="responses")
+        assert (only.endpoint, only.requests, only.prompt_tokens) == ("responses", 2, 20)
+
+
+async def test_a_stored_response_is_its_owners_alone(db: Database) -> None:
+    async with db.session() as session:
+        await repo.store_response(session, response_id="resp_1", owner="acct_1",
+                                  items=[{"role": "user", "content": "hi"}],
+                                  response={"id": "resp_1", "output": []})
+        await session.commit()
+    async with db.session() as session:
+        row = await repo.get_response(session, "resp_1", "acct_1")
+        assert row is not None and row.items == [{"role": "user", "content": "hi"}]
+        assert row.response == {"id": "resp_1", "output": []}
+        assert await repo.get_response(session, "resp_1", "acct_2") is None
+        assert not await repo.delete_response(session, "resp_1", "acct_2")
+        assert await repo.delete_response(session, "resp_1", "acct_1")
+        await session.commit()
+    async with db.session() as session:
+        assert await repo.get_response(session, "resp_1", "acct_1") is None
+        assert not await repo.delete_response(session, "resp_1", "acct_1")

@@ -111,16 +111,16 @@ def _forget(request: Request, key: models.ApiKey) -> None:
 
 async def _usage(
     db: Database, *, account_id: str | None, key_id: str | None, since: date | None,
-    until: date | None,
+    until: date | None, endpoint: str | None = None,
 ) -> wire.UsageReport:
     async with db.session() as s:
         rows = await repo.usage_summary(
             s, account_id=account_id, key_id=key_id,
             since=since.isoformat() if since else None,
-            until=until.isoformat() if until else None)
+            until=until.isoformat() if until else None, endpoint=endpoint)
     return wire.UsageReport(data=[
         wire.UsageBucket(
-            day=r.day, model=r.model, requests=r.requests, succeeded=r.succeeded,
+            day=r.day, model=r.model, endpoint=r.endpoint, requests=r.requests, succeeded=r.succeeded,
             failed=r.failed, cancelled=r.cancelled, rate_limited=r.rate_limited,
             prompt_tokens=r.prompt_tokens, cached_tokens=r.cached_tokens,
             completion_tokens=r.completion_tokens,
@@ -372,13 +372,16 @@ async def usage(
     key_id: Annotated[str | None, Query(
         max_length=40, description="One key's requests; `console`: the console "
         "playground's.")] = None,
+    endpoint: Annotated[wire.Endpoint | None, Query(
+        description="One endpoint's requests.")] = None,
 ) -> wire.UsageReport:
-    """The caller's account's usage by day and model; an admin sees everyone's."""
+    """The caller's account's usage by day, model and endpoint; an admin sees everyone's."""
     if not principal.is_admin:
         account_id = principal.account_id
         if account_id is None:  # pragma: no cover - non-admin principals have accounts
             raise AuthenticationError()
-    return await _usage(db, account_id=account_id, key_id=key_id, since=since, until=until)
+    return await _usage(db, account_id=account_id, key_id=key_id, since=since, until=until,
+                        endpoint=endpoint)
 
 
 # -- admin --------------------------------------------------------------------
@@ -508,6 +511,8 @@ async def admin_usage(
     until: Annotated[wire.Day | None, Query(description="Last UTC day, YYYY-MM-DD.")] = None,
     account_id: Annotated[str | None, Query(max_length=40)] = None,
     key_id: Annotated[str | None, Query(max_length=40)] = None,
+    endpoint: Annotated[wire.Endpoint | None, Query()] = None,
 ) -> wire.UsageReport:
-    return await _usage(db, account_id=account_id, key_id=key_id, since=since, until=until)
+    return await _usage(db, account_id=account_id, key_id=key_id, since=since, until=until,
+                        endpoint=endpoint)
 

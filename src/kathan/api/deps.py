@@ -148,14 +148,14 @@ async def read_json(request: Request, model: type[M], principal: Principal) -> M
         value = load(raw)
         return model.model_validate_json(raw)
     except RequestValidationFailed as error:
-        await _record_rejected(request.app.state.metering, principal, None, error)
+        await _record_rejected(request, principal, None, error)
         raise
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         message, param = explain(errors, value)
         failed = RequestValidationFailed([issue(e) for e in errors], message=message,
                                          param=param)
-        await _record_rejected(request.app.state.metering, principal, value, failed)
+        await _record_rejected(request, principal, value, failed)
         raise failed from None
 
 
@@ -168,36 +168,58 @@ D = TypeVar("D", bound=BaseModel)
 T = TypeVar("T")
 
 
-async def translated(
-    request: Request, model: type[D], translate: Callable[[D], T]
-) -> tuple[D, T, Meter | None]:
-    """A request in another dialect than chat's (Messages, legacy completions): the key
-    checked, the body read as ``model``, its meter begun (with accounts) and the body
-    translated for the chat path. A translation refused (a ``KathanError``) is the
-    request's ledger row before it is raised."""
+async def admitted(
+    request: Request, model: type[D]
+) -> tuple[Principal, D, Meter | None]:
+    """A request in another dialect than chat's: the key checked, the body read as
+    ``model`` and its meter begun (with accounts)."""
     principal = await api_key(request)
     body = await read_json(request, model, principal)
     metering: Metering | None = request.app.state.metering
     dialect = cast(_Dialect, body)
-    meter = metering.begin(principal, streamed=bool(dialect.stream)) if metering else None
+    meter = metering.begin(principal, streamed=bool(dialect.stream),
+                           endpoint=endpoint_of(request)) if metering else None
+    return principal, body, meter
+
+
+async def refused(meter: Meter | None, model: str, error: KathanError) -> None:
+    """A request refused before it reached the model: its ledger row."""
+    if meter is not None:
+        meter.model = model
+        await meter.fail(error)
+
+
+async def translated(
+    request: Request, model: type[D], translate: Callable[[D], T]
+) -> tuple[D, T, Meter | None]:
+    """A request in another dialect than chat's (Messages, legacy completions),
+    ``admitted`` and translated for the chat path. A translation refused (a
+    ``KathanError``) is the request's ledger row before it is raised."""
+    _, body, meter = await admitted(request, model)
     try:
         return body, translate(body), meter
     except KathanError as error:
-        if meter is not None:
-            meter.model = dialect.model
-            await meter.fail(error)
+        await refused(meter, cast(_Dialect, body).model, error)
         raise
 
 
+def endpoint_of(request: Request) -> str:
+    """The API a request came through, as its ledger row names it: the path after /v1/
+    (``chat/completions``, ``responses``, ``messages``, ``completions``, ``embeddings``)."""
+    return request.url.path.removeprefix("/v1/")[:32]
+
+
 async def _record_rejected(
-    metering: Metering | None, principal: Principal, body: Any, error: KathanError
+    request: Request, principal: Principal, body: Any, error: KathanError
 ) -> None:
     """A request from a known caller that failed validation still gets its ledger row
     (``body``: the parsed JSON, None when it was not acceptable JSON)."""
+    metering: Metering | None = request.app.state.metering
     if metering is None:
         return
     body = body if isinstance(body, dict) else {}
-    meter = metering.begin(principal, streamed=body.get("stream") is True)
+    meter = metering.begin(principal, streamed=body.get("stream") is True,
+                           endpoint=endpoint_of(request))
     model = body.get("model")
     meter.model = model if isinstance(model, str) else ""
     await meter.fail(error)

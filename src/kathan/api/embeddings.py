@@ -30,7 +30,7 @@ async def create_embeddings(request: Request) -> Response:
     metering: Metering | None = state.metering
     meter: Meter | None = None
     if metering is not None:
-        meter = metering.begin(principal, streamed=False)
+        meter = metering.begin(principal, streamed=False, endpoint="embeddings")
     service = EmbeddingService(state.registry)
     result = await unless_disconnected(request.receive, service.create(body, meter=meter))
     return Response(result.model_dump_json(), media_type="application/json",

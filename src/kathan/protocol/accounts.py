@@ -238,9 +238,15 @@ class AccountList(BaseModel):
     data: list[Account]
 
 
+Endpoint = Literal["chat/completions", "responses", "messages", "completions", "embeddings"]
+
+
 class UsageBucket(BaseModel):
     day: str
     model: str
+    endpoint: str = Field(description="The API the requests came through: its path after "
+                          "/v1/ (`chat/completions`, `responses`, `messages`, `completions`, "
+                          "`embeddings`).")
     requests: int
     succeeded: int
     failed: int

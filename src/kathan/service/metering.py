@@ -1,6 +1,6 @@
 """Per-request admission (model allow-list, rate limits, quotas) and the ledger row.
 
-Every chat request of a known caller ends in exactly one ``UsageRow``:
+Every model request (each endpoint) of a known caller ends in exactly one ``UsageRow``:
 ``succeeded``, ``failed`` (any error status), ``cancelled`` (the client left)
 or ``rate_limited`` (429). Rows go to the ledger, which writes them later.
 """
@@ -88,9 +88,11 @@ class Metering:
             await asyncio.gather(*list(self._releases))
 
     def begin(
-        self, principal: Principal, *, streamed: bool, request_id: str | None = None
+        self, principal: Principal, *, streamed: bool, request_id: str | None = None,
+        endpoint: str = "chat/completions",
     ) -> Meter:
-        return Meter(self, principal, request_id or random_id(), streamed)
+        """``endpoint``: the API the request came through, its path after ``/v1/``."""
+        return Meter(self, principal, request_id or random_id(), streamed, endpoint)
 
     async def seed_quota(self, key_id: str, limits: Limits) -> None:
         """Start a key's quota count from the ledger, once per process and period."""
@@ -129,12 +131,14 @@ class Meter:
     """One request's admission and its ledger row. ``finish`` or ``fail`` ends it, once."""
 
     def __init__(
-        self, metering: Metering, principal: Principal, request_id: str, streamed: bool
+        self, metering: Metering, principal: Principal, request_id: str, streamed: bool,
+        endpoint: str = "chat/completions",
     ) -> None:
         self._metering = metering
         self.principal = principal
         self.request_id = request_id
         self.streamed = streamed
+        self.endpoint = endpoint
         self.model = ""
         self._started_wall = datetime.now(UTC)
         self._started = time.perf_counter()
@@ -262,6 +266,7 @@ class Meter:
             latency_ms=latency * 1000,
             finish_reason=finish_reason,
             error_code=error_code,
+            endpoint=self.endpoint,
         ))
 
 

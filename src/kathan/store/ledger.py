@@ -1,4 +1,4 @@
-"""The usage ledger: one row per chat request, written in batches off the request path."""
+"""The usage ledger: one row per model request (every endpoint), written in batches off the request path."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ Status = Literal["succeeded", "failed", "cancelled", "rate_limited"]
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
-    """What one chat request used and how it ended (the ``usage`` table's columns)."""
+    """What one request used, through which endpoint, and how it ended (the ``usage`` table's columns)."""
 
     id: str
     created_at: datetime
@@ -37,6 +37,7 @@ class UsageRow:
     latency_ms: float = 0.0
     finish_reason: str | None = None
     error_code: str | None = None
+    endpoint: str = "chat/completions"  # the API: its path after /v1/
 
     def as_record(self) -> dict[str, Any]:
         # Flat fields only, so a shallow copy (asdict deep-copies, which is slow).

@@ -64,13 +64,16 @@ class LoginSession(Base):
 
 
 class UsageRecord(Base):
-    """One row per chat request, whatever its outcome."""
+    """One row per model request (every endpoint), whatever its outcome."""
 
     __tablename__ = "usage"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the request id
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     day: Mapped[str] = mapped_column(String(10), index=True)  # UTC "YYYY-MM-DD"
+    # The API it came through: its path after /v1/ ("chat/completions", "responses",
+    # "messages", "completions", "embeddings").
+    endpoint: Mapped[str] = mapped_column(String(32), default="chat/completions")
     account_id: Mapped[str | None] = mapped_column(String(40), index=True)
     key_id: Mapped[str | None] = mapped_column(String(40), index=True)
     key_prefix: Mapped[str | None] = mapped_column(String(40))
@@ -86,3 +89,19 @@ class UsageRecord(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     finish_reason: Mapped[str | None] = mapped_column(String(32))
     error_code: Mapped[str | None] = mapped_column(String(64))
+
+
+class StoredResponse(Base):
+    """A response of ``POST /v1/responses`` with ``store: true``, for ``GET``, ``DELETE``
+    and ``previous_response_id``; only its owner sees it."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # resp_<hex>
+    # The caller's account, or "static" for the keys of KATHAN_API_KEYS (admins).
+    owner: Mapped[str] = mapped_column(String(48), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The conversation's items before this response's output: the continued response's
+    # items and output, then this request's input (Responses' item shape).
+    items: Mapped[list[dict[str, object]]] = mapped_column(JSON)
+    response: Mapped[dict[str, object]] = mapped_column(JSON)  # the response object

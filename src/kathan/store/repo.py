@@ -34,7 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kathan.errors import ConflictError, InvalidRequestError, NotFoundError
 from kathan.limits.base import Limits, QuotaPeriod
 from kathan.store.db import dialect_of, serialize_setup
-from kathan.store.models import Account, ApiKey, Base, LimitColumns, LoginSession, UsageRecord
+from kathan.store.models import (
+    Account,
+    ApiKey,
+    Base,
+    LimitColumns,
+    LoginSession,
+    StoredResponse,
+    UsageRecord,
+)
 from kathan.store.passwords import burn_verify_time, hash_password, needs_rehash, verify_password
 
 KEY_START = "sk-kathan-"
@@ -514,16 +522,18 @@ _USAGE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "ttft_ms": None,
         "finish_reason": None,
         "error_code": None,
+        "endpoint": "chat/completions",
     }
 )
 
 
 @dataclass(frozen=True, slots=True)
 class UsageSummaryRow:
-    """Requests and tokens of one model on one UTC day."""
+    """Requests and tokens of one model through one endpoint on one UTC day."""
 
     day: str
     model: str
+    endpoint: str
     requests: int
     succeeded: int
     failed: int
@@ -586,9 +596,12 @@ def _usage_values(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _usage_filters(
-    account_id: str | None, key_id: str | None, since: str | None, until: str | None
+    account_id: str | None, key_id: str | None, since: str | None, until: str | None,
+    endpoint: str | None = None,
 ) -> list[ColumnElement[bool]]:
     filters: list[ColumnElement[bool]] = []
+    if endpoint is not None:
+        filters.append(UsageRecord.endpoint == endpoint)
     if account_id is not None:
         filters.append(UsageRecord.account_id == _ref(account_id))
     if key_id == CONSOLE:  # the console playground's requests: an account's, no key's
@@ -624,13 +637,15 @@ async def usage_summary(
     key_id: str | None = None,
     since: str | None = None,
     until: str | None = None,
+    endpoint: str | None = None,
 ) -> list[UsageSummaryRow]:
-    """Totals per (day, model), ordered by day then model; ``since`` and ``until``
-    ("YYYY-MM-DD") are inclusive."""
+    """Totals per (day, model, endpoint), ordered by day, model, endpoint; ``since`` and
+    ``until`` ("YYYY-MM-DD") are inclusive."""
     query = (
         select(
             UsageRecord.day,
             UsageRecord.model,
+            UsageRecord.endpoint,
             func.count(),
             _status_count("succeeded"),
             _status_count("failed"),
@@ -640,12 +655,12 @@ async def usage_summary(
             func.sum(UsageRecord.cached_tokens),
             func.sum(UsageRecord.completion_tokens),
         )
-        .where(*_usage_filters(account_id, key_id, since, until))
-        .group_by(UsageRecord.day, UsageRecord.model)
-        .order_by(UsageRecord.day, UsageRecord.model)
+        .where(*_usage_filters(account_id, key_id, since, until, endpoint))
+        .group_by(UsageRecord.day, UsageRecord.model, UsageRecord.endpoint)
+        .order_by(UsageRecord.day, UsageRecord.model, UsageRecord.endpoint)
     )
     return [
-        UsageSummaryRow(row[0], row[1], *(int(value or 0) for value in row[2:]))
+        UsageSummaryRow(row[0], row[1], row[2], *(int(value or 0) for value in row[3:]))
         for row in await session.execute(query)
     ]
 
@@ -701,6 +716,31 @@ async def count_usage(
     return int(
         await session.scalar(query.where(*_usage_filters(account_id, key_id, since, until))) or 0
     )
+
+
+# Stored responses (POST /v1/responses with store: true)
+
+
+async def store_response(
+    session: AsyncSession, *, response_id: str, owner: str, items: list[dict[str, Any]],
+    response: dict[str, Any],
+) -> None:
+    session.add(StoredResponse(id=response_id, owner=owner, created_at=_now(), items=items,
+                               response=response))
+
+
+async def get_response(session: AsyncSession, response_id: str,
+                       owner: str) -> StoredResponse | None:
+    """The stored response ``response_id`` when ``owner`` owns it (another's is None, as
+    one that does not exist is)."""
+    row = await session.get(StoredResponse, response_id)
+    return row if row is not None and row.owner == owner else None
+
+
+async def delete_response(session: AsyncSession, response_id: str, owner: str) -> bool:
+    result = await session.execute(delete(StoredResponse).where(
+        StoredResponse.id == response_id, StoredResponse.owner == owner))
+    return bool(getattr(result, "rowcount", 0))
 
 
 # First run
