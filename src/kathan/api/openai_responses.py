@@ -205,6 +205,13 @@ class _Builder:
         """The events of a response that failed after its stream began: the error, then
         the failed response with what it had produced."""
         response = self.response
+        item = self._open
+        if item is not None:  # what it had written, as it stood
+            item.status = "incomplete"
+            if isinstance(item, wire.OutMessage):
+                item.content = [wire.OutTextPart(
+                    text="".join(self._text),
+                    logprobs=self._text_logprobs if self._logprobs else None)]
         response.status = "failed"
         response.error = wire.ResponseError(code=error.code or "server_error",
                                             message=error.message)
