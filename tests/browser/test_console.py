@@ -114,6 +114,7 @@ def test_sign_up_create_a_key_use_it_with_the_sdk_and_see_it_in_usage(
     header = lines[0].split(",")
     [row] = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
     assert row["model"] == MODEL and row["requests"] == "1"
+    assert row["endpoint"] == "chat/completions" and "chat/completions" in table
     assert row["total_tokens"] == str(reply.usage.total_tokens)
     # A fresh log-in finds the account and its key again.
     page.click(tid("logout"))

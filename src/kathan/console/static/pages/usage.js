@@ -52,9 +52,9 @@ function csvCell(value) {
 }
 
 export function usageCsv(rows) {
-  const header = ["day", "model", ...COLUMNS.map(([k]) => k)];
+  const header = ["day", "model", "endpoint", ...COLUMNS.map(([k]) => k)];
   const lines = [header.join(",")];
-  for (const r of rows) lines.push([r.day, r.model, ...COLUMNS.map(([k]) => r[k] ?? 0)].map(csvCell).join(","));
+  for (const r of rows) lines.push([r.day, r.model, r.endpoint ?? "", ...COLUMNS.map(([k]) => r[k] ?? 0)].map(csvCell).join(","));
   return `${lines.join("\r\n")}\r\n`;
 }
 
@@ -68,22 +68,24 @@ function download(filename, text, type) {
 }
 
 function usageTable(rows) {
-  const sorted = [...rows].sort((a, b) => (a.day === b.day ? String(a.model).localeCompare(String(b.model)) : a.day < b.day ? 1 : -1));
+  const order = (a, b) => String(a.model).localeCompare(String(b.model)) || String(a.endpoint).localeCompare(String(b.endpoint));
+  const sorted = [...rows].sort((a, b) => (a.day === b.day ? order(a, b) : a.day < b.day ? 1 : -1));
   const totals = totalsOf(rows);
   const body = sorted.length
     ? sorted.map((r) => h("tr", { testid: "usage-row" },
       h("td", { class: "nowrap" }, r.day),
       h("td", { class: "mono" }, r.model),
+      h("td", { class: "mono nowrap" }, r.endpoint ?? ""),
       COLUMNS.map(([k]) => h("td", { class: "num" }, fmtNumber(r[k] ?? 0)))))
-    : [h("tr", null, h("td", { colspan: String(COLUMNS.length + 2), class: "muted" }, "No usage in this period."))];
+    : [h("tr", null, h("td", { colspan: String(COLUMNS.length + 3), class: "muted" }, "No usage in this period."))];
   const foot = h("tfoot", null, h("tr", null,
-    h("td", { colspan: "2" }, "Total"),
+    h("td", { colspan: "3" }, "Total"),
     COLUMNS.map(([k]) => h("td", { class: "num", testid: k === "requests" ? "usage-total-requests" : `usage-total-${k.replace(/_/g, "-")}`,
       dataset: { value: String(totals[k]) } }, fmtNumber(totals[k])))));
-  const wrap = h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Usage by day and model" },
+  const wrap = h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Usage by day, model and endpoint" },
     h("table", { class: "table", testid: "usage-table" },
-      h("caption", { class: "visually-hidden" }, "Requests and tokens per UTC day and model, with totals"),
-      h("thead", null, h("tr", null, h("th", { scope: "col" }, "Day (UTC)"), h("th", { scope: "col" }, "Model"),
+      h("caption", { class: "visually-hidden" }, "Requests and tokens per UTC day, model and endpoint, with totals"),
+      h("thead", null, h("tr", null, h("th", { scope: "col" }, "Day (UTC)"), h("th", { scope: "col" }, "Model"), h("th", { scope: "col" }, "Endpoint"),
         COLUMNS.map(([, label]) => h("th", { scope: "col", class: "num" }, label)))),
       h("tbody", null, body), foot));
   return wrap;
