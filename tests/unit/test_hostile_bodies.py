@@ -45,7 +45,6 @@ BASES: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {
     ("POST", "/v1/messages/count_tokens"): lambda: {
         "model": "fake", "messages": [{"role": "user", "content": "hi"}]},
     ("POST", "/v1/responses"): lambda: {"model": "fake", "input": "hi"},
-    ("POST", "/v1/responses"): lambda: {"model": "fake", "input": "hi"},
     ("POST", "/v1/auth/register"): lambda: {"email": _email(), "password": "correct horse"},
     ("POST", "/v1/auth/login"): lambda: {"email": "ada@example.com",
                                          "password": "correct horse"},
