@@ -133,3 +133,14 @@ def test_every_error_on_the_messages_paths_is_in_anthropics_shape(tmp_path: Any)
         assert [r.status_code for r in (
             c.post("/v1/messages", content=b"{" + b" " * 3000 + b"}", headers=bearer(ADMIN)),
             c.get("/v1/messages", headers=bearer(ADMIN)))] == [413, 405]
+
+
+def test_the_request_itself_rides_along_for_an_anthropic_deployment() -> None:
+    body = {"model": "m", "max_tokens": 9, "stream": True, "top_k": 5,
+            "system": [{"type": "text", "text": "S", "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": "Hi"}]}
+    chat = to_chat(MessagesRequest.model_validate(body))
+    assert chat._anthropic == {k: v for k, v in body.items() if k not in ("model", "stream")}
+    # Voice mode rewrites the conversation: the translation is what goes then.
+    voiced = to_chat(MessagesRequest.model_validate({**body, "language": "en"}))
+    assert voiced._anthropic is None

@@ -120,6 +120,7 @@ class FakeState:
     script: Script
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    counted: list[tuple[dict[str, Any], int]] = field(default_factory=list)  # body, answer
     disconnects: int = 0
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -136,6 +137,7 @@ def make_app(*, api_key: str, script: Script | None = None) -> web.Application:
     app = web.Application()
     app[STATE] = FakeState(api_key=api_key, script=script or Script())
     app.router.add_post("/v1/messages", _messages_endpoint)
+    app.router.add_post("/v1/messages/count_tokens", _count_endpoint)
     return app
 
 
@@ -312,6 +314,38 @@ def _as_message(events: list[tuple[str, str]]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------
 # Validation
+
+
+_COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking"})
+
+
+async def _count_endpoint(request: web.Request) -> web.Response:
+    """``POST /v1/messages/count_tokens``: the same checks as a message (without
+    ``max_tokens``, which it does not take); the count is the number of characters of
+    the messages' and system's JSON over four, a stand-in for a tokenizer."""
+    state = request.app[STATE]
+    if request.headers.get("x-api-key") != state.api_key:
+        return error_response(401, "invalid x-api-key")
+    if request.headers.get("anthropic-version") not in VERSIONS:
+        return error_response(400, "anthropic-version: header is required")
+    if state.script.status is not None:
+        return error_response(state.script.status, state.script.message,
+                              retry_after=state.script.retry_after)
+    try:
+        body = json.loads(await request.read())
+        if not isinstance(body, dict):
+            raise _Invalid("The request body must be a JSON object.")
+        for key in body:
+            if key not in _COUNT_FIELDS:
+                raise _Invalid(f"{key}: Extra inputs are not permitted")
+        validate({**body, "max_tokens": 1})
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return error_response(400, "The request body is not valid JSON.")
+    except _Invalid as exc:
+        return error_response(400, str(exc))
+    count = len(json.dumps([body.get("system"), body["messages"]])) // 4
+    state.counted.append((body, count))
+    return web.json_response({"input_tokens": count})
 
 
 def validate(body: Any) -> None:

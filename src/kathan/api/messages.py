@@ -26,7 +26,9 @@ from kathan.api.disconnect import unless_disconnected
 from kathan.api.errors import sse_error
 from kathan.api.routes import GenerationRoute
 from kathan.api.sse import EventStreamResponse, encode
+from kathan.backends.anthropic import AnthropicBackend
 from kathan.backends.base import TokenUsage
+from kathan.backends.upstream import UpstreamError
 from kathan.errors import InvalidRequestError
 from kathan.protocol import messages as wire
 from kathan.protocol.chat import ChatCompletionRequest
@@ -198,9 +200,9 @@ async def create_message(request: Request) -> Response:
 
 
 async def count_message_tokens(request: Request) -> Response:
-    """The prompt's size in tokens, as the model would see it (a backend that can count:
-    the local engine, with its own template and tokenizer). Upstream models are not
-    counted here yet."""
+    """The prompt's size in tokens, as the model would see it: a local model counts with
+    its own template and tokenizer; a model of ``anthropic`` deployments is counted by
+    Anthropic (the request as the client sent it). Other upstreams cannot count."""
     principal = await api_key(request)
     body = await read_json(request, wire.CountTokensRequest, principal)
     registry = request.app.state.registry
@@ -208,13 +210,32 @@ async def count_message_tokens(request: Request) -> Response:
     if not principal.may_use(entry.id, entry.aliases):
         raise registry.missing(body.model, principal.may_use)
     count = getattr(entry.backend, "count_tokens", None)
-    if count is None:
-        raise InvalidRequestError(
-            f"count_tokens counts prompts of local models only; '{body.model}' is served "
-            "by an upstream provider.", param="model", code="unsupported_model")
-    tokens: int = count(wire.count_request(body))
+    if count is not None:
+        tokens: int = count(wire.count_request(body))
+    else:
+        tokens = await _upstream_count(entry.backend, body)
     return Response(wire.TokenCount(input_tokens=tokens).model_dump_json(),
                     media_type="application/json")
+
+
+async def _upstream_count(backend: object, body: wire.CountTokensRequest) -> int:
+    """Anthropic's count, from the model's anthropic deployments in the router's order
+    (the next one when one cannot answer)."""
+    counters = [route.backend for route in getattr(backend, "routes", ())
+                if isinstance(route.backend, AnthropicBackend)]
+    if not counters:
+        raise InvalidRequestError(
+            f"count_tokens counts the prompts of local models and of models served by "
+            f"anthropic deployments; '{body.model}' is served by another provider, which "
+            "has no such count.", param="model", code="unsupported_model")
+    given = body.model_dump(mode="json", exclude_none=True, exclude={"model"})
+    for i, counter in enumerate(counters):
+        try:
+            return await counter.count_tokens(given)
+        except UpstreamError as error:
+            if not error.retryable or i == len(counters) - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 route = GenerationRoute(

@@ -1,6 +1,8 @@
 """The ``anthropic`` backend: OpenAI chat requests served by Anthropic's Messages API.
 
-``to_anthropic`` turns a ``ChatCompletionRequest`` into a Messages API body and
+A request that came as a Messages request (``/v1/messages``, ``_anthropic``) is sent
+as the client sent it (``passed_through``). Otherwise ``to_anthropic`` turns a
+``ChatCompletionRequest`` into a Messages API body and
 ``StreamTranslator`` turns the Messages API's server-sent events back into
 ``Delta``s. The upstream is always asked to stream: Kathan builds non-streaming
 answers by accumulating the deltas.
@@ -57,6 +59,7 @@ from kathan.backends.upstream import (
     Deployment,
     ProviderBackend,
     UpstreamError,
+    UpstreamUnavailable,
     body_text,
     refuse_extras,
     refuse_unsupported,
@@ -153,6 +156,15 @@ def to_anthropic(request: ChatCompletionRequest, deployment: Deployment) -> dict
             body["max_tokens"] = max(max_tokens, budget + _ANSWER_RESERVE)
     body["stream"] = True
     return body
+
+
+def passed_through(given: dict[str, Any], request: ChatCompletionRequest,
+                   deployment: Deployment) -> dict[str, Any]:
+    """A Messages request's own body (``/v1/messages``), as the client sent it, for the
+    deployment: its model, streamed, and the ``max_tokens`` Kathan allows it (a key's
+    cap may have lowered it)."""
+    max_tokens = request.max_completion_tokens or request.max_tokens or given["max_tokens"]
+    return {**given, "model": deployment.model, "max_tokens": max_tokens, "stream": True}
 
 
 def _check_supported(request: ChatCompletionRequest) -> None:
@@ -586,13 +598,34 @@ class AnthropicBackend(ProviderBackend):
             **auth, "content-type": "application/json", "accept-encoding": "gzip, deflate",
             **deployment.headers,
         })
+        self._count = transport.endpoint(api + "/messages/count_tokens", {
+            **auth, "content-type": "application/json", **deployment.headers})
         self._probe = api + "/models", {**auth, **deployment.headers}
+
+    async def count_tokens(self, given: dict[str, Any]) -> int:
+        """The upstream's count of a Messages request's prompt (``given``: a
+        ``count_tokens`` body as the client sent it, without its model)."""
+        body = json.dumps({**given, "model": self.deployment.model}, ensure_ascii=False)
+        response = await send(self._count, body.encode(), self.deployment, _refusal)
+        try:
+            answer = json.loads(await response.read())
+        finally:
+            response.release()
+        count = answer.get("input_tokens") if isinstance(answer, dict) else None
+        if not isinstance(count, int):
+            raise UpstreamUnavailable(
+                "The upstream's count_tokens answer has no input_tokens.", retryable=False,
+                retry_after=1, code="upstream_bad_response")
+        return count
 
     def check(self, request: ChatCompletionRequest) -> None:
         refuse_extras(request, "anthropic")
 
     async def open(self, request: ChatCompletionRequest) -> DeltaStream:
         self.check(request)
-        body = json.dumps(to_anthropic(request, self.deployment), ensure_ascii=False)
+        given = request._anthropic
+        sent = (passed_through(given, request, self.deployment) if given is not None
+                else to_anthropic(request, self.deployment))
+        body = json.dumps(sent, ensure_ascii=False)
         response = await send(self._endpoint, body.encode(), self.deployment, _refusal)
         return await relay(response, StreamTranslator())

@@ -192,6 +192,11 @@ class ChatCompletionRequest(_Wire):
     # upstream gets it as sent. Never on the wire; ``messages`` then holds the prompt's
     # text for what reads it (the voice, the logs).
     _completion: Any = PrivateAttr(None)
+    # An Anthropic Messages request (``/v1/messages``) as the client sent it (without its
+    # model, stream and voice fields): an ``anthropic`` deployment is sent this body,
+    # nothing lost (cache_control, thinking with its budget and earlier turns' thinking
+    # blocks, top_k, metadata), rather than the translation of ``messages``.
+    _anthropic: dict[str, Any] | None = PrivateAttr(None)
 
     messages: list[ChatMessage] = Field(min_length=1)
     model: str = Field(min_length=1)

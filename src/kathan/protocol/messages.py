@@ -380,8 +380,13 @@ def _effort(request: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
     return {}
 
 
+_NOT_PASSED = frozenset({"model", "stream", "finetune", "language", "gender", "accent"})
+
+
 def to_chat(request: MessagesRequest) -> ChatCompletionRequest:
-    """The chat request that carries ``request`` through Kathan's one request path."""
+    """The chat request that carries ``request`` through Kathan's one request path; it
+    also carries ``request`` itself (``_anthropic``) for an ``anthropic`` deployment,
+    unless voice mode, which rewrites the conversation, is asked for."""
     stops = request.stop_sequences or []
     if len(stops) > MAX_STOP_SEQUENCES:
         raise InvalidRequestError(
@@ -391,7 +396,7 @@ def to_chat(request: MessagesRequest) -> ChatCompletionRequest:
         raise InvalidRequestError("stop_sequences: each stop sequence needs at least one "
                                   "character.", param="stop_sequences")
     metadata = request.metadata
-    return ChatCompletionRequest.model_construct(
+    chat = ChatCompletionRequest.model_construct(
         **{k: v for k, v in {
             "model": request.model,
             "messages": _messages(request),
@@ -410,6 +415,11 @@ def to_chat(request: MessagesRequest) -> ChatCompletionRequest:
             **_tools(request),
             **_effort(request),
         }.items() if v is not None})
+    voice = (request.finetune, request.language, request.gender, request.accent)
+    if all(v is None for v in voice):
+        chat._anthropic = request.model_dump(mode="json", exclude_none=True,
+                                             exclude=set(_NOT_PASSED))
+    return chat
 
 
 def count_request(request: CountTokensRequest) -> ChatCompletionRequest:
