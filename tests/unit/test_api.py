@@ -12,10 +12,11 @@ from fastapi.testclient import TestClient
 from kathan.api import deps
 from kathan.app import create_app
 from kathan.auth.principal import Principal
+from kathan.backends.embeddings import TokenEmbeddings
 from kathan.errors import ContextLengthExceededError
 from kathan.routing.registry import ModelEntry, ModelRegistry
 from kathan.settings import Settings
-from tests.fakes import FakeBackend
+from tests.fakes import FakeBackend, FakeEmbeddings
 
 KEY = "sk-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -211,8 +212,27 @@ def test_model_listing(client: TestClient) -> None:
         assert body["object"] == "list"
         assert [m["id"] for m in body["data"]] == ["fake", "alias"]
         assert body["data"][0] == {"id": "fake", "object": "model", "created": 123,
-                                   "owned_by": "tests"}
+                                   "owned_by": "tests", "endpoints": [
+                                       "chat/completions", "responses", "messages",
+                                       "completions"]}
     assert client.get("/v1/models/alias", headers=AUTH).json()["id"] == "alias"
+
+
+def test_a_model_lists_completions_and_embeddings_where_it_serves_them() -> None:
+    class ChatOnly(FakeBackend):
+        serves_raw_prompts = False
+
+    registry = ModelRegistry([
+        ModelEntry(id="chat", owned_by="t", created=1, backend=ChatOnly()),
+        ModelEntry(id="local", owned_by="t", created=1, backend=FakeBackend(),
+                   embeddings=TokenEmbeddings(FakeEmbeddings()))])
+    app = create_app(Settings(accounts=False, api_keys=[KEY]), registry=registry)
+    with TestClient(app) as c:
+        listed = {m["id"]: m["endpoints"] for m in c.get("/v1/models", headers=AUTH).json()[
+            "data"]}
+    assert listed == {"chat": ["chat/completions", "responses", "messages"],
+                      "local": ["chat/completions", "responses", "messages", "completions",
+                                "embeddings"]}
 
 
 def test_unknown_route_is_404_in_kathan_shape(client: TestClient) -> None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from kathan.api import responses
 from kathan.api.deps import ApiKeyDep, RegistryDep
 from kathan.auth.principal import Principal
+from kathan.backends.base import serves_raw_prompts
 from kathan.protocol.models import ModelCard, ModelList
 from kathan.routing.registry import ModelEntry, ModelRegistry
 from kathan.routing.router import Router
@@ -24,7 +25,8 @@ def _listing(registry: ModelRegistry, principal: Principal) -> ModelList:
     """The models the caller's key may use (all of them for most keys)."""
     return ModelList(
         data=[
-            ModelCard(id=name, created=entry.created, owned_by=entry.owned_by)
+            ModelCard(id=name, created=entry.created, owned_by=entry.owned_by,
+                      endpoints=endpoints(entry))
             for name, entry in registry.names()
             if principal.may_use(entry.id, entry.aliases)
         ]
@@ -47,7 +49,20 @@ async def retrieve_model(model_id: str, registry: RegistryDep, principal: ApiKey
     if not principal.may_use(entry.id, entry.aliases):
         # As if absent, like the hosted providers.
         raise registry.missing(model_id, principal.may_use)
-    return ModelCard(id=model_id, created=entry.created, owned_by=entry.owned_by)
+    return ModelCard(id=model_id, created=entry.created, owned_by=entry.owned_by,
+                     endpoints=endpoints(entry))
+
+
+def endpoints(entry: ModelEntry) -> list[str]:
+    """The APIs that serve ``entry``: every model chats (chat completions, Responses and
+    Messages are one path); legacy completions where its backend continues raw prompts,
+    embeddings where it has an embedding backend."""
+    served = ["chat/completions", "responses", "messages"]
+    if serves_raw_prompts(entry.backend):
+        served.append("completions")
+    if entry.embeddings is not None:
+        served.append("embeddings")
+    return served
 
 
 class DeploymentStatus(BaseModel):
