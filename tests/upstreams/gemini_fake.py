@@ -8,8 +8,13 @@
 Routes: ``POST /v1beta/models/{model}:streamGenerateContent`` (SSE with
 ``?alt=sse``, else the JSON-array framing the real API uses without it),
 ``POST /v1beta/models/{model}:generateContent`` (one JSON response),
+``POST /v1beta/models/{model}:batchEmbedContents`` (for ``Script.embedding_models``:
+a deterministic unit vector per text, ``outputDimensionality`` values of it when
+given, and ``usageMetadata.promptTokenCount``, one token per word, unless
+``Script.usage_metadata`` is off, as in older API versions),
 ``GET /v1beta/models`` and, for image-fetch tests, ``GET /image.png`` (a 1x1
-PNG). Any other method, or a model outside ``Script.models``, is a 404 ``NOT_FOUND``.
+PNG). Any other method, or a model outside ``Script.models`` (for embeddings,
+``Script.embedding_models``), is a 404 ``NOT_FOUND``.
 
 It checks requests the way the real API does and answers in Google's error
 shape, ``{"error": {"code", "message", "status"[, "details"]}}``:
@@ -60,6 +65,7 @@ import asyncio
 import base64
 import binascii
 import copy
+import hashlib
 import json
 import re
 import struct
@@ -75,6 +81,9 @@ from aiohttp import web
 RECORDINGS = Path(__file__).parent / "recordings"
 API_KEY = "gemini-test-key"
 MODELS = frozenset({"gemini-2.0-flash", "gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-pro-preview"})
+EMBEDDING_MODELS = frozenset({"gemini-embedding-001", "text-embedding-004"})
+EMBEDDING_DIMENSIONS = 768  # text-embedding-004's (gemini-embedding-001 has 3072)
+MAX_EMBED_BATCH = 100
 
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
@@ -134,6 +143,8 @@ class Script:
     - ``recording``: replay this recording (a name in ``recordings/`` without
       ``.sse``), whatever the request.
     - ``models``: the models it serves; others are a 404 ``NOT_FOUND``.
+    - ``embedding_models``: the models ``batchEmbedContents`` serves;
+      ``usage_metadata``: whether its answers carry ``usageMetadata``.
     """
 
     api_key: str = API_KEY
@@ -149,6 +160,8 @@ class Script:
     block_prompt: str | None = None
     recording: str | None = None
     models: frozenset[str] = MODELS
+    embedding_models: frozenset[str] = EMBEDDING_MODELS
+    usage_metadata: bool = True
     requests: list[dict[str, Any]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     disconnects: int = 0
@@ -441,6 +454,58 @@ def validate(body: Any) -> tuple[list[str], dict[str, Any]]:
 # -- replies ----------------------------------------------------------------
 
 
+def validate_embeddings(body: Any, model: str) -> tuple[list[str], int]:
+    """A ``BatchEmbedContentsRequest``'s texts and output size, checked as the real API
+    checks them: known fields only, 1 to 100 requests, each naming this model, with one
+    non-empty text part, and an ``outputDimensionality`` from 1 to 3072."""
+    requests = _fields(body, {"requests"}, "")
+    batch = requests.get("requests")
+    if not isinstance(batch, list) or not batch:
+        raise Invalid("* BatchEmbedContentsRequest.requests: contents is not specified")
+    if len(batch) > MAX_EMBED_BATCH:
+        raise Invalid("* BatchEmbedContentsRequest.requests: at most 100 requests can be in "
+                      "one batch")
+    texts, sizes = [], set()
+    for i, one in enumerate(batch):
+        where = f"requests[{i}]"
+        request = _fields(one, {"model", "content", "taskType", "title",
+                                "outputDimensionality"}, where)
+        if request.get("model") != f"models/{model}":
+            raise Invalid(f"* BatchEmbedContentsRequest.{where}.model: the model in each "
+                          f"request must be models/{model}")
+        content = _fields(request.get("content"), {"parts", "role"}, f"{where}.content")
+        parts = content.get("parts")
+        if not isinstance(parts, list) or not parts:
+            raise Invalid(f"* BatchEmbedContentsRequest.{where}.content.parts: contents is "
+                          "not specified")
+        text = ""
+        for j, part in enumerate(parts):
+            _part(part, f"{where}.content.parts[{j}]")
+            if "text" not in part:
+                raise Invalid(f"* BatchEmbedContentsRequest.{where}.content.parts[{j}]: only "
+                              "text can be embedded")
+            text += part["text"]
+        size = request.get("outputDimensionality", EMBEDDING_DIMENSIONS)
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 3072:
+            raise Invalid(f"* BatchEmbedContentsRequest.{where}.output_dimensionality: must be "
+                          "from 1 to 3072")
+        texts.append(text)
+        sizes.add(size)
+    if len(sizes) != 1:
+        raise Invalid("* BatchEmbedContentsRequest: every request must ask the same size")
+    return texts, sizes.pop()
+
+
+def embedding_of(text: str, size: int) -> list[float]:
+    """The fake's embedding of a text: the first ``size`` values of a fixed-length,
+    unit-length vector drawn from its hash (shortened ones are not normalized, as
+    Gemini's are not)."""
+    digest = b"".join(hashlib.sha256(f"{text}#{k}".encode()).digest() for k in range(24))
+    values = [b - 127.5 for b in digest[:EMBEDDING_DIMENSIONS]]
+    norm = sum(v * v for v in values) ** 0.5
+    return [round(v / norm, 6) for v in values[:size]]
+
+
 def _reply(body: dict[str, Any], names: list[str], config: dict[str, Any], model: str,
            script: Script) -> list[dict[str, Any]]:
     """The recorded events this request gets, adapted to it."""
@@ -521,8 +586,50 @@ def make_app(script: Script) -> web.Application:
                  "message": message}])
         return None
 
+    def scripted() -> web.Response | None:
+        if script.status is None:
+            return None
+        status = script.status
+        if script.fail_next:
+            script.fail_next -= 1
+            if not script.fail_next:
+                script.status = None  # the scripted failures are used up
+        details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": script.retry_delay}] if script.retry_delay else None
+        return error_response(status, script.message, details=details,
+                              retry_after=script.retry_after)
+
+    async def embed(request: web.Request, model: str) -> web.Response:
+        if (refusal := authorised(request)) is not None:
+            return refusal
+        if model not in script.embedding_models:
+            return error_response(404, f"models/{model} is not found for API version v1beta, "
+                                  "or is not supported for batchEmbedContents.")
+        script.urls.append(request.path_qs)
+        if script.delay:
+            await asyncio.sleep(script.delay)
+        if (failure := scripted()) is not None:
+            return failure
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return error_response(400, "Invalid JSON payload received. Unexpected token.")
+        try:
+            texts, size = validate_embeddings(body, model)
+        except Invalid as exc:
+            return error_response(400, str(exc))
+        script.requests.append(body)
+        answer: dict[str, Any] = {
+            "embeddings": [{"values": embedding_of(text, size)} for text in texts]}
+        if script.usage_metadata:
+            answer["usageMetadata"] = {
+                "promptTokenCount": sum(len(text.split()) for text in texts)}
+        return web.json_response(answer)
+
     async def generate(request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["target"].rpartition(":")
+        if method == "batchEmbedContents" and model:
+            return await embed(request, model)
         if method not in ("generateContent", "streamGenerateContent") or not model:
             return error_response(404, f"Method '{method}' is not found for models/{model}.")
         if (refusal := authorised(request)) is not None:
@@ -533,16 +640,8 @@ def make_app(script: Script) -> web.Application:
         script.urls.append(request.path_qs)
         if script.delay:
             await asyncio.sleep(script.delay)
-        if script.status is not None:
-            status = script.status
-            if script.fail_next:
-                script.fail_next -= 1
-                if not script.fail_next:
-                    script.status = None  # the scripted failures are used up
-            details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                        "retryDelay": script.retry_delay}] if script.retry_delay else None
-            return error_response(status, script.message, details=details,
-                                  retry_after=script.retry_after)
+        if (failure := scripted()) is not None:
+            return failure
         try:
             body = json.loads(await request.read())
         except ValueError:

@@ -1,16 +1,23 @@
 """A scriptable OpenAI-compatible upstream for fault tests (aiohttp, no kathan imports).
 
 It answers ``POST /v1/chat/completions`` by streaming a fixed reply in
-OpenAI's chunk format, and ``GET /v1/models``. A ``Script`` decides how it
-misbehaves: fail the next N requests with a status, wait before answering,
-die after N chunks, or send an error event after N chunks.
+OpenAI's chunk format, ``POST /v1/completions`` (legacy ``text_completion``s,
+streamed or not, with echo, n, several prompts and legacy logprobs),
+``POST /v1/embeddings`` (a deterministic unit vector per input, as floats or
+base64; one token per word, or per id) and ``GET /v1/models``. Like OpenAI it
+refuses unknown fields and malformed values with a 400. A ``Script`` decides how
+it misbehaves: fail the next N requests with a status, wait before answering, die
+after N chunks, or send an error event after N chunks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -119,10 +126,153 @@ def make_app(script: Script) -> web.Application:
         script.probed.set()
         return web.json_response({"object": "list", "data": [{"id": "fake-model"}]})
 
+    def refusal(request: web.Request) -> web.Response | None:
+        """The key check, then a scripted failure."""
+        if request.headers.get("Authorization") != f"Bearer {script.api_key}":
+            return _error(401, "Incorrect API key provided")
+        if script.fail_next > 0:
+            script.fail_next -= 1
+            headers = {"Retry-After": str(script.retry_after)} if script.retry_after else {}
+            return _error(script.fail_status, "upstream trouble", headers=headers)
+        return None
+
+    async def embeddings(request: web.Request) -> web.Response:
+        body = await request.json()
+        script.requests.append(body)
+        if (refused := refusal(request)) is not None:
+            return refused
+        try:
+            inputs = _embedding_inputs(body)
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        size = body.get("dimensions") or EMBEDDING_DIMENSIONS
+        data = []
+        for i, given in enumerate(inputs):
+            vector = fake_vector(given, size)
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": embedding})
+        tokens = sum(len(g) if isinstance(g, list) else len(g.split()) for g in inputs)
+        return web.json_response({"object": "list", "data": data, "model": body["model"],
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        script.requests.append(body)
+        if (refused := refusal(request)) is not None:
+            return refused
+        unknown = set(body) - _COMPLETION_FIELDS
+        if unknown:
+            return _error(400, f"Unrecognized request argument supplied: {min(unknown)}")
+        prompt = body.get("prompt")
+        if prompt is None or prompt == [] or "model" not in body:
+            return _error(400, "you must provide a model and a prompt")
+        if body.get("stream_options") and not body.get("stream"):
+            return _error(400, "stream_options is only allowed when stream is true")
+        prompts = [prompt] if isinstance(prompt, str) or isinstance(prompt[0], int) else prompt
+        model, n = str(body["model"]), int(body.get("n") or 1)
+        words = script.reply.split(" ")[:int(body.get("max_tokens") or 16)]
+        finish = "stop" if len(words) == len(script.reply.split(" ")) else "length"
+        choices = []
+        for p, given in enumerate(prompts):
+            echo = (given if isinstance(given, str) else "") if body.get("echo") else ""
+            pieces = [(" " if i or echo else "") + w for i, w in enumerate(words)]
+            choices += [(p * n + c, echo, pieces) for c in range(n)]
+        usage = {"prompt_tokens": 3 * len(prompts), "completion_tokens": len(words) * n
+                 * len(prompts), "total_tokens": 3 * len(prompts) + len(words) * n * len(prompts)}
+        top = body.get("logprobs")
+
+        def logprobs(pieces: list[str], offset: int) -> dict[str, Any] | None:
+            if top is None:
+                return None
+            values = [-0.25 * (k + 1) for k in range(len(pieces))]
+            return {"tokens": pieces, "token_logprobs": values,
+                    "top_logprobs": [{t: v, "zz": v - 1.0} for t, v in zip(pieces, values)],
+                    "text_offset": [offset + sum(len(x) for x in pieces[:k])
+                                    for k in range(len(pieces))]}
+
+        base = {"id": "cmpl-fake", "object": "text_completion", "created": 1, "model": model}
+        if not body.get("stream"):
+            return web.json_response({**base, "usage": usage, "choices": [
+                {"index": i, "text": echo + "".join(pieces), "finish_reason": finish,
+                 "logprobs": logprobs(pieces, len(echo))} for i, echo, pieces in choices]})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def send(chunk: dict[str, Any]) -> None:
+            await response.write(f"data: {json.dumps({**base, **chunk})}\n\n".encode())
+
+        for i, echo, pieces in choices:
+            if echo:
+                await send({"choices": [{"index": i, "text": echo, "finish_reason": None,
+                                         "logprobs": None}]})
+            for k, piece in enumerate(pieces):
+                offset = len(echo) + sum(len(x) for x in pieces[:k])
+                await send({"choices": [{"index": i, "text": piece, "finish_reason": None,
+                                         "logprobs": logprobs([piece], offset)}]})
+            await send({"choices": [{"index": i, "text": "", "finish_reason": finish,
+                                     "logprobs": None}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await send({"choices": [], "usage": usage})
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     return app
+
+
+EMBEDDING_DIMENSIONS = 8
+_EMBEDDING_FIELDS = {"model", "input", "encoding_format", "dimensions", "user"}
+_COMPLETION_FIELDS = {
+    "model", "prompt", "suffix", "max_tokens", "temperature", "top_p", "n", "stream",
+    "stream_options", "logprobs", "echo", "stop", "presence_penalty", "frequency_penalty",
+    "best_of", "logit_bias", "user", "seed", "top_k", "min_p", "repetition_penalty",
+}
+
+
+class BadRequest(Exception):
+    """A request OpenAI would refuse with 400 (the message is its words)."""
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return web.json_response({"error": {"message": message, "type": kind, "param": None,
+                                        "code": None}}, status=status, headers=headers)
+
+
+def _embedding_inputs(body: dict[str, Any]) -> list[str | list[int]]:
+    """The inputs of an embeddings request, checked as OpenAI checks them."""
+    unknown = set(body) - _EMBEDDING_FIELDS
+    if unknown:
+        raise BadRequest(f"Unrecognized request argument supplied: {min(unknown)}")
+    if not isinstance(body.get("model"), str):
+        raise BadRequest("you must provide a model parameter")
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        raise BadRequest("'encoding_format' must be 'float' or 'base64'")
+    size = body.get("dimensions")
+    if size is not None and (not isinstance(size, int) or size < 1):
+        raise BadRequest("'dimensions' must be a positive integer")
+    given = body.get("input")
+    one_list = isinstance(given, list) and given and all(isinstance(t, int) for t in given)
+    if isinstance(given, str) or one_list:
+        given = [given]  # one input: a text, or token ids
+    if not isinstance(given, list) or not given or any(
+            not g or not isinstance(g, str | list) for g in given):
+        raise BadRequest("'$.input' is invalid: an input is empty or of the wrong type")
+    return given
+
+
+def fake_vector(given: str | list[int], size: int) -> list[float]:
+    """The fake's embedding of an input: ``size`` numbers from its hash, unit length."""
+    digest = hashlib.sha256(json.dumps(given).encode()).digest() * (size // 32 + 1)
+    values = [b - 127.5 for b in digest[:size]]
+    norm = sum(v * v for v in values) ** 0.5
+    return [v / norm for v in values]
 
 
 @asynccontextmanager

@@ -43,8 +43,8 @@ _STREAM_DOC = {
 class _Logprobs:
     """One choice's log probabilities in the legacy shape, with character offsets."""
 
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
+    def __init__(self) -> None:
+        self.offset = 0  # of the next token in the choice's text
         self.tokens: list[str] = []
         self.token_logprobs: list[float | None] = []
         self.top: list[dict[str, float]] = []
@@ -67,6 +67,17 @@ class _Logprobs:
             self.offset += len(item.token)
         return part
 
+    def see(self, delta: Delta) -> wire.CompletionLogprobs | None:
+        """Record a delta's log probabilities (the legacy object of just these), after
+        moving past its text that has none: an echoed prompt, alone or before the
+        tokens (an upstream's whole answer)."""
+        text = len(delta.content or "")
+        if not delta.logprobs:
+            self.offset += text
+            return None
+        self.offset += max(0, text - sum(len(item.token) for item in delta.logprobs))
+        return self.add(delta.logprobs)
+
     def whole(self) -> wire.CompletionLogprobs:
         return wire.CompletionLogprobs(tokens=self.tokens, token_logprobs=self.token_logprobs,
                                        top_logprobs=self.top, text_offset=self.text_offset)
@@ -84,7 +95,7 @@ async def _collect(
     generation = await service.open(chat, meter=meter)
     # By index: an upstream answers n choices per prompt of a request with several.
     texts: defaultdict[int, list[str]] = defaultdict(list)
-    probs: defaultdict[int, _Logprobs] = defaultdict(lambda: _Logprobs(0))
+    probs: defaultdict[int, _Logprobs] = defaultdict(_Logprobs)
     finishes: dict[int, str | None] = {}
     usage: TokenUsage | None = None
     async with generation:
@@ -93,8 +104,7 @@ async def _collect(
                 usage = delta.usage
             if delta.content:
                 texts[delta.index].append(delta.content)
-            if delta.logprobs:
-                probs[delta.index].add(delta.logprobs)
+            probs[delta.index].see(delta)
             if delta.finish_reason is not None:
                 finishes[delta.index] = _finish(delta)
     indices = sorted(set(range(generation.n)) | texts.keys() | finishes.keys())
@@ -114,12 +124,12 @@ async def _chunks(
     generation). An echoed prompt comes as the deltas' first text, from the backend."""
     base = {"id": f"cmpl-{generation.request_id}", "created": generation.created,
             "model": generation.model}
-    probs: defaultdict[int, _Logprobs] = defaultdict(lambda: _Logprobs(0))
+    probs: defaultdict[int, _Logprobs] = defaultdict(_Logprobs)
     async for delta in generation:
         if delta.content or delta.logprobs or delta.finish_reason is not None:
             yield wire.TextCompletion(**base, choices=[wire.CompletionChoice(
                 text=delta.content or "", index=delta.index, finish_reason=_finish(delta),
-                logprobs=probs[delta.index].add(delta.logprobs) if delta.logprobs else None)])
+                logprobs=probs[delta.index].see(delta))])
         elif delta.usage is not None and include_usage:
             yield wire.TextCompletion(**base, choices=[], usage=usage_of(delta.usage))
 
