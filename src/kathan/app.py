@@ -314,7 +314,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     app.state.serving = asyncio.Event()
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestCounter, paths=frozenset({chat.PATH}),
+    app.add_middleware(RequestCounter, paths=frozenset({
+        chat.PATH, openai_responses.PATH, messages.PATH, completions.PATH,
+        embeddings_api.PATH}),
                        count=metrics.count_request)
     # Outermost: during a drain, new requests are refused before anything else is done.
     app.add_middleware(DrainMiddleware, drain=drain,

@@ -265,10 +265,11 @@ def test_json_is_read_whatever_the_content_type(client: TestClient) -> None:
     assert r.json()["choices"][0]["message"]["content"] == "Hello!"
 
 
-def test_chat_responses_are_counted_by_status(client: TestClient) -> None:
-    def count(status: str) -> float:
+def test_model_requests_are_counted_by_endpoint_and_status(client: TestClient) -> None:
+    def count(status: str, endpoint: str = "chat/completions") -> float:
         for line in client.get("/metrics").text.splitlines():
-            if line.startswith(f'kathan_requests_total{{status="{status}"}}'):
+            if line.startswith(
+                    f'kathan_requests_total{{endpoint="{endpoint}",status="{status}"}}'):
                 return float(line.split()[-1])
         return 0.0
 
@@ -279,6 +280,14 @@ def test_chat_responses_are_counted_by_status(client: TestClient) -> None:
     client.post("/v1/chat/completions", json={"model": "fake"}, headers=AUTH)
     after = count("200"), count("401"), count("422")
     assert [b - a for a, b in zip(before, after, strict=True)] == [2, 1, 1]
+    others = {"responses": {"model": "fake", "input": "hi"},
+              "messages": {"model": "fake", "max_tokens": 4,
+                           "messages": [{"role": "user", "content": "hi"}]},
+              "completions": {"model": "fake", "prompt": "hi"}}
+    for endpoint, body in others.items():
+        before_one = count("200", endpoint)
+        assert client.post(f"/v1/{endpoint}", json=body, headers=AUTH).status_code == 200
+        assert count("200", endpoint) == before_one + 1, endpoint
 
 
 def test_the_chat_route_is_still_described_in_openapi(client: TestClient) -> None:

@@ -81,11 +81,12 @@ class BodyLimitMiddleware:
 
 
 class RequestCounter:
-    """Counts the answers of the generation routes by status, for /metrics
-    (``count(status)``; ``"disconnected"`` when the client left before any answer)."""
+    """Counts the answers of the generation routes by endpoint (the path after ``/v1/``)
+    and status, for /metrics (``count(endpoint, status)``; ``"disconnected"`` when the
+    client left before any answer)."""
 
     def __init__(
-        self, app: ASGIApp, paths: frozenset[str], count: Callable[[str], None]
+        self, app: ASGIApp, paths: frozenset[str], count: Callable[[str, str], None]
     ) -> None:
         self.app = app
         self.paths = paths
@@ -106,7 +107,7 @@ class RequestCounter:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            self.count(status)
+            self.count(scope["path"].removeprefix("/v1/"), status)
 
 
 class DrainMiddleware:

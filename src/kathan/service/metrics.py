@@ -62,7 +62,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "kathan_requests", "Chat completion requests by HTTP status.", ["status"], registry=r)
+            "kathan_requests", "Model requests by endpoint (the path after /v1/) and HTTP "
+            "status.", ["endpoint", "status"], registry=r)
         self.ttft = Histogram(
             "kathan_time_to_first_token_seconds", "Request start to first content.", ["model"],
             buckets=_LATENCY_BUCKETS, registry=r)
@@ -81,13 +82,14 @@ class Metrics:
             registry=r)
         r.register(_EngineCollector(engine_stats))
         self._per_model: dict[str, _ModelMetrics] = {}
-        self._per_status: dict[str, Counter] = {}
+        self._per_status: dict[tuple[str, str], Counter] = {}
 
-    def count_request(self, status: str) -> None:
-        """One chat response with this HTTP status (or "disconnected")."""
-        child = self._per_status.get(status)
+    def count_request(self, endpoint: str, status: str) -> None:
+        """One answer of ``endpoint`` (``chat/completions``, ``responses``, ...) with this
+        HTTP status (or "disconnected")."""
+        child = self._per_status.get((endpoint, status))
         if child is None:
-            child = self._per_status[status] = self.requests.labels(status)
+            child = self._per_status[endpoint, status] = self.requests.labels(endpoint, status)
         child.inc()
 
     def observe_completion(
