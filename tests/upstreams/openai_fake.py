@@ -1,7 +1,11 @@
 """A scriptable OpenAI-compatible upstream for fault tests (aiohttp, no kathan imports).
 
 It answers ``POST /v1/chat/completions`` by streaming a fixed reply in
-OpenAI's chunk format, ``POST /v1/completions`` (legacy ``text_completion``s,
+OpenAI's chunk format (a call of a tool when ``tools`` are given and
+``tool_choice`` is not ``none``: the one ``tool_choice`` names, else
+``get_weather`` when offered, else the first, with ``Script.tool_arguments``;
+like OpenAI it refuses a ``tool`` message that answers no call of the assistant
+message before it, and calls left unanswered), ``POST /v1/completions`` (legacy ``text_completion``s,
 streamed or not, with echo, n, several prompts and legacy logprobs),
 ``POST /v1/embeddings`` (a deterministic unit vector per input, as floats or
 base64; one token per word, or per id) and ``GET /v1/models``. Like OpenAI it
@@ -29,6 +33,7 @@ from aiohttp import web
 @dataclass
 class Script:
     reply: str = "Hello from the fake upstream."
+    tool_arguments: str = '{"location": "Paris"}'  # the arguments of a tool call it makes
     fail_next: int = 0  # answer this many requests with ``fail_status``
     fail_status: int = 503
     retry_after: int | None = None
@@ -81,26 +86,42 @@ def make_app(script: Script) -> web.Application:
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             return web.json_response({"error": {"message": "messages is required",
                                                 "type": "invalid_request_error"}}, status=400)
+        if (unanswered := _unanswered_tool_message(body["messages"])) is not None:
+            return _error(400, unanswered)
         model = str(body.get("model"))
         words = script.reply.split(" ")
+        tool = _called_tool(body)
+        arguments = script.tool_arguments
+        # A call's output tokens: one per argument piece streamed, as words are for text.
+        pieces = [arguments[k:k + 8] for k in range(0, len(arguments), 8)]
+        output = len(pieces) if tool else len(words)
+        usage = {"prompt_tokens": 7, "completion_tokens": output, "total_tokens": 7 + output}
+        finish = "tool_calls" if tool else "stop"
+        call = {"id": TOOL_CALL_ID, "type": "function",
+                "function": {"name": tool, "arguments": arguments}}
         if not body.get("stream"):
+            message = ({"role": "assistant", "content": None, "tool_calls": [call]} if tool
+                       else {"role": "assistant", "content": script.reply})
             return web.json_response({
                 "id": "chatcmpl-fake", "object": "chat.completion", "created": 1,
                 "model": model,
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": script.reply}}],
-                "usage": {"prompt_tokens": 7, "completion_tokens": len(words),
-                          "total_tokens": 7 + len(words)},
+                "choices": [{"index": 0, "finish_reason": finish, "message": message}],
+                "usage": usage,
             })
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        chunks = [_chunk(model, {"role": "assistant", "content": ""})]
-        chunks += [_chunk(model, {"content": (" " if i else "") + w}) for i, w in enumerate(words)]
-        chunks.append(_chunk(model, {}, "stop"))
+        if tool:
+            chunks = [_chunk(model, {"role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, **call, "function": {"name": tool, "arguments": ""}}]})]
+            chunks += [_chunk(model, {"tool_calls": [
+                {"index": 0, "function": {"arguments": piece}}]}) for piece in pieces]
+        else:
+            chunks = [_chunk(model, {"role": "assistant", "content": ""})]
+            chunks += [_chunk(model, {"content": (" " if i else "") + w})
+                       for i, w in enumerate(words)]
+        chunks.append(_chunk(model, {}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):
-            chunks.append(_chunk(model, {}, usage={"prompt_tokens": 7,
-                                                   "completion_tokens": len(words),
-                                                   "total_tokens": 7 + len(words)}))
+            chunks.append(_chunk(model, {}, usage=usage))
         try:
             for i, chunk in enumerate(chunks):
                 if script.die_after_chunks is not None and i == script.die_after_chunks:
@@ -233,6 +254,43 @@ _COMPLETION_FIELDS = {
     "stream_options", "logprobs", "echo", "stop", "presence_penalty", "frequency_penalty",
     "best_of", "logit_bias", "user", "seed", "top_k", "min_p", "repetition_penalty",
 }
+
+
+TOOL_CALL_ID = "call_fake_1"
+
+
+def _called_tool(body: dict[str, Any]) -> str | None:
+    """The tool a chat request gets a call of: none without ``tools`` or with
+    ``tool_choice: none``; else the one ``tool_choice`` names, else ``get_weather`` when
+    offered, else the first."""
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict):
+        return str(choice["function"]["name"])
+    names = [str(t["function"]["name"]) for t in tools]
+    return "get_weather" if "get_weather" in names else names[0]
+
+
+def _unanswered_tool_message(messages: list[dict[str, Any]]) -> str | None:
+    """OpenAI's 400 message for tool messages that do not answer the calls of the
+    assistant message just before them, one each; None when they do."""
+    calls: set[str] = set()  # the calls of the last assistant message, still unanswered
+    for message in [*messages, {"role": "user"}]:
+        if message.get("role") == "tool":
+            if message.get("tool_call_id") not in calls:
+                return ("Invalid parameter: messages with role 'tool' must be a response to a "
+                        "preceeding message with 'tool_calls'.")
+            calls.discard(message["tool_call_id"])
+            continue
+        if calls:
+            return ("An assistant message with 'tool_calls' must be followed by tool messages "
+                    "responding to each 'tool_call_id'. The following tool_call_ids did not "
+                    f"have response messages: {', '.join(sorted(calls))}")
+        if message.get("role") == "assistant":
+            calls = {c["id"] for c in message.get("tool_calls") or ()}
+    return None
 
 
 class BadRequest(Exception):
