@@ -51,6 +51,7 @@ ANTHROPIC_WEATHER = {"name": "get_weather",
 OPENAI_TEXT = "Hello from the fake upstream."
 GEMINI_TEXT = "AI learns patterns from examples instead of following hand-written rules."
 ANTHROPIC_TEXT = "Hello! How can I help you today?"
+QUESTION = "What's the weather in Paris?"
 ANTHROPIC_PREAMBLE = "Okay, let's check the weather for San Francisco, CA:"
 
 
@@ -78,6 +79,7 @@ UPSTREAM_STREAM_ERROR = {"gpt": "upstream overloaded", "gemini": "The model is o
                          "claude": "Overloaded"}
 # The call each fake makes, with its arguments.
 CALL_ARGUMENTS = {
+    "gpt": json.loads(openai_fake.Script().tool_arguments),
     "gemini": {"location": "London"},
     "claude": {"location": "San Francisco, CA", "unit": "fahrenheit"},
 }
@@ -269,32 +271,52 @@ def tools_sent(fakes: Fakes, model: str) -> list[tuple[str, str, dict[str, Any]]
     return [(t["name"], t["description"], t["input_schema"]) for t in body["tools"]]
 
 
+def history_sent(fakes: Fakes, model: str) -> list[tuple[str, Any]]:
+    """The conversation the upstream of ``model`` got last, in one form for the three:
+    ``("user", text)``, ``("assistant", text)``, ``("call", (id, name, arguments))`` (Gemini
+    calls have no id) and ``("result", (call id or name, text))``."""
+    body = fakes.received(model)
+    out: list[tuple[str, Any]] = []
+    if model == "gpt":
+        for m in body["messages"]:
+            if m["role"] in ("user", "assistant") and m.get("content"):
+                out.append((m["role"], m["content"]))
+            for c in m.get("tool_calls") or ():
+                out.append(("call", (c["id"], c["function"]["name"],
+                                     json.loads(c["function"]["arguments"]))))
+            if m["role"] == "tool":
+                out.append(("result", (m["tool_call_id"], m["content"])))
+    elif model == "gemini":
+        for turn in body["contents"]:
+            for part in turn["parts"]:
+                if "text" in part:
+                    out.append(("user" if turn["role"] == "user" else "assistant",
+                                part["text"]))
+                elif "functionCall" in part:
+                    call = part["functionCall"]
+                    out.append(("call", (None, call["name"], call["args"])))
+                else:
+                    answer = part["functionResponse"]
+                    out.append(("result", (answer["name"], answer["response"]["content"])))
+    else:
+        for m in body["messages"]:
+            blocks = m["content"]
+            for b in [{"type": "text", "text": blocks}] if isinstance(blocks, str) else blocks:
+                if b["type"] == "text":
+                    out.append((m["role"], b["text"]))
+                elif b["type"] == "tool_use":
+                    out.append(("call", (b["id"], b["name"], b["input"])))
+                else:
+                    content = b.get("content")
+                    out.append(("result", (b["tool_use_id"], content if isinstance(
+                        content, str) else "".join(p["text"] for p in content or ()))))
+    return out
+
+
 def weather_as_sent(model: str) -> list[tuple[str, str, dict[str, Any]]]:
     """``WEATHER`` as the upstream of ``model`` should have been offered it."""
     return [("get_weather", WEATHER["description"],  # type: ignore[list-item]
              GEMINI_PARAMETERS if model == "gemini" else WEATHER_PARAMETERS)]
-
-
-def tool_result_sent(fakes: Fakes, model: str) -> tuple[str, str]:
-    """The (call id or function name, result text) the upstream got last turn."""
-    body = fakes.received(model)
-    if model == "gpt":
-        last = body["messages"][-1]
-        assert last["role"] == "tool"
-        return last["tool_call_id"], last["content"]
-    if model == "gemini":
-        last = body["contents"][-1]
-        [part] = last["parts"]
-        answer = part["functionResponse"]
-        return answer["name"], json.dumps(answer["response"])
-    last = body["messages"][-1]
-    assert last["role"] == "user"
-    [block] = last["content"]
-    assert block["type"] == "tool_result"
-    content = block.get("content")
-    text = content if isinstance(content, str) else "".join(
-        part["text"] for part in content or ())
-    return block["tool_use_id"], text
 
 
 # An upstream's status -> what Kathan answers, as the openai and the anthropic SDK raise it:
@@ -355,23 +377,24 @@ def test_a_response_and_its_stream_carry_the_upstreams_answer(
                                        "temperature": 0.5}
 
 
-@pytest.mark.parametrize("model", ["gemini", "claude"])
+@pytest.mark.parametrize("model", ["gpt", "gemini", "claude"])
 def test_a_function_call_round_trip_through_responses(
     oa: OpenAI, upstreams: Fakes, model: str
 ) -> None:
-    first = oa.responses.create(model=model, input="What's the weather in Paris?",
+    first = oa.responses.create(model=model, input=QUESTION, instructions="Be brief.",
                                 tools=[WEATHER], max_output_tokens=200)  # type: ignore[list-item]
-    calls = [item for item in first.output if item.type == "function_call"]
-    assert len(calls) == 1
-    [call] = calls
+    [call] = [item for item in first.output if item.type == "function_call"]
     assert call.name == "get_weather"
     assert json.loads(call.arguments) == CALL_ARGUMENTS[model]
-    texts = [item for item in first.output if item.type == "message"]
+    if model == "gpt":
+        assert call.call_id == openai_fake.TOOL_CALL_ID
+    # Anthropic's recording says something before its call.
     assert first.output_text == (ANTHROPIC_PREAMBLE if model == "claude" else "")
-    assert len(texts) == (1 if model == "claude" else 0)
+    assert [item.type for item in first.output] == (
+        ["message", "function_call"] if model == "claude" else ["function_call"])
     assert tools_sent(upstreams, model) == weather_as_sent(model)
     # The same call, streamed: its arguments in pieces.
-    with oa.responses.stream(model=model, input="What's the weather in Paris?",
+    with oa.responses.stream(model=model, input=QUESTION,
                              tools=[WEATHER], max_output_tokens=200,  # type: ignore[list-item]
                              store=False) as stream:
         events = list(stream)
@@ -381,58 +404,25 @@ def test_a_function_call_round_trip_through_responses(
     assert "".join(pieces) == done.arguments
     [again] = [item for item in final.output if item.type == "function_call"]
     assert (again.name, json.loads(again.arguments)) == (call.name, json.loads(call.arguments))
-    # The result goes back, continuing the stored response.
+    # The result goes back, continuing the stored response (whose instructions are not
+    # carried over, as at OpenAI: the new ones are the system prompt).
     result = "Sunny, 18 degrees."
     before = upstreams.count(model)
     second = oa.responses.create(
         model=model, previous_response_id=first.id, tools=[WEATHER],  # type: ignore[list-item]
-        tool_choice="none", max_output_tokens=200,
+        tool_choice="none", max_output_tokens=200, instructions="Answer in French.",
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": result}])
     assert upstreams.count(model) == before + 1
     assert second.output_text == TEXT[model]
     assert second.previous_response_id == first.id
-    answered, text = tool_result_sent(upstreams, model)
-    assert answered == ("get_weather" if model == "gemini" else call.call_id)
-    assert result in text
-    body = upstreams.received(model)
-    if model == "gemini":
-        roles = [c["role"] for c in body["contents"]]
-        assert roles[0] == "user" and roles[-2] == "model"
-        assert body["contents"][0]["parts"][0]["text"] == "What's the weather in Paris?"
-        [made] = [p["functionCall"] for p in body["contents"][-2]["parts"]
-                  if "functionCall" in p]
-        assert (made["name"], made["args"]) == ("get_weather", CALL_ARGUMENTS[model])
-    else:
-        assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
-        assert body["messages"][0]["content"] in (
-            "What's the weather in Paris?",
-            [{"type": "text", "text": "What's the weather in Paris?"}])
-        blocks = body["messages"][1]["content"]
-        assert [b["type"] for b in blocks] == ["text", "tool_use"]
-        assert blocks[0]["text"] == ANTHROPIC_PREAMBLE
-        assert (blocks[1]["id"], blocks[1]["name"], blocks[1]["input"]) == (
-            call.call_id, "get_weather", CALL_ARGUMENTS[model])
-
-
-def test_a_function_call_round_trip_through_responses_on_openai(
-    oa: OpenAI, upstreams: Fakes
-) -> None:
-    """The openai fake answers text only (it makes no tool calls), so the call comes from
-    the client: the tools, the call and its result reach the upstream as chat's."""
-    result = "Sunny, 18 degrees."
-    response = oa.responses.create(
-        model="gpt", tools=[WEATHER], max_output_tokens=200,  # type: ignore[list-item]
-        input=[{"role": "user", "content": "What's the weather in Paris?"},
-               {"type": "function_call", "call_id": "call_1", "name": "get_weather",
-                "arguments": '{"location": "Paris"}'},
-               {"type": "function_call_output", "call_id": "call_1", "output": result}])
-    assert response.output_text == OPENAI_TEXT
-    assert tools_sent(upstreams, "gpt") == weather_as_sent("gpt")
-    assert tool_result_sent(upstreams, "gpt") == ("call_1", result)
-    body = upstreams.received("gpt")
-    assert body["messages"][1]["tool_calls"] == [{
-        "id": "call_1", "type": "function",
-        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}}]
+    assert asked(upstreams, model)["system"] == "Answer in French."
+    answered = "get_weather" if model == "gemini" else call.call_id
+    assert history_sent(upstreams, model) == [
+        ("user", QUESTION),
+        *([("assistant", ANTHROPIC_PREAMBLE)] if model == "claude" else []),
+        ("call", (None if model == "gemini" else call.call_id, "get_weather",
+                  CALL_ARGUMENTS[model])),
+        ("result", (answered, result))]
 
 
 @pytest.mark.parametrize("model", ["gpt", "gemini", "claude"])
@@ -487,55 +477,40 @@ def test_a_message_and_its_stream_carry_the_upstreams_answer(
                                        "temperature": 0.5}
 
 
-def test_a_tool_use_round_trip_through_messages_on_gemini(
-    an: anthropic.Anthropic, upstreams: Fakes
+@pytest.mark.parametrize("model", ["gpt", "gemini"])
+def test_a_tool_use_round_trip_through_messages(
+    an: anthropic.Anthropic, upstreams: Fakes, model: str
 ) -> None:
-    ask: list[Any] = [{"role": "user", "content": "What's the weather in Paris?"}]
-    message = an.messages.create(model="gemini", max_tokens=200, tools=[ANTHROPIC_WEATHER],
+    ask: list[Any] = [{"role": "user", "content": QUESTION}]
+    message = an.messages.create(model=model, max_tokens=200, tools=[ANTHROPIC_WEATHER],
                                  messages=ask)  # type: ignore[list-item]
     assert message.stop_reason == "tool_use"
-    [use] = [b for b in message.content if b.type == "tool_use"]
-    assert (use.name, use.input) == ("get_weather", CALL_ARGUMENTS["gemini"])
-    assert tools_sent(upstreams, "gemini") == weather_as_sent("gemini")
-    with an.messages.stream(model="gemini", max_tokens=200, tools=[ANTHROPIC_WEATHER],
+    [use] = message.content
+    assert use.type == "tool_use"
+    assert (use.name, use.input) == ("get_weather", CALL_ARGUMENTS[model])
+    assert tools_sent(upstreams, model) == weather_as_sent(model)
+    with an.messages.stream(model=model, max_tokens=200, tools=[ANTHROPIC_WEATHER],
                             messages=ask) as stream:  # type: ignore[list-item]
         streamed = stream.get_final_message()
     assert streamed.stop_reason == "tool_use"
-    [again] = [b for b in streamed.content if b.type == "tool_use"]
-    assert (again.name, again.input) == (use.name, use.input)
+    [again] = streamed.content
+    assert again.type == "tool_use" and (again.name, again.input) == (use.name, use.input)
+    assert streamed.usage.output_tokens == message.usage.output_tokens
     result = "Sunny, 18 degrees."
     answer = an.messages.create(
-        model="gemini", max_tokens=200, tools=[ANTHROPIC_WEATHER],  # type: ignore[list-item]
+        model=model, max_tokens=200, tools=[ANTHROPIC_WEATHER],  # type: ignore[list-item]
         tool_choice={"type": "none"}, messages=[
-            *ask, {"role": "assistant", "content": message.content},
+            *ask, {"role": "assistant", "content": message.content},  # as the SDK returned it
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
                                           "content": result}]}])
     assert answer.stop_reason == "end_turn"
-    assert "".join(b.text for b in answer.content if b.type == "text") == GEMINI_TEXT
-    answered, text = tool_result_sent(upstreams, "gemini")
-    assert answered == "get_weather" and result in text
-
-
-def test_a_tool_use_round_trip_through_messages_on_openai(
-    an: anthropic.Anthropic, upstreams: Fakes
-) -> None:
-    """The openai fake makes no tool calls: the tools, the client's call and its result
-    reach the upstream as chat's."""
-    result = "Sunny, 18 degrees."
-    answer = an.messages.create(
-        model="gpt", max_tokens=200, tools=[ANTHROPIC_WEATHER],  # type: ignore[list-item]
-        messages=[{"role": "user", "content": "What's the weather in Paris?"},
-                  {"role": "assistant", "content": [
-                      {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
-                       "input": {"location": "Paris"}}]},
-                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
-                                                "content": result}]}])
-    assert "".join(b.text for b in answer.content if b.type == "text") == OPENAI_TEXT
-    assert tools_sent(upstreams, "gpt") == weather_as_sent("gpt")
-    assert tool_result_sent(upstreams, "gpt") == ("toolu_1", result)
-    [call] = upstreams.received("gpt")["messages"][1]["tool_calls"]
-    assert call["id"] == "toolu_1" and call["function"]["name"] == "get_weather"
-    assert json.loads(call["function"]["arguments"]) == {"location": "Paris"}
+    assert "".join(b.text for b in answer.content if b.type == "text") == TEXT[model]
+    answered = "get_weather" if model == "gemini" else use.id
+    assert history_sent(upstreams, model) == [
+        ("user", QUESTION),
+        ("call", (None if model == "gemini" else use.id, "get_weather",
+                  CALL_ARGUMENTS[model])),
+        ("result", (answered, result))]
 
 
 @pytest.mark.parametrize("model", ["gpt", "gemini"])
