@@ -288,6 +288,18 @@ class ResponseStreamOptions(_Wire):
     include_obfuscation: bool | None = None
 
 
+class ConversationRef(_Wire):
+    id: str
+
+
+class PromptRef(_Wire):
+    """A stored prompt template (OpenAI's dashboard prompts): not served."""
+
+    id: str
+    version: str | None = None
+    variables: dict[str, str] | None = None
+
+
 class ResponsesRequest(_Wire):
     """OpenAI's Responses request, plus Kathan's voice extras."""
 
@@ -319,8 +331,8 @@ class ResponsesRequest(_Wire):
     truncation: Literal["auto", "disabled"] | None = None
     # Not served, each a 400 that names it.
     background: bool | None = None
-    conversation: str | dict[str, Any] | None = None
-    prompt: dict[str, Any] | None = None
+    conversation: str | ConversationRef | None = None
+    prompt: PromptRef | None = None
     # Kathan's voice mode, as on chat completions.
     finetune: bool | None = None
     language: str | None = Field(
