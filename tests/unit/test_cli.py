@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
@@ -76,9 +77,13 @@ def test_a_bad_config_is_one_line_and_exit_1(
 ) -> None:
     if text is not None:
         (tmp_path / "kathan.yaml").write_text(text)
-    for argv in (["serve", "--config", "kathan.yaml"], ["config", "check", "kathan.yaml"],
-                 ["models", "--config", "kathan.yaml"], ["keys", "list", "--config", "kathan.yaml"]):
-        assert_one_line_error(kathan(*argv, env=env, cwd=tmp_path), *parts)
+    commands = (["serve", "--config", "kathan.yaml"], ["config", "check", "kathan.yaml"],
+                ["models", "--config", "kathan.yaml"], ["keys", "list", "--config", "kathan.yaml"])
+    # The four processes run side by side: each spends its time importing, not waiting.
+    with ThreadPoolExecutor(len(commands)) as pool:
+        results = list(pool.map(lambda argv: kathan(*argv, env=env, cwd=tmp_path), commands))
+    for result in results:
+        assert_one_line_error(result, *parts)
 
 
 def test_models_that_cannot_be_served_are_one_line(tmp_path: Path, env: dict[str, str]) -> None:
