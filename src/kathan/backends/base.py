@@ -16,6 +16,8 @@ class TokenUsage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    # Of completion_tokens, those the model spent reasoning (where the backend knows).
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +38,12 @@ class ToolCallDelta:
 class Delta:
     """One step of a response.
 
-    A content delta carries ``content`` (and ``tool_calls`` pieces); the last delta of a choice carries
-    ``finish_reason``; a request-level ``usage`` delta comes after all choices
-    finished.
+    A content delta carries ``content`` (and ``tool_calls`` pieces); a reasoning
+    delta carries ``reasoning``, the model's thinking before its answer (never
+    part of ``content``), and ``signature`` where the backend signs it (an
+    Anthropic thinking block's, which a client must send back with the block);
+    the last delta of a choice carries ``finish_reason``; a request-level
+    ``usage`` delta comes after all choices finished.
     """
 
     index: int = 0
@@ -50,6 +55,8 @@ class Delta:
     # With finish_reason "stop": the stop string that ended the choice, where the backend
     # knows it (Anthropic's stop_sequence).
     stop: str | None = None
+    reasoning: str | None = None
+    signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
