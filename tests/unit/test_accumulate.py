@@ -100,11 +100,12 @@ _delta = st.one_of(
     st.builds(Delta, index=st.integers(0, 1), content=st.one_of(
         st.none(), st.sampled_from(["", "Hel", "lo"])),
         logprobs=st.lists(_token, max_size=2).map(tuple),
-        tool_calls=st.lists(_call, max_size=2).map(tuple)),
+        tool_calls=st.lists(_call, max_size=2).map(tuple),
+        reasoning=st.one_of(st.none(), st.sampled_from(["", "Hm", ", so"]))),
     st.builds(Delta, index=st.integers(0, 1),
               finish_reason=st.sampled_from(["stop", "length", "tool_calls"])),
     st.builds(Delta, usage=st.builds(TokenUsage, st.integers(0, 9), st.integers(0, 9),
-                                     st.integers(0, 9))),
+                                     st.integers(0, 9), st.integers(0, 9))),
 )
 
 
@@ -132,3 +133,30 @@ def test_folding_deltas_equals_folding_the_chunks_a_stream_sends(
 
     via_chunks, via_deltas = asyncio.run(both())
     assert via_deltas == via_chunks
+
+
+def test_reasoning_is_its_own_field_streamed_and_whole() -> None:
+    deltas = [Delta(reasoning="Think"), Delta(reasoning="ing."), Delta(content="Hi"),
+              Delta(finish_reason="stop"), Delta(usage=TokenUsage(5, 7, reasoning_tokens=4))]
+
+    async def source() -> AsyncIterator[Delta]:
+        for d in deltas:
+            yield d
+
+    async def chunks() -> list[str]:
+        return [c if isinstance(c, str) else (c.decode() if isinstance(c, bytes)
+                                              else c.model_dump_json())
+                async for c in ChatService.chunks(
+                    source(), model="m", n=1, chunk_id="chatcmpl-1", created=7,
+                    legacy=False, include_usage=True)]
+
+    wire = asyncio.run(chunks())
+    assert '"delta":{"reasoning_content":"Think"}' in wire[1]
+    assert '"completion_tokens_details":{"reasoning_tokens":4}' in wire[-1]
+    acc = Accumulator.of_deltas(id="chatcmpl-1", created=7, model="m", n=1, legacy=False)
+    for d in deltas:
+        acc.add_delta(d)
+    message = acc.result().model_dump()["choices"][0]["message"]
+    assert message == {"role": "assistant", "content": "Hi", "reasoning_content": "Thinking."}
+    assert acc.result().usage is not None
+    assert acc.result().usage.completion_tokens_details == {"reasoning_tokens": 4}

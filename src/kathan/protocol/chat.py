@@ -100,6 +100,9 @@ class AssistantMessage(_Wire):
     tool_calls: list[ToolCall] | None = Field(None, description="Calls made by the assistant.")
     function_call: FunctionCall | None = Field(None, description="Legacy single function call.")
     refusal: str | None = Field(None, description="An assistant refusal, echoed back.")
+    reasoning_content: str | None = Field(
+        None, description="The reasoning of an earlier reply, echoed back: each backend "
+        "keeps it or drops it from the prompt as its model's format does.")
 
 
 class ToolMessage(_Wire):
@@ -275,13 +278,16 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: dict[str, int] | None = None
+    completion_tokens_details: dict[str, int] | None = None
 
 
 class ResponseMessage(BaseModel):
-    """``content`` is null when the reply only called tools."""
+    """``content`` is null when the reply only called tools; ``reasoning_content``, the
+    model's reasoning, is there only when it reasoned."""
 
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    reasoning_content: str | None = None
     tool_calls: list[ToolCall] | None = None
     function_call: FunctionCall | None = Field(
         None, description="The call, for requests that used the legacy `functions`."
@@ -290,7 +296,7 @@ class ResponseMessage(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_absent_calls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        for key in ("tool_calls", "function_call"):
+        for key in ("reasoning_content", "tool_calls", "function_call"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data
@@ -357,6 +363,7 @@ class ToolCallChunk(_Sparse):
 class ChoiceDelta(_Sparse):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
     tool_calls: list[ToolCallChunk] | None = None
     function_call: FunctionCallDelta | None = Field(
         None, description="Legacy form of tool_calls, for requests that used `functions`."

@@ -35,6 +35,7 @@ def usage_of(u: TokenUsage) -> Usage:
         completion_tokens=u.completion_tokens,
         total_tokens=u.prompt_tokens + u.completion_tokens,
         prompt_tokens_details={"cached_tokens": u.cached_tokens},
+        completion_tokens_details={"reasoning_tokens": u.reasoning_tokens},
     )
 
 
@@ -61,6 +62,7 @@ class Accumulator:
         self._head: dict[str, Any] | None = None  # id, created, model, fingerprint
         self._legacy = False
         self._content: dict[int, list[str]] = {}
+        self._reasoning: dict[int, list[str]] = {}
         self._finish: dict[int, str | None] = {}
         self._logprobs: dict[int, list[TokenLogprob]] = {}
         self._usage: Usage | None = None
@@ -82,11 +84,13 @@ class Accumulator:
     def add_delta(self, delta: Delta) -> None:
         """Fold one delta as the chunk a stream makes of it would be folded."""
         index = delta.index
-        if delta.content or delta.logprobs or delta.tool_calls:
+        if delta.content or delta.logprobs or delta.tool_calls or delta.reasoning:
             parts = self._content.setdefault(index, [])
             self._finish.setdefault(index, None)
             if delta.content:
                 parts.append(delta.content)
+            if delta.reasoning:
+                self._reasoning.setdefault(index, []).append(delta.reasoning)
             calls = delta.tool_calls
             if calls and self._legacy:
                 # One call per reply in the legacy form: the first call's name, all arguments.
@@ -119,6 +123,9 @@ class Accumulator:
             self._finish.setdefault(choice.index, None)
             if choice.delta.content:
                 parts.append(choice.delta.content)
+            if choice.delta.reasoning_content:
+                self._reasoning.setdefault(choice.index, []).append(
+                    choice.delta.reasoning_content)
             if choice.finish_reason is not None:
                 self._finish[choice.index] = choice.finish_reason
             for piece in choice.delta.tool_calls or ():
@@ -165,6 +172,7 @@ class Accumulator:
     def _message(self, index: int, parts: list[str]) -> ResponseMessage:
         calls = self._calls.get(index, {})
         legacy = self._function.get(index)
+        reasoning = self._reasoning.get(index)
         tool_calls = [
             construct(
                 ToolCall, id=c.id, type="function",
@@ -176,6 +184,7 @@ class Accumulator:
             ResponseMessage,
             # Content is null when the reply only called tools.
             content="".join(parts) if parts or not (calls or legacy) else None,
+            reasoning_content="".join(reasoning) if reasoning else None,
             tool_calls=tool_calls or None,
             function_call=(
                 construct(FunctionCall, name=legacy.name, arguments="".join(legacy.arguments))

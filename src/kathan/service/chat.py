@@ -151,15 +151,16 @@ class ChatService:
             [choice(i, construct(ChoiceDelta, role="assistant", content="")) for i in range(n)]
         )
         async for delta in generation:
-            if delta.content and not (delta.logprobs or delta.tool_calls):
+            if delta.content and not (delta.logprobs or delta.tool_calls or delta.reasoning):
                 yield chunks.text(delta.index, delta.content)  # most chunks: text only
-            elif delta.content or delta.logprobs or delta.tool_calls:
+            elif delta.content or delta.logprobs or delta.tool_calls or delta.reasoning:
                 logprobs = (
                     construct(ChoiceLogprobs, content=list(delta.logprobs), refusal=None)
                     if delta.logprobs
                     else None
                 )
-                content = construct(ChoiceDelta, role=None, content=delta.content)
+                content = construct(ChoiceDelta, role=None, content=delta.content,
+                                    reasoning_content=delta.reasoning or None)
                 if delta.tool_calls:
                     _add_calls(content, delta.tool_calls, legacy)
                 yield chunk([choice(delta.index, content, logprobs=logprobs)])
