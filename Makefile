@@ -36,7 +36,22 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 serve: $(STAMP)
 	$(BIN)/kathan serve $(ARGS)
 
-test: $(STAMP)
+# The o200k vocabulary that openai-harmony needs, for the gpt-oss tests (a served gpt-oss
+# model brings its own, in its GGUF): from the npm package `tiktoken`, checked by
+# engine/harmony_vocab.py against the digest the library checks. Nothing is fetched
+# at run time.
+TIKTOKEN_NPM := tiktoken@1.0.22
+VOCAB := $(VENV)/share/tiktoken/o200k_base.tiktoken
+
+$(VOCAB): | $(STAMP)
+	rm -rf $(VENV)/share/npm && mkdir -p $(VENV)/share/npm
+	cd $(VENV)/share/npm && npm pack --silent $(TIKTOKEN_NPM) >/dev/null && \
+	  tar xzf tiktoken-*.tgz package/encoders/o200k_base.json
+	$(BIN)/python -m kathan.engine.harmony_vocab \
+	  $(VENV)/share/npm/package/encoders/o200k_base.json $(VENV)/share/tiktoken
+	rm -rf $(VENV)/share/npm
+
+test: $(STAMP) $(VOCAB)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The console's pictures in docs/console/ (README, "Console"), taken by its layout test

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from openai_harmony import HarmonyEncoding, HarmonyError
+
+from kathan.backends import harmony
 from kathan.backends.base import Delta, DeltaStream, LoadStats, Stage, TokenUsage
 from kathan.backends.toolcalls import (
     CLOSE,
@@ -21,6 +26,7 @@ from kathan.backends.toolcalls import (
     tool_use,
     tools_system_prompt,
 )
+from kathan.engine import harmony_vocab
 from kathan.engine.engine import LocalEngine
 from kathan.engine.grammar import (
     GrammarError,
@@ -59,6 +65,10 @@ from kathan.protocol.chat import (
     TopLogprob,
 )
 from kathan.protocol.completions import local_prompt
+
+# Where a gpt-oss model's vocabulary is written for the harmony library, from its GGUF.
+HARMONY_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
+    "kathan" / "tiktoken"
 
 # Roles the chat template does not know by these names.
 _ROLE_ALIASES = {"developer": "system"}
@@ -192,6 +202,8 @@ class LocalBackend:
     ) -> None:
         self.engine = engine
         self._retry_after = retry_after
+        self._harmony_checked = False
+        self._harmony_encoding: HarmonyEncoding | None = None
         # A request without max_tokens gets at most this many, within what fits.
         self._default_max_tokens = default_max_tokens
 
@@ -216,6 +228,9 @@ class LocalBackend:
             raise ModelNotReadyError(
                 "The model is still loading; try again shortly.", retry_after=self._retry_after
             )
+        encoding = self._harmony()
+        if encoding is not None and request._completion is None:
+            return self._build_harmony(request, encoding), False
         problem = _unsupported(request)
         if problem is not None:
             field, what = problem
@@ -291,6 +306,50 @@ class LocalBackend:
             ),
             use is not None and use.calls_allowed,
         )
+
+    def _harmony(self) -> HarmonyEncoding | None:
+        """The harmony encoding when the model is a gpt-oss one (its template says so),
+        loaded once; None for every other model."""
+        if self._harmony_checked:
+            return self._harmony_encoding
+        template = self.engine.template
+        if template is not None and harmony.is_harmony(template.source):
+            try:
+                self._harmony_encoding = harmony.load_encoding(
+                    self.engine.model.pieces, HARMONY_CACHE)
+            except (harmony_vocab.VocabularyError, HarmonyError, OSError) as exc:
+                raise EngineError(
+                    f"This model speaks the harmony format (gpt-oss), but its encoding "
+                    f"could not be loaded: {exc}.") from exc
+        self._harmony_checked = True
+        return self._harmony_encoding
+
+    def _build_harmony(
+        self, request: ChatCompletionRequest, encoding: HarmonyEncoding
+    ) -> GenerationRequest:
+        """A gpt-oss model's request: the harmony prompt, and every token's id back."""
+        for extra in request.model_extra or {}:
+            raise UnsupportedParameterError(
+                f"'{extra}' is not supported by model '{request.model}': it is not a "
+                "parameter the local engine knows.", param=extra)
+        prompt = harmony.prompt(encoding, request)
+        n_ctx = self.engine.n_ctx
+        requested = request.max_completion_tokens or request.max_tokens
+        if len(prompt) + (requested or 1) > n_ctx:
+            raise ContextLengthExceededError(
+                f"This model's context is {n_ctx} tokens, but the prompt has {len(prompt)} "
+                f"tokens ({len(prompt) + (requested or 1)} in all with the completion).",
+                param="max_tokens" if requested else "messages")
+        n = request.n or 1
+        if n > self.engine.config.n_slots:
+            raise InvalidRequestError(
+                f"'n' is {n}, but this model runs at most {self.engine.config.n_slots} "
+                "sequences at once.", param="n")
+        room = n_ctx - len(prompt)
+        return GenerationRequest(
+            prompt=prompt, sampling=sampling_params(request),
+            max_tokens=requested or min(self._default_max_tokens or room, room), n=n,
+            logprobs=(request.top_logprobs or 0) if request.logprobs else None, tokens=True)
 
     def _build_raw(self, request: ChatCompletionRequest, raw: str | list[int]) -> GenerationRequest:
         """A legacy completion: the prompt continued as it is (text tokenized as
@@ -424,8 +483,13 @@ class LocalBackend:
             raise
         # The engine's job is the stream's to release (``events.aclose`` aborts it).
         counts = _Counts(first)
-        stream = DeltaStream(engine_deltas(first, events, parse_calls, generation.halt, counts),
-                             on_close=events.aclose)
+        if generation.tokens:
+            assert self._harmony_encoding is not None
+            deltas = harmony.harmony_deltas(first, events, self._harmony_encoding,
+                                            f"call_{id(events):x}", counts.see)
+        else:
+            deltas = engine_deltas(first, events, parse_calls, generation.halt, counts)
+        stream = DeltaStream(deltas, on_close=events.aclose)
         stream.count_with(counts.usage)
         completion = request._completion
         if completion is not None and completion.echo:

@@ -280,13 +280,14 @@ class Runner:
             finish = "length"
         if finish is not None and not stopped:
             text += choice.text.end()
+        ids = (token,) if request.tokens else ()
         if finish is None:
-            if text or logprobs:
+            if text or logprobs or ids:
                 # The counts so far ride along: a request cut short is charged them.
                 job.deliver(GenerationEvent(
                     text, choice.index, logprobs=logprobs,
                     completion_tokens=choice.generated, prompt_tokens=len(request.prompt),
-                    cached_tokens=choice.cached,
+                    cached_tokens=choice.cached, tokens=ids,
                 ))
             return False
         job.deliver(
@@ -299,6 +300,7 @@ class Runner:
                 cached_tokens=choice.cached,
                 logprobs=logprobs,
                 stop=choice.text.stopped_by if stopped else None,
+                tokens=ids,
             )
         )
         return True

@@ -41,6 +41,9 @@ class GenerationRequest:
     n: int = 1
     logprobs: int | None = None
     halt: Halt | None = None
+    # Deliver every token's id (``GenerationEvent.tokens``), special tokens and the
+    # end-of-generation token included: for a format parsed by token (harmony).
+    tokens: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,7 @@ class GenerationEvent:
     cached_tokens: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()
     stop: str | None = None  # the stop string that ended the choice (finish "stop")
+    tokens: tuple[int, ...] = ()  # the ids this event adds, when the request asked
 
 
 @dataclass(frozen=True, slots=True)
