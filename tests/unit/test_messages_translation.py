@@ -55,6 +55,7 @@ def test_tool_use_and_tool_result_become_calls_and_tool_messages() -> None:
         ]))
     user, assistant, result, failed, follow = chat.messages
     assert isinstance(assistant, AssistantMessage) and assistant.content == "Let me look."
+    assert assistant.reasoning_content == "hmm"  # each backend keeps or drops it
     [call] = assistant.tool_calls or []
     assert (call.id, call.function.name, call.function.arguments) == (
         "toolu_1", "get_weather", '{"city": "Paris"}')

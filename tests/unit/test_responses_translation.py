@@ -34,7 +34,8 @@ def test_items_become_messages_calls_and_results() -> None:
         {"role": "developer", "content": "Use tools."},
         {"role": "user", "content": [{"type": "input_text", "text": "Weather "},
                                      {"type": "input_text", "text": "in Oslo?"}]},
-        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "content": [
+            {"type": "reasoning_text", "text": "Oslo: look it up."}]},
         {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
          "content": [{"type": "output_text", "text": "Checking.", "annotations": [],
                       "logprobs": None}]},
@@ -48,7 +49,9 @@ def test_items_become_messages_calls_and_results() -> None:
     assert [m.role for m in request.messages] == ["system", "user", "assistant", "tool", "tool"]
     assert request.messages[1].content == "Weather in Oslo?"
     assistant = request.messages[2]
-    assert assistant.content == "Checking."  # the reasoning item is not part of the prompt
+    assert assistant.content == "Checking."
+    # The reasoning goes with the turn it came before; each backend keeps or drops it.
+    assert assistant.reasoning_content == "Oslo: look it up."
     assert [c.id for c in assistant.tool_calls] == ["c1", "c2"]
     assert [(m.tool_call_id, m.content) for m in request.messages[3:]] == [
         ("c1", "Rain"), ("c2", "noon")]
@@ -150,3 +153,20 @@ def test_what_cannot_be_carried_is_a_400_that_names_it(body: dict[str, Any],
 def test_a_body_outside_the_schema_is_a_validation_error(body: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         wire.ResponsesRequest.model_validate({"model": "m", "input": "x", **body})
+
+
+def test_reasoning_goes_with_the_next_assistant_turn_only() -> None:
+    request = chat({"input": [
+        {"type": "reasoning", "summary": [], "content": [
+            {"type": "reasoning_text", "text": "lost"}]},
+        {"role": "user", "content": "Hi"},
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "a summary"}],
+         "encrypted_content": "opaque"},
+        {"type": "reasoning", "summary": [], "content": [
+            {"type": "reasoning_text", "text": "Call it."}]},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+    ]})
+    user, call, result = request.messages
+    assert (call.reasoning_content, call.content) == ("Call it.", None)
+    assert [c.id for c in call.tool_calls] == ["c1"]

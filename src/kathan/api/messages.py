@@ -5,8 +5,10 @@ The request is translated once (``protocol/messages.to_chat``) into the chat req
 that every backend serves, and takes the one request path: the key (``x-api-key`` or
 ``Authorization: Bearer``), limits, ledger row, routing, voice. The deltas that come
 back are rendered in Anthropic's shape: one ``message``, or its stream of events
-(``message_start``, ``content_block_start``/``_delta``/``_stop`` with ``text_delta``
-and ``input_json_delta``, ``message_delta``, ``message_stop``, ``ping``); errors as
+(``message_start``, ``content_block_start``/``_delta``/``_stop`` with ``text_delta``,
+``input_json_delta``, and for reasoning a ``thinking`` block's ``thinking_delta`` and
+``signature_delta`` (an anthropic deployment's signature; other backends sign nothing,
+and the block's signature is empty), ``message_delta``, ``message_stop``, ``ping``); errors as
 ``{"type": "error", "error": {...}}`` (``api/errors.render`` picks the dialect by
 path). ``anthropic-version`` is accepted whatever its value.
 """
@@ -72,10 +74,11 @@ async def _collect(
     service: ChatService, chat: ChatCompletionRequest, meter: Meter | None,
     asked: tuple[str, ...],
 ) -> wire.MessageResponse:
-    """The whole message: the same deltas the stream renders, gathered."""
+    """The whole message: the same deltas the stream renders, gathered in the same
+    blocks."""
     generation = await service.open(chat, meter=meter)
-    text: list[str] = []
-    calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+    blocks: list[wire.OutThinking | wire.OutText | list[str]] = []  # a call: [id, name, args]
+    calls: dict[int, list[str]] = {}  # a tool call's index -> its block
     finish = matched = None
     usage: TokenUsage | None = None
     async with generation:
@@ -84,20 +87,39 @@ async def _collect(
                 usage = delta.usage
             if delta.index != 0:
                 continue
+            last = blocks[-1] if blocks else None
+            if delta.reasoning:
+                if not isinstance(last, wire.OutThinking) or last.signature:
+                    last = wire.OutThinking(thinking="")
+                    blocks.append(last)
+                last.thinking += delta.reasoning
+            if delta.signature:
+                if not isinstance(last, wire.OutThinking):
+                    last = wire.OutThinking(thinking="")  # redacted: a signature alone
+                    blocks.append(last)
+                last.signature += delta.signature
             if delta.content:
-                text.append(delta.content)
+                if not isinstance(last, wire.OutText):
+                    last = wire.OutText(text="")
+                    blocks.append(last)
+                last.text += delta.content
             for call in delta.tool_calls:
-                held = calls.setdefault(call.index, [call.id or "", call.name or "", ""])
+                held = calls.get(call.index)
+                if held is None:
+                    held = calls[call.index] = [call.id or "", call.name or "", ""]
+                    blocks.append(held)
                 held[0], held[1] = held[0] or call.id or "", held[1] or call.name or ""
                 held[2] += call.arguments
             if delta.finish_reason is not None:
                 finish, matched = delta.finish_reason, delta.stop
-    content: list[wire.OutText | wire.OutToolUse] = []
-    if text:
-        content.append(wire.OutText(text="".join(text)))
-    for index, (call_id, name, arguments) in sorted(calls.items()):
-        content.append(wire.OutToolUse(id=call_id or f"toolu_{index}", name=name,
-                                       input=_arguments(arguments)))
+    content: list[wire.OutThinking | wire.OutText | wire.OutToolUse] = []
+    for number, block in enumerate(blocks):
+        if isinstance(block, list):
+            call_id, name, arguments = block
+            content.append(wire.OutToolUse(id=call_id or f"toolu_{number}", name=name,
+                                           input=_arguments(arguments)))
+        else:
+            content.append(block)
     reason, sequence = _stop(finish, matched, asked)
     return wire.MessageResponse(
         id=_message_id(f"chatcmpl-{generation.request_id}"), model=generation.model,
@@ -134,7 +156,8 @@ async def _events(
         "usage": {"input_tokens": 0, "output_tokens": 0}}})
     yield _event("ping", {})
     block = -1  # the index of the block being written
-    kind: str | None = None  # its type: "text" or "tool_use"
+    kind: str | None = None  # its type: "thinking", "text" or "tool_use"
+    signed = False  # the thinking block being written has its signature
     calls: dict[int, int] = {}  # a tool call's index -> its block
     finish: str | None = None
     matched: str | None = None
@@ -143,6 +166,20 @@ async def _events(
         async for delta in generation:
             if delta.index != 0:
                 continue  # n is 1: Messages has no choices
+            if delta.reasoning or delta.signature:
+                if kind != "thinking" or (signed and delta.reasoning):
+                    if kind is not None:
+                        yield _event("content_block_stop", {"index": block})
+                    block, kind, signed = block + 1, "thinking", False
+                    yield _event("content_block_start", {"index": block, "content_block": {
+                        "type": "thinking", "thinking": "", "signature": ""}})
+                if delta.reasoning:
+                    yield _event("content_block_delta", {"index": block, "delta": {
+                        "type": "thinking_delta", "thinking": delta.reasoning}})
+                if delta.signature:
+                    signed = True
+                    yield _event("content_block_delta", {"index": block, "delta": {
+                        "type": "signature_delta", "signature": delta.signature}})
             if delta.content:
                 if kind != "text":
                     if kind is not None:

@@ -6,7 +6,8 @@ continues (``previous_response_id``) is read from the store, and takes the one r
 path: key, limits, ledger row (endpoint ``responses``), routing, voice. The deltas that
 come back are built into the response's output items by ``_Builder``, which gives the
 typed events of the stream (each with its ``sequence_number``) and, gathered, the
-response object; both come from the same deltas. A response with ``store`` (the
+response object; both come from the same deltas. Reasoning deltas become a
+``reasoning`` item (its text as ``reasoning_text``, no summary) before the message. A response with ``store`` (the
 default where the server has a store, as OpenAI's is) is written to the store before
 its last event or its JSON goes out, so that the client can continue it at once; it
 belongs to the caller's account, and another account's ``GET`` or ``DELETE`` is a 404.
@@ -73,11 +74,12 @@ def _usage(usage: TokenUsage) -> wire.ResponseUsage:
         input_tokens=usage.prompt_tokens,
         input_tokens_details=wire.InputTokensDetails(cached_tokens=usage.cached_tokens),
         output_tokens=usage.completion_tokens,
-        output_tokens_details=wire.OutputTokensDetails(reasoning_tokens=0),
+        output_tokens_details=wire.OutputTokensDetails(reasoning_tokens=usage.reasoning_tokens),
         total_tokens=usage.prompt_tokens + usage.completion_tokens)
 
 
 Event = dict[str, Any]
+Item = wire.OutReasoning | wire.OutMessage | wire.OutFunctionCall
 
 
 class _Builder:
@@ -88,8 +90,8 @@ class _Builder:
         self.response = response
         self._logprobs = want_logprobs
         self._sequence = 0
-        self._open: wire.OutMessage | wire.OutFunctionCall | None = None
-        self._text: list[str] = []
+        self._open: Item | None = None
+        self._text: list[str] = []  # the open message's, or the open reasoning's
         self._text_logprobs: list[dict[str, Any]] = []
         self._calls: dict[int, wire.OutFunctionCall] = {}  # a tool call's index -> its item
         self._finish: str | None = None
@@ -108,7 +110,7 @@ class _Builder:
         return [self.event("response.created", response=self._snapshot()),
                 self.event("response.in_progress", response=self._snapshot())]
 
-    def _add(self, item: wire.OutMessage | wire.OutFunctionCall) -> Event:
+    def _add(self, item: Item) -> Event:
         self.response.output.append(item)
         self._open = item
         return self.event("response.output_item.added", output_index=len(
@@ -121,7 +123,18 @@ class _Builder:
         index = self.response.output.index(item)
         item.status = status
         events = []
-        if isinstance(item, wire.OutMessage):
+        if isinstance(item, wire.OutReasoning):
+            reasoning = wire.OutReasoningText(text="".join(self._text))
+            item.content = [reasoning]
+            self._text = []
+            events += [
+                self.event("response.reasoning_text.done", item_id=item.id,
+                           output_index=index, content_index=0, text=reasoning.text),
+                self.event("response.content_part.done", item_id=item.id,
+                           output_index=index, content_index=0,
+                           part=reasoning.model_dump(mode="json")),
+            ]
+        elif isinstance(item, wire.OutMessage):
             text = "".join(self._text)
             part = wire.OutTextPart(text=text, logprobs=self._text_logprobs
                                     if self._logprobs else None)
@@ -148,7 +161,10 @@ class _Builder:
         if delta.index != 0:
             return []  # n is 1: a response has one answer
         events: list[Event] = []
-        if delta.content or delta.logprobs:
+        if delta.reasoning:
+            events += self._think(delta.reasoning)
+        # A reasoning token's logprobs are not the answer's: OpenAI gives none for them.
+        if delta.content or (delta.logprobs and not delta.reasoning):
             if not isinstance(self._open, wire.OutMessage):
                 events += self._close("completed")
                 message = wire.OutMessage(id=f"msg_{self._ids}_{len(self.response.output)}",
@@ -187,6 +203,25 @@ class _Builder:
             self._finish = delta.finish_reason
         return events
 
+    def _think(self, text: str) -> list[Event]:
+        events: list[Event] = []
+        if not isinstance(self._open, wire.OutReasoning):
+            events += self._close("completed")
+            item = wire.OutReasoning(id=f"rs_{self._ids}_{len(self.response.output)}",
+                                     status="in_progress", content=[])
+            events.append(self._add(item))
+            events.append(self.event(
+                "response.content_part.added", item_id=item.id,
+                output_index=len(self.response.output) - 1, content_index=0,
+                part=wire.OutReasoningText(text="").model_dump(mode="json")))
+        thinking = self._open
+        assert isinstance(thinking, wire.OutReasoning)
+        self._text.append(text)
+        events.append(self.event(
+            "response.reasoning_text.delta", item_id=thinking.id,
+            output_index=self.response.output.index(thinking), content_index=0, delta=text))
+        return events
+
     def finish(self) -> list[Event]:
         """The last events of a response whose deltas all came."""
         response = self.response
@@ -208,7 +243,9 @@ class _Builder:
         item = self._open
         if item is not None:  # what it had written, as it stood
             item.status = "incomplete"
-            if isinstance(item, wire.OutMessage):
+            if isinstance(item, wire.OutReasoning):
+                item.content = [wire.OutReasoningText(text="".join(self._text))]
+            elif isinstance(item, wire.OutMessage):
                 item.content = [wire.OutTextPart(
                     text="".join(self._text),
                     logprobs=self._text_logprobs if self._logprobs else None)]

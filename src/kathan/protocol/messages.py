@@ -3,7 +3,8 @@ and from the chat request every backend serves.
 
 A Messages request becomes a ``ChatCompletionRequest`` (``to_chat``): the system
 prompt a system message, ``tool_use`` blocks an assistant's ``tool_calls``,
-``tool_result`` blocks tool messages, ``tool_choice`` ``any`` ``required``,
+``tool_result`` blocks tool messages, ``thinking`` blocks an assistant's
+``reasoning_content``, ``tool_choice`` ``any`` ``required``,
 ``stop_sequences`` ``stop``, ``thinking`` a ``reasoning_effort``. It then takes the
 one request path (keys, limits, ledger, routing, voice), and the deltas that come
 back are rendered in Anthropic's shape by ``api/messages.py``. What the chat
@@ -112,7 +113,10 @@ class ToolResultBlock(_Block):
 
 
 class ThinkingBlock(_Block):
-    """An earlier turn's reasoning, as the API returned it: not sent to the model again."""
+    """An earlier turn's reasoning, as the API returned it. An anthropic deployment gets
+    it as sent; for the others it is the assistant message's ``reasoning_content``, which
+    each backend keeps in the prompt or drops as its model's format does (the upstream
+    providers' drop it)."""
 
     type: Literal["thinking"]
     thinking: str
@@ -233,6 +237,15 @@ class OutText(BaseModel):
     text: str
 
 
+class OutThinking(BaseModel):
+    """The model's reasoning; ``signature`` is Anthropic's where an anthropic deployment
+    answered (a client sends the block back with it), empty otherwise."""
+
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    signature: str = ""
+
+
 class OutToolUse(BaseModel):
     type: Literal["tool_use"] = "tool_use"
     id: str
@@ -255,7 +268,7 @@ class MessageResponse(BaseModel):
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
     model: str
-    content: list[Annotated[OutText | OutToolUse, Field(discriminator="type")]]
+    content: list[Annotated[OutThinking | OutText | OutToolUse, Field(discriminator="type")]]
     stop_reason: StopReason | None
     stop_sequence: str | None = None
     usage: MessagesUsage
@@ -308,21 +321,25 @@ def _messages(request: MessagesRequest | CountTokensRequest) -> list[ChatMessage
                   if isinstance(message.content, str) else message.content)
         if message.role == "assistant":
             texts: list[str] = []
+            thoughts: list[str] = []
             calls: list[ToolCall] = []
             for i, block in enumerate(blocks):
                 if isinstance(block, TextBlock):
                     texts.append(block.text)
+                elif isinstance(block, ThinkingBlock):
+                    thoughts.append(block.thinking)
                 elif isinstance(block, ToolUseBlock):
                     calls.append(ToolCall(id=block.id, type="function", function=FunctionCall(
                         name=block.name, arguments=json.dumps(block.input))))
-                elif isinstance(block, ThinkingBlock | RedactedThinkingBlock):
-                    continue  # an earlier turn's reasoning is not part of the prompt
+                elif isinstance(block, RedactedThinkingBlock):
+                    continue  # Anthropic's encrypted reasoning: no other model reads it
                 else:
                     raise InvalidRequestError(
                         f"{where}[{i}]: an assistant turn holds text, tool_use and thinking "
                         f"blocks, not {block.type}.", param=f"{where}[{i}]")
             out.append(AssistantMessage(role="assistant", content="".join(texts) or None,
-                                        tool_calls=calls or None))
+                                        tool_calls=calls or None,
+                                        reasoning_content="".join(thoughts) or None))
             continue
         parts: list[TextPart | ImagePart] = []
         for i, block in enumerate(blocks):

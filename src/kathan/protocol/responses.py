@@ -5,7 +5,8 @@ A Responses request becomes a ``ChatCompletionRequest`` (``to_chat``): ``instruc
 a system message, the conversation's items (an earlier response's, when
 ``previous_response_id`` continues it, then ``input``) chat messages: ``message``
 items by role, ``function_call`` items an assistant's ``tool_calls``,
-``function_call_output`` items tool messages; ``max_output_tokens`` ``max_tokens``,
+``function_call_output`` items tool messages, ``reasoning`` items the
+``reasoning_content`` of the assistant message after them; ``max_output_tokens`` ``max_tokens``,
 ``text.format`` ``response_format``, ``reasoning.effort`` ``reasoning_effort``. It then
 takes the one request path (keys, limits, ledger, routing, voice) and the deltas that
 come back are rendered as a ``response`` object and its typed events by
@@ -153,7 +154,9 @@ class FunctionCallOutputItem(_Item):
 
 
 class ReasoningItem(_Item):
-    """An earlier turn's reasoning, as a response gave it: not sent to the model again."""
+    """An earlier turn's reasoning, as a response gave it: its text goes with the
+    assistant message after it (``reasoning_content``), which each backend keeps in the
+    prompt or drops as its model's format does."""
 
     type: Literal["reasoning"]
     id: str | None = None
@@ -385,6 +388,21 @@ class OutMessage(BaseModel):
     content: list[OutTextPart]
 
 
+class OutReasoningText(BaseModel):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class OutReasoning(BaseModel):
+    """The model's reasoning before its answer, as its text (Kathan writes no summaries)."""
+
+    id: str
+    type: Literal["reasoning"] = "reasoning"
+    summary: list[Any] = Field(default_factory=list)
+    content: list[OutReasoningText]
+    status: Status
+
+
 class OutFunctionCall(BaseModel):
     id: str
     type: Literal["function_call"] = "function_call"
@@ -430,7 +448,8 @@ class ResponseObject(BaseModel):
     error: ResponseError | None = None
     incomplete_details: IncompleteDetails | None = None
     model: str
-    output: list[Annotated[OutMessage | OutFunctionCall, Field(discriminator="type")]]
+    output: list[Annotated[OutReasoning | OutMessage | OutFunctionCall,
+                           Field(discriminator="type")]]
     usage: ResponseUsage | None = None
     instructions: str | None = None
     max_output_tokens: int | None = None
@@ -554,8 +573,12 @@ def _user_parts(parts: list[Any], where: str) -> str | list[TextPart | ImagePart
 def messages_of(items: list[Any], where: str = "input") -> list[ChatMessage]:
     """The chat messages of a conversation's items (``where`` names them in errors)."""
     out: list[ChatMessage] = []
+    reasoning: list[str] = []  # for the assistant message that follows it
     for n, item in enumerate(items):
         at = f"{where}[{n}]"
+        if not isinstance(item, ReasoningItem | FunctionCallItem) and not (
+                isinstance(item, MessageItem) and item.role == "assistant"):
+            reasoning = []  # reasoning before anything but the model's turn goes nowhere
         if isinstance(item, MessageItem):
             content = item.content
             if item.role in ("system", "developer"):
@@ -566,27 +589,38 @@ def messages_of(items: list[Any], where: str = "input") -> list[ChatMessage]:
                     content, str) else _user_parts(content, f"{at}.content")))
             else:
                 out.append(AssistantMessage(role="assistant", content=_text_of(
-                    content, f"{at}.content", (OutputText, InputText, Refusal))))
+                    content, f"{at}.content", (OutputText, InputText, Refusal)),
+                    reasoning_content="".join(reasoning) or None))
+                reasoning = []
         elif isinstance(item, FunctionCallItem):
             call = ToolCall(id=item.call_id, type="function",
                             function=FunctionCall(name=item.name, arguments=item.arguments))
             last = out[-1] if out else None
-            if isinstance(last, AssistantMessage):
+            if isinstance(last, AssistantMessage) and not reasoning:
                 last.tool_calls = [*(last.tool_calls or []), call]
             else:
                 out.append(AssistantMessage(role="assistant", content=None,
-                                            tool_calls=[call]))
+                                            tool_calls=[call],
+                                            reasoning_content="".join(reasoning) or None))
+                reasoning = []
         elif isinstance(item, FunctionCallOutputItem):
             output = item.output if isinstance(item.output, str) else _text_of(
                 item.output, f"{at}.output", (InputText,))
             out.append(ToolMessage(role="tool", tool_call_id=item.call_id, content=output))
         elif isinstance(item, ReasoningItem):
-            continue  # an earlier turn's reasoning is not part of the prompt
+            reasoning += _reasoning_text(item)
         else:
             raise InvalidRequestError(
                 f"{at}: item_reference is not served; continue a stored response with "
                 "previous_response_id, or send the item itself.", param=at)
     return out
+
+
+def _reasoning_text(item: ReasoningItem) -> list[str]:
+    """A reasoning item's text (its ``reasoning_text`` parts; a summary is not the
+    reasoning, and encrypted content is another server's)."""
+    return [str(part.get("text") or "") for part in item.content or ()
+            if isinstance(part, dict) and part.get("type") == "reasoning_text"]
 
 
 def items_of(request: ResponsesRequest) -> list[Any]:
@@ -684,6 +718,9 @@ def output_items(output: list[dict[str, Any]]) -> list[Any]:
             items.append(MessageItem(role="assistant", content=[
                 OutputText(type="output_text", text=part.get("text", ""))
                 for part in raw.get("content", ())]))
+        elif raw.get("type") == "reasoning":
+            items.append(ReasoningItem(type="reasoning", id=raw.get("id"),
+                                       content=raw.get("content") or []))
         elif raw.get("type") == "function_call":
             items.append(FunctionCallItem(type="function_call", call_id=raw["call_id"],
                                           name=raw["name"], arguments=raw["arguments"]))
