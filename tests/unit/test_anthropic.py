@@ -386,9 +386,19 @@ def test_translates_the_tool_use_recording() -> None:
                            Delta(usage=TokenUsage(472, 89, 0))]
 
 
-def test_thinking_is_dropped() -> None:
+def test_thinking_is_reasoning_and_its_signature_a_delta_of_its_own() -> None:
     deltas = translate("anthropic_thinking")
     assert content(deltas) == "The greatest common divisor of 1071 and 462 is **21**."
+    assert "".join(d.reasoning or "" for d in deltas) == (
+        "I need to find the GCD of 1071 and 462 using the Euclidean algorithm.\n\n"
+        "1071 = 2 × 462 + 147\n462 = 3 × 147 + 21\n147 = 7 × 21 + 0\n\n"
+        "So GCD(1071, 462) = 21")
+    signed = [d for d in deltas if d.signature]
+    assert [d.signature for d in signed] == ["EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds..."]
+    # The signature closes the reasoning: it comes after the last thinking, before the text.
+    order = [("r" if d.reasoning else "s" if d.signature else "c") for d in deltas
+             if d.reasoning or d.signature or d.content]
+    assert "".join(order) == "rrsccc"
     assert not any(d.tool_calls for d in deltas)
     assert deltas[-2:] == [Delta(finish_reason="stop"), Delta(usage=TokenUsage(44, 142, 0))]
 
@@ -529,13 +539,14 @@ async def test_tool_call(pool: HTTPPool) -> None:
     assert deltas[-2].finish_reason == "tool_calls"
 
 
-async def test_reasoning_request_is_accepted_and_thinking_dropped(
+async def test_reasoning_request_is_accepted_and_thinking_relayed(
     pool: HTTPPool,
 ) -> None:
     async with upstream(pool) as (backend, app):
         deltas = await collect(await backend.open(chat(reasoning_effort="medium")))
         assert app[STATE].requests[0]["thinking"] == {"type": "enabled", "budget_tokens": 4096}
     assert content(deltas) == "The greatest common divisor of 1071 and 462 is **21**."
+    assert "".join(d.reasoning or "" for d in deltas).startswith("I need to find the GCD")
 
 
 async def test_full_conversation_passes_the_strict_fake(pool: HTTPPool) -> None:

@@ -315,7 +315,9 @@ async def test_generation_config(session: aiohttp.ClientSession) -> None:
 )
 async def test_reasoning_effort(effort: str, budget: int, session: aiohttp.ClientSession) -> None:
     body = await translate(chat(reasoning_effort=effort), session)
-    assert body["generationConfig"] == {"thinkingConfig": {"thinkingBudget": budget}}
+    # Thinking that is asked for is shown (its summaries); "none" asks for none.
+    shown = {"includeThoughts": True} if effort != "none" else {}
+    assert body["generationConfig"] == {"thinkingConfig": {"thinkingBudget": budget, **shown}}
 
 
 async def test_response_format(session: aiohttp.ClientSession) -> None:
@@ -454,7 +456,7 @@ def test_translates_the_text_recording() -> None:
         "AI learns", " patterns from examples", " instead of following", " hand-written rules."]
     assert deltas[4] == Delta(0, finish_reason="stop")
     assert deltas[5] == Delta(usage=TokenUsage(prompt_tokens=5, completion_tokens=36,
-                                               cached_tokens=2))
+                                               cached_tokens=2, reasoning_tokens=24))
     assert len(deltas) == 6
 
 
@@ -467,7 +469,7 @@ def test_translates_the_function_call_recording() -> None:
     assert opening.id is not None and CALL_ID.match(opening.id)
     assert arguments == ToolCallDelta(0, arguments='{"location": "London"}')
     assert finish == Delta(0, finish_reason="tool_calls")
-    assert usage.usage == TokenUsage(56, 17 + 56, 0)
+    assert usage.usage == TokenUsage(56, 17 + 56, 0, reasoning_tokens=56)
 
 
 def test_translates_the_json_recording() -> None:
@@ -489,7 +491,16 @@ def test_two_candidates_then_usage_at_the_very_end() -> None:
     assert len(ids) == 2  # each choice's call has its own id
 
 
-def test_thoughts_are_dropped_and_finish_reasons_mapped() -> None:
+def test_translates_the_thinking_recording() -> None:
+    deltas = replay("gemini_thinking", StreamTranslator())
+    reasoning = "".join(d.reasoning or "" for d in deltas)
+    assert reasoning.startswith("**Calculating the sum**") and "129" in reasoning
+    assert text_of(deltas) == "The sum of the first 10 prime numbers is 129."
+    assert not any(d.reasoning and d.content for d in deltas)
+    assert deltas[-1] == Delta(usage=TokenUsage(12, 11 + 375, 0, reasoning_tokens=375))
+
+
+def test_thoughts_are_reasoning_and_finish_reasons_mapped() -> None:
     t = StreamTranslator(n=4)
     deltas = feed(t, {"candidates": [
         {"index": 0, "content": {"parts": [
@@ -499,9 +510,11 @@ def test_thoughts_are_dropped_and_finish_reasons_mapped() -> None:
         {"index": 2, "finishReason": "RECITATION"},
         {"index": 3, "finishReason": "MALFORMED_FUNCTION_CALL"},
     ]})
-    assert [(d.index, d.content, d.finish_reason) for d in deltas] == [
-        (0, "Answer", None), (0, None, "length"), (1, "Blocked", None),
-        (1, None, "content_filter"), (2, None, "content_filter"), (3, None, "stop"),
+    assert [(d.index, d.reasoning, d.content, d.finish_reason) for d in deltas] == [
+        (0, "Let me think", None, None), (0, None, "Answer", None), (0, None, None, "length"),
+        (1, None, "Blocked", None),
+        (1, None, None, "content_filter"), (2, None, None, "content_filter"),
+        (3, None, None, "stop"),
     ]
     assert t.finish() == []  # no usageMetadata, no usage delta
 
@@ -562,9 +575,22 @@ async def test_text(
 ) -> None:
     deltas = await collect(await backend(base_url, session, pool).open(chat()))
     assert text_of(deltas) == recorded_text("gemini_text")
-    assert deltas[-2:] == [Delta(0, finish_reason="stop"), Delta(usage=TokenUsage(5, 36, 2))]
+    assert deltas[-2:] == [Delta(0, finish_reason="stop"),
+                           Delta(usage=TokenUsage(5, 36, 2, reasoning_tokens=24))]
     assert script.urls == ["/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"]
     assert script.requests == [{"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}]
+
+
+async def test_asked_for_thinking_comes_as_reasoning(
+    script: Script, base_url: str, session: aiohttp.ClientSession, pool: HTTPPool
+) -> None:
+    request = chat(reasoning_effort="low")
+    deltas = await collect(await backend(base_url, session, pool).open(request))
+    assert script.requests[0]["generationConfig"] == {
+        "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": True}}
+    assert "".join(d.reasoning or "" for d in deltas).startswith("**Calculating the sum**")
+    assert text_of(deltas) == "The sum of the first 10 prime numbers is 129."
+    assert deltas[-1].usage is not None and deltas[-1].usage.reasoning_tokens == 375
 
 
 async def test_function_call(

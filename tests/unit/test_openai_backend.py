@@ -19,6 +19,7 @@ from kathan.backends.http1 import HTTPPool
 from kathan.backends.openai import OpenAIBackend
 from kathan.backends.upstream import Deployment, UpstreamError
 from kathan.protocol.chat import ChatCompletionRequest
+from tests.upstreams import openai_fake
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -210,3 +211,29 @@ async def test_a_request_the_upstream_may_have_received_is_not_retryable(
         await OpenAIBackend(deployment, session, unsent).open(request())
     assert (unreachable.value.code, unreachable.value.retryable) == ("upstream_unreachable", True)
     assert sent.posts == unsent.posts == 1
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+@pytest.mark.parametrize("stream", [True, False])
+async def test_the_upstreams_reasoning_becomes_reasoning_deltas(
+    session: aiohttp.ClientSession, field: str, stream: bool
+) -> None:
+    script = openai_fake.Script(api_key="sk-up", reasoning="Two and two make four.",
+                                reasoning_field=field, reply="Four.")
+    pool = HTTPPool()
+    async with openai_fake.serve(script) as url:
+        backend = OpenAIBackend(Deployment("openai", "up", url, api_key="sk-up"), session,
+                                pool)
+        history = [{"role": "user", "content": "2+2?"},
+                   {"role": "assistant", "content": "4", "reasoning_content": "Easy."},
+                   {"role": "user", "content": "Again?"}]
+        deltas = await collect(await backend.open(request(messages=history, stream=stream)))
+    await pool.close()
+    assert "".join(d.reasoning or "" for d in deltas) == "Two and two make four."
+    assert "".join(d.content or "" for d in deltas) == "Four."
+    assert not any(d.reasoning and d.content for d in deltas)
+    assert deltas[-1].usage is not None
+    assert (deltas[-1].usage.completion_tokens, deltas[-1].usage.reasoning_tokens) == (6, 5)
+    # An earlier turn's reasoning is not sent back.
+    assert [set(m) for m in script.requests[0]["messages"]] == [
+        {"role", "content"}, {"role", "content"}, {"role", "content"}]

@@ -50,7 +50,9 @@ A valid request is answered by replaying a recording from ``recordings/``
 ``Script.recording`` when set; else ``gemini_json.sse`` when
 ``generationConfig.responseMimeType`` is ``application/json``; else
 ``gemini_function_call.sse`` when function declarations are given and the
-mode is not ``NONE``; else ``gemini_text.sse``. A recorded call is renamed to
+mode is not ``NONE``; else ``gemini_thinking.sse`` (thought summaries, parts
+with ``"thought": true``, before the answer) when
+``thinkingConfig.includeThoughts`` is true; else ``gemini_text.sse``. A recorded call is renamed to
 the first of ``allowedFunctionNames``, else the first declared function, when
 its own name is not declared. With ``candidateCount`` n, every chunk carries n
 copies of the candidate (indexes 0..n-1). Events go out as Google sends them:
@@ -520,6 +522,8 @@ def _reply(body: dict[str, Any], names: list[str], config: dict[str, Any], model
         name = "gemini_json"
     elif names and calling.get("mode", "AUTO") != "NONE":
         name = "gemini_function_call"
+    elif (config.get("thinkingConfig") or {}).get("includeThoughts") is True:
+        name = "gemini_thinking"
     else:
         name = "gemini_text"
     events = load_recording(name)
@@ -554,7 +558,8 @@ def _merged(events: list[dict[str, Any]]) -> dict[str, Any]:
                 "content": {"parts": [], "role": "model"}, "index": candidate.get("index", 0)})
             for part in (candidate.get("content") or {}).get("parts") or ():
                 parts = merged["content"]["parts"]
-                if "text" in part and parts and "text" in parts[-1]:
+                if "text" in part and parts and "text" in parts[-1] \
+                        and part.get("thought") == parts[-1].get("thought"):
                     parts[-1]["text"] += part["text"]
                 else:
                     parts.append(dict(part))

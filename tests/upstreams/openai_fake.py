@@ -33,6 +33,12 @@ from aiohttp import web
 @dataclass
 class Script:
     reply: str = "Hello from the fake upstream."
+    # Reasoning before the reply, as DeepSeek's reasoner and vLLM send it
+    # (``reasoning_content``, one word a chunk; counted in
+    # ``completion_tokens_details.reasoning_tokens``), or as OpenRouter and Groq name it
+    # (``reasoning_field``: ``reasoning``).
+    reasoning: str | None = None
+    reasoning_field: str = "reasoning_content"
     tool_arguments: str = '{"location": "Paris"}'  # the arguments of a tool call it makes
     fail_next: int = 0  # answer this many requests with ``fail_status``
     fail_status: int = 503
@@ -50,7 +56,7 @@ class Script:
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None,
-           usage: dict[str, int] | None = None) -> bytes:
+           usage: dict[str, Any] | None = None) -> bytes:
     body: dict[str, Any] = {
         "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
         "model": model,
@@ -94,14 +100,20 @@ def make_app(script: Script) -> web.Application:
         arguments = script.tool_arguments
         # A call's output tokens: one per argument piece streamed, as words are for text.
         pieces = [arguments[k:k + 8] for k in range(0, len(arguments), 8)]
-        output = len(pieces) if tool else len(words)
-        usage = {"prompt_tokens": 7, "completion_tokens": output, "total_tokens": 7 + output}
+        thoughts = script.reasoning.split(" ") if script.reasoning else []
+        output = (len(pieces) if tool else len(words)) + len(thoughts)
+        usage: dict[str, Any] = {"prompt_tokens": 7, "completion_tokens": output,
+                                 "total_tokens": 7 + output}
+        if thoughts:
+            usage["completion_tokens_details"] = {"reasoning_tokens": len(thoughts)}
         finish = "tool_calls" if tool else "stop"
         call = {"id": TOOL_CALL_ID, "type": "function",
                 "function": {"name": tool, "arguments": arguments}}
         if not body.get("stream"):
             message = ({"role": "assistant", "content": None, "tool_calls": [call]} if tool
                        else {"role": "assistant", "content": script.reply})
+            if script.reasoning:
+                message[script.reasoning_field] = script.reasoning
             return web.json_response({
                 "id": "chatcmpl-fake", "object": "chat.completion", "created": 1,
                 "model": model,
@@ -110,6 +122,9 @@ def make_app(script: Script) -> web.Application:
             })
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        thinking = [_chunk(model, {"role": "assistant", "content": None,
+                                   script.reasoning_field: (" " if i else "") + w})
+                    for i, w in enumerate(thoughts)]
         if tool:
             chunks = [_chunk(model, {"role": "assistant", "content": None, "tool_calls": [
                 {"index": 0, **call, "function": {"name": tool, "arguments": ""}}]})]
@@ -119,6 +134,7 @@ def make_app(script: Script) -> web.Application:
             chunks = [_chunk(model, {"role": "assistant", "content": ""})]
             chunks += [_chunk(model, {"content": (" " if i else "") + w})
                        for i, w in enumerate(words)]
+        chunks = thinking + chunks
         chunks.append(_chunk(model, {}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):
             chunks.append(_chunk(model, {}, usage=usage))

@@ -26,11 +26,15 @@ Where the two APIs differ, this backend does the following:
   name answers.
 - ``reasoning_effort`` turns on extended thinking with a token budget
   (``THINKING_BUDGETS``); ``max_tokens`` is raised to budget + 1024 when it is
-  smaller. The thinking text is not returned (the chat format has no field for
-  it) but its tokens count in ``completion_tokens``. Thinking is left off
-  where Anthropic needs the thinking blocks of the earlier turn, which an
-  OpenAI client cannot send back: when the request continues a tool-use loop
-  (its last assistant turn called tools) or a final assistant message.
+  smaller. The thinking text comes back as reasoning deltas (a block's
+  ``signature`` as a delta of its own, for a Messages client to send the
+  block back); Anthropic does not count thinking tokens apart, so they are in
+  ``completion_tokens`` and ``reasoning_tokens`` stays 0. Thinking is left off
+  where Anthropic needs the signed thinking blocks of the earlier turn, which
+  an OpenAI client cannot send back: when the request continues a tool-use
+  loop (its last assistant turn called tools) or a final assistant message.
+  An assistant message's ``reasoning_content`` is not sent (it has no
+  signature).
 - Parameters Anthropic lacks (``seed``, ``logprobs``, penalties, ``min_p``,
   ``logit_bias``, ``n`` > 1, JSON response formats) are
   refused with a 400 naming them, unless they hold their no-op value
@@ -446,7 +450,8 @@ class StreamTranslator:
     >>> t.done
     False
 
-    Thinking blocks are dropped; ``error`` events raise ``ErrorEvent``. It is
+    Thinking blocks become reasoning deltas, a block's signature a delta of its own
+    (``signature``); redacted thinking is dropped; ``error`` events raise ``ErrorEvent``. It is
     ``done`` after ``message_stop``; ``finish`` before that raises (the stream was
     cut short).
     """
@@ -527,8 +532,12 @@ class StreamTranslator:
             self._blocks[index] = _Block(kind)
             text = block.get("text")
             return [Delta(content=text)] if isinstance(text, str) and text else []
+        if kind == "thinking":
+            self._blocks[index] = _Block(kind)
+            text = block.get("thinking")
+            return [Delta(reasoning=text)] if isinstance(text, str) and text else []
         if kind != "tool_use":
-            self._blocks[index] = _Block(kind)  # thinking, redacted_thinking: not content
+            self._blocks[index] = _Block(kind)  # redacted_thinking, server tools: not relayed
             return []
         call = self._calls
         self._calls += 1
@@ -553,7 +562,15 @@ class StreamTranslator:
             if isinstance(fragment, str) and fragment:
                 block.has_arguments = True
                 return [Delta(tool_calls=(ToolCallDelta(block.tool, arguments=fragment),))]
-        return []  # thinking_delta, signature_delta, citations
+        if block.kind == "thinking":
+            if kind == "thinking_delta":
+                text = delta.get("thinking")
+                return [Delta(reasoning=text)] if isinstance(text, str) and text else []
+            if kind == "signature_delta":
+                signature = delta.get("signature")
+                if isinstance(signature, str) and signature:
+                    return [Delta(signature=signature)]
+        return []  # citations, and what Anthropic may add later
 
 
 # ---------------------------------------------------------------------------

@@ -34,14 +34,16 @@ How a chat request becomes a Gemini request (``to_gemini``):
   ``presencePenalty``, ``frequencyPenalty``, ``seed``, ``responseLogprobs``
   and ``logprobs`` (``top_logprobs``), ``responseMimeType``/``responseSchema``
   (``response_format``) and ``thinkingConfig.thinkingBudget``
-  (``reasoning_effort``).
+  (``reasoning_effort``; with ``includeThoughts`` unless it is ``none``).
 - Refused with a 400 naming the field: ``logit_bias``, ``repetition_penalty``
   and ``min_p``. Not sent, having no Gemini counterpart and
   no effect on the answer: ``user`` and the participants' ``name``.
 
-Gemini's thought parts are the model's reasoning summaries, not its answer:
-they are dropped. Parts Kathan never asks for (code execution, inline images
-from the model) are ignored.
+Gemini's thought parts (``"thought": true``, sent when ``includeThoughts`` asks
+for them) are the model's reasoning summaries, not its answer: they become
+reasoning deltas, and ``thoughtsTokenCount`` (all the thinking, summarized or
+not) the reasoning tokens, which are output tokens. Parts Kathan never asks for
+(code execution, inline images from the model) are ignored.
 """
 
 from __future__ import annotations
@@ -292,7 +294,10 @@ def _generation_config(request: ChatCompletionRequest) -> dict[str, Any]:
                 fmt.json_schema.schema_, param="response_format.json_schema.schema"
             )
     if request.reasoning_effort is not None:
-        config["thinkingConfig"] = {"thinkingBudget": THINKING_BUDGETS[request.reasoning_effort]}
+        thinking: dict[str, Any] = {"thinkingBudget": THINKING_BUDGETS[request.reasoning_effort]}
+        if request.reasoning_effort != "none":
+            thinking["includeThoughts"] = True  # the summaries, as reasoning
+        config["thinkingConfig"] = thinking
     return config
 
 
@@ -368,7 +373,7 @@ class StreamTranslator:
     """Gemini's ``GenerateContentResponse`` chunks as ``Delta``s, one chunk at a time.
 
     Per candidate (``index``, default 0): text parts become content, thought
-    parts are dropped, each ``functionCall`` becomes a whole tool call at once
+    parts reasoning, each ``functionCall`` becomes a whole tool call at once
     (id and name, then the arguments), ``finishReason`` becomes the choice's
     finish delta (``STOP`` is ``tool_calls`` once the candidate called a
     function). The last ``usageMetadata`` becomes one usage delta, sent by
@@ -419,6 +424,7 @@ class StreamTranslator:
                     _count(usage, "candidatesTokenCount") + _count(usage, "thoughtsTokenCount")
                 ),
                 cached_tokens=_count(usage, "cachedContentTokenCount"),
+                reasoning_tokens=_count(usage, "thoughtsTokenCount"),
             )
         return out
 
@@ -440,14 +446,18 @@ class StreamTranslator:
         index = index if isinstance(index, int) else 0
         self._expected.add(index)
         texts: list[str] = []
+        thoughts: list[str] = []
         calls: list[ToolCallDelta] = []
         content = candidate.get("content")
         parts = content.get("parts") if isinstance(content, dict) else None
         for part in parts or ():
-            if not isinstance(part, dict) or part.get("thought") is True:
+            if not isinstance(part, dict):
                 continue
             self._pieces += 1
-            if isinstance(part.get("text"), str):
+            if part.get("thought") is True:
+                if isinstance(part.get("text"), str):
+                    thoughts.append(part["text"])
+            elif isinstance(part.get("text"), str):
                 texts.append(part["text"])
             elif isinstance(part.get("functionCall"), dict):
                 k = self._calls.get(index, 0)
@@ -460,6 +470,8 @@ class StreamTranslator:
                     k, arguments=json.dumps(call.get("args") or {}, ensure_ascii=False)
                 ))
         out: list[Delta] = []
+        if thought := "".join(thoughts):
+            out.append(Delta(index, reasoning=thought))
         text = "".join(texts)
         logprobs = _logprobs(candidate.get("logprobsResult"))
         if text or calls or logprobs:

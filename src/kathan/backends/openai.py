@@ -2,7 +2,12 @@
 Ollama, OpenAI, OpenRouter, another Kathan).
 
 Every parameter the client sent goes upstream as sent, provider extras
-included; only ``model`` becomes the deployment's model name. A streaming
+included; only ``model`` becomes the deployment's model name, and an assistant
+message's ``reasoning_content`` is not sent (OpenAI's API has no such field, and
+DeepSeek's reasoner answers 400 to it: an earlier turn's reasoning is not sent
+back). The upstream's reasoning (``reasoning_content``, or ``reasoning`` as
+OpenRouter, Groq and Ollama call it) becomes reasoning deltas, its
+``completion_tokens_details.reasoning_tokens`` the reasoning tokens. A streaming
 request streams upstream too, asking for usage with ``stream_options``; a
 non-streaming one is sent non-streaming, which gives exact usage even from
 servers that ignore ``stream_options`` (llama-cpp-python's does), and is read
@@ -49,6 +54,9 @@ def upstream_body(
     """The request as the upstream gets it; ``default_max_tokens`` (the model's
     configured default) for a request that gives no limit of its own."""
     body = request.model_dump(mode="json", exclude_none=True, by_alias=True)
+    for message in body["messages"]:
+        # OpenAI refuses it and DeepSeek's reasoner too: earlier reasoning is not resent.
+        message.pop("reasoning_content", None)
     body.update(request.model_extra or {})
     body["model"] = model
     if default_max_tokens is not None and "max_tokens" not in body \
@@ -256,6 +264,8 @@ def _message_deltas(choice: dict[str, Any]) -> list[Delta]:
     return _choice_deltas({
         "index": choice.get("index", 0), "logprobs": choice.get("logprobs"),
         "delta": {"content": message.get("content"),
+                  "reasoning_content": message.get("reasoning_content"),
+                  "reasoning": message.get("reasoning"),
                   "function_call": message.get("function_call"),
                   "tool_calls": [{"index": i, **call} for i, call
                                  in enumerate(message.get("tool_calls") or ())]},
@@ -318,6 +328,11 @@ def _choice_deltas(choice: dict[str, Any]) -> list[Delta]:
     entries = raw_logprobs.get("content") if raw_logprobs else None
     logprobs = tuple(TokenLogprob.model_validate(entry) for entry in entries) if entries else ()
     out: list[Delta] = []
+    # DeepSeek, vLLM and llama.cpp's server say reasoning_content; OpenRouter, Groq and
+    # Ollama say reasoning.
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+    if reasoning and isinstance(reasoning, str):
+        out.append(Delta(index=index, reasoning=reasoning))
     content = delta.get("content")
     if content or calls or logprobs:
         out.append(Delta(index=index, content=content or None, tool_calls=calls,
@@ -330,8 +345,10 @@ def _choice_deltas(choice: dict[str, Any]) -> list[Delta]:
 
 def _usage(raw: dict[str, Any]) -> TokenUsage:
     details = raw.get("prompt_tokens_details") or {}
+    completion = raw.get("completion_tokens_details") or {}
     return TokenUsage(
         prompt_tokens=int(raw.get("prompt_tokens") or 0),
         completion_tokens=int(raw.get("completion_tokens") or 0),
         cached_tokens=int(details.get("cached_tokens") or 0),
+        reasoning_tokens=int(completion.get("reasoning_tokens") or 0),
     )
