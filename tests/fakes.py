@@ -17,7 +17,7 @@ class FakeBackend:
 
     def __init__(
         self,
-        pieces: Sequence[str] = ("Hello", "!"),
+        pieces: Sequence[str | Delta] = ("Hello", "!"),
         *,
         ready: bool = True,
         fail_after: int | None = None,
@@ -72,7 +72,7 @@ class FakeBackend:
             if self.fail_after is not None and i == self.fail_after:
                 assert self.error is not None
                 raise self.error
-            yield Delta(content=piece)
+            yield piece if isinstance(piece, Delta) else Delta(content=piece)
         yield Delta(finish_reason="stop")
         yield Delta(usage=TokenUsage(prompt_tokens=4, completion_tokens=len(self.pieces)))
 

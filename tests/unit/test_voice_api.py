@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kathan.app import create_app
+from kathan.backends.base import Delta
 from kathan.protocol.chat import SystemMessage
 from kathan.routing.registry import ModelEntry, ModelRegistry
 from kathan.settings import Settings
@@ -189,3 +190,17 @@ def test_later_pieces_cut_at_a_line_break_end_as_sentences() -> None:
               if c["choices"] and c["choices"][0]["delta"].get("content")]
     assert pieces == ["Sure, here it is.", " Watch the following.",
                       " the first step. the last step."]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_is_never_spoken(stream: bool) -> None:
+    backend = FakeBackend([Delta(reasoning="The user wants a greeting."),
+                           Delta(reasoning=" **Plan**: say hi.", signature="sig"),
+                           "Hi there, ", "nice to meet you!"])
+    with client_for(ModelEntry(id="fake", owned_by="t", created=1, backend=backend)) as c:
+        r = c.post("/v1/chat/completions", json={**BODY, "language": "en", "stream": stream},
+                   headers=AUTH)
+    assert "reasoning_content" not in r.text
+    assert "greeting" not in r.text and "Plan" not in r.text
+    if not stream:
+        assert r.json()["choices"][0]["message"]["content"] == "Hi there, nice to meet you!"

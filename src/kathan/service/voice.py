@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
 
 from kathan.backends.base import Delta
 from kathan.errors import InvalidRequestError
@@ -76,7 +77,8 @@ async def speak(deltas: AsyncIterator[Delta], locale: str) -> AsyncGenerator[Del
     """A ``DeltaStream`` stage: each choice's text as speakable pieces. Every content
     delta that comes out is one whole piece (a sentence, or an early clause first),
     cleaned and normalized for ``locale``. Pieces after a choice's first end as sentences and start with a space, so the
-    concatenation a client makes reads as the whole cleaned text. Tool calls, finish
+    concatenation a client makes reads as the whole cleaned text. Reasoning is never
+    spoken: its deltas (and signatures) are dropped. Tool calls, finish
     reasons and usage pass through; a choice's text is flushed before it finishes,
     its last piece closed with a full stop when it lacks one (a reply cut by
     ``max_tokens`` or a stop sequence, a last line without punctuation).
@@ -97,6 +99,10 @@ async def speak(deltas: AsyncIterator[Delta], locale: str) -> AsyncGenerator[Del
         return out
 
     async for delta in deltas:
+        if delta.reasoning is not None or delta.signature is not None:
+            delta = replace(delta, reasoning=None, signature=None)
+            if not (delta.content or delta.tool_calls or delta.finish_reason or delta.usage):
+                continue
         index = delta.index
         if delta.content or delta.tool_calls:
             if delta.content:
