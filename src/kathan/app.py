@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from importlib.util import find_spec
@@ -41,7 +42,7 @@ from kathan.backends.http1 import HTTPPool
 from kathan.backends.local import LocalBackend
 from kathan.engine.engine import EngineConfig, LocalEngine
 from kathan.limits import make_limiter
-from kathan.routing.build import build_registry
+from kathan.routing.build import LocalModel, build_registry
 from kathan.routing.registry import ModelRegistry
 from kathan.routing.router import Router
 from kathan.service.chat import ChatService
@@ -82,17 +83,32 @@ def model_path(local: LocalModelSettings) -> Path:
 
 
 class _Progress:
-    """Prints model loading progress in steps of 10%."""
+    """One line per model on stderr. On a terminal it shows the loading's progress in
+    steps of 10%, rewritten in place; elsewhere (a log collector) it is written once,
+    when the model has loaded, so that no other log line can land inside it."""
 
-    def __init__(self, model_id: str) -> None:
-        self.model_id = model_id
+    def __init__(self, model: LocalModelSettings, index: int, count: int) -> None:
+        self.label = f"Loading {model.id}" + (f" ({index + 1}/{count})" if count > 1 else "")
+        self.model = model
         self.shown = -1
+        self.live = sys.stderr.isatty()
+        self.started = time.monotonic()
 
     def __call__(self, fraction: float) -> None:
         step = int(fraction * 10)
-        if step > self.shown:
+        if step > self.shown and self.live:
             self.shown = step
-            print(f"Loading {self.model_id}: {step * 10}%", file=sys.stderr, flush=True)
+            print(f"\r{self.label}: {step * 10}%", end="", file=sys.stderr, flush=True)
+
+    def done(self, engine: LocalEngine) -> None:
+        took = time.monotonic() - self.started
+        slots = self.model.max_running
+        what = ", ".join(
+            ([f"chat: n_ctx {engine.n_ctx}, {slots} slot{'s' if slots > 1 else ''}"]
+             if self.model.chat else []) +
+            ([f"embeddings: {engine.pooling} pooling"] if self.model.embeddings else []))
+        start = "\r" if self.live else ""
+        print(f"{start}{self.label}: 100% in {took:.1f} s ({what})", file=sys.stderr, flush=True)
 
 
 async def _probe_forever(routers: list[Router], interval: float) -> None:
@@ -106,14 +122,19 @@ async def _probe_forever(routers: list[Router], interval: float) -> None:
                 logger.exception("probing %s failed", router.model_id)
 
 
-async def _load(engine: LocalEngine, settings: Settings) -> bool:
-    local = settings.local
-    assert local is not None
-    try:
-        await asyncio.to_thread(engine.load, _Progress(local.id))
-    except Exception:
-        logger.exception("loading %s failed", local.id)
-        return False
+async def _load(engines: Sequence[tuple[LocalModelSettings, LocalEngine]]) -> bool:
+    """Load the local models one after the other (they would share the same cores and
+    disk), in the config's order; False once one fails."""
+    for i, (model, engine) in enumerate(engines):
+        progress = _Progress(model, i, len(engines))
+        try:
+            await asyncio.to_thread(engine.load, progress)
+        except Exception:
+            if progress.live and progress.shown >= 0:
+                print(file=sys.stderr)
+            logger.exception("loading %s failed", model.id)
+            return False
+        progress.done(engine)
     return True
 
 
@@ -128,10 +149,10 @@ async def _announce(settings: Settings, serving: asyncio.Event,
         if not loading.result():
             return
     base = f"http://{settings.host}:{settings.port}/v1"
-    local = settings.local
-    served = (f"model '{local.id}', alias {', '.join(local.aliases) or 'none'}"
-              if local is not None else
-              "models: " + (", ".join(m.id for m in settings.models) or "none"))
+    local = settings.local_models
+    served = (f"model '{local[0].id}', alias {', '.join(local[0].aliases) or 'none'}"
+              if len(local) == 1 else "models: " + (
+                  ", ".join([m.id for m in local] + [m.id for m in settings.models]) or "none"))
     console = (f"; the console is at http://{settings.host}:{settings.port}/"
                if settings.console and settings.accounts else "")
     print(f"Kathan is ready: send requests to {base}/chat/completions ({served}){console}",
@@ -202,12 +223,20 @@ class _Accounts:
             return await repo.tokens_since(s, key_id, day)
 
 
+def _engine(local: LocalModelSettings) -> LocalEngine:
+    return LocalEngine(EngineConfig(
+        gguf=model_path(local), n_ctx=local.n_ctx, n_batch=local.n_batch,
+        n_threads=local.n_threads, n_slots=local.max_running, max_queued=local.max_queued,
+        queue_timeout=local.queue_timeout, prefill_chunk=local.prefill_chunk,
+        chat=local.chat, embeddings=local.embeddings, pooling=local.pooling))
+
+
 def create_app(settings: Settings, registry: ModelRegistry | None = None) -> FastAPI:
     """The ASGI app. ``registry`` replaces the local engine (tests pass fakes here)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine: LocalEngine | None = None
+        engines: list[tuple[LocalModelSettings, LocalEngine]] = []
         loading: asyncio.Task[bool] | None = None
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
@@ -220,35 +249,20 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         probing: asyncio.Task[None] | None = None
         reg = registry
         if reg is None:
-            local_backend: LocalBackend | None = None
-            created = 0
-            local = settings.local
-            if local is not None:
-                path = model_path(local)
-                created = int(path.stat().st_mtime)
-                engine = LocalEngine(
-                    EngineConfig(
-                        gguf=path,
-                        n_ctx=local.n_ctx,
-                        n_batch=local.n_batch,
-                        n_threads=local.n_threads,
-                        n_slots=local.max_running,
-                        max_queued=local.max_queued,
-                        queue_timeout=local.queue_timeout,
-                        prefill_chunk=local.prefill_chunk,
-                    )
-                )
-                local_backend = LocalBackend(
-                    engine, retry_after=settings.retry_after_seconds,
-                    default_max_tokens=local.limits(settings.requests).default_max_tokens,
-                )
-            reg, routers = build_registry(
-                settings, local=local_backend, local_created=created, session=session,
-                pool=pool, local_embeddings=None if engine is None else LocalEmbeddings(
-                    engine, retry_after=settings.retry_after_seconds),
-            )
-            if engine is not None:
-                loading = asyncio.create_task(_load(engine, settings))
+            served: list[LocalModel] = []
+            for local in settings.local_models:
+                engine = _engine(local)
+                engines.append((local, engine))
+                served.append(LocalModel(
+                    local, LocalBackend(
+                        engine, retry_after=settings.retry_after_seconds,
+                        default_max_tokens=local.limits(settings.requests).default_max_tokens),
+                    LocalEmbeddings(engine, retry_after=settings.retry_after_seconds)
+                    if local.embeddings else None,
+                    int(engine.config.gguf.stat().st_mtime)))
+            reg, routers = build_registry(settings, local=served, session=session, pool=pool)
+            if engines:
+                loading = asyncio.create_task(_load(engines))
             if routers:
                 probing = asyncio.create_task(
                     _probe_forever(routers, settings.routing.probe_interval)
@@ -284,7 +298,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
             await pool.close()
             if loading is not None:
                 await loading
-            if engine is not None:
+            for _, engine in engines:
                 engine.close()
 
     app = FastAPI(

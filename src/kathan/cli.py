@@ -192,10 +192,13 @@ def _listen(host: str, port: int) -> socket.socket:
 
 async def _preflight(settings: Settings) -> None:
     """What would make the server fail at start-up, checked first so that it is one line:
-    the models as configured, the local model's file, the store."""
-    from kathan.cli_models import report
+    the models as configured, the local models' files and whether they fit in memory,
+    the store."""
+    from kathan.cli_models import check_memory, local_needs, report
 
     await report(settings, with_probe=False)
+    if settings.memory_check:
+        check_memory(local_needs(settings))
     if not settings.accounts:
         return
     try:

@@ -19,14 +19,14 @@ import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 from pydantic_settings import SettingsError
 
-from kathan.settings import Settings
+from kathan.settings import LOCAL_FORMS, Settings
 
 ENV_PREFIX = "KATHAN_"
 
@@ -86,7 +86,7 @@ def _validation_line(exc: ValidationError, given: Mapping[str, object],
                      flags: Mapping[str, str], config: str) -> str:
     errors = exc.errors(include_url=False)
     first = errors[0]
-    loc = tuple(first["loc"])
+    loc = tuple(part for part in first["loc"] if part not in LOCAL_FORMS)
     top = str(loc[0]) if loc else ""
     if top in given and top != "config_file":
         source = flags.get(top, top)
@@ -129,6 +129,8 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _nested_model(typing.get_args(annotation)[0])
     if origin in (Union, types.UnionType, list):
         for arg in typing.get_args(annotation):
             found = _nested_model(arg)

@@ -5,6 +5,11 @@ the settings exactly as ``serve`` builds it (so a configuration that cannot be
 served fails here with the same reason), with a stand-in for the local engine.
 ``--probe`` then asks each upstream deployment for its models listing (the
 request the router's health probe makes) and reports its answer.
+
+Each local model's memory need is estimated from its GGUF file (``local_needs``):
+the file, plus the KV cache of each context it will have (``engine/gguf.py``).
+``kathan serve`` refuses to start when the sum exceeds the memory available
+(``check_memory``), before anything loads.
 """
 
 from __future__ import annotations
@@ -12,16 +17,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
 from kathan.backends.base import DeltaStream, LoadStats
 from kathan.backends.upstream import ProviderBackend
 from kathan.cli_config import ConfigFault
+from kathan.engine.gguf import GGUFError, ModelShape, memory_available, model_shape
 from kathan.protocol.chat import ChatCompletionRequest
-from kathan.routing.build import ConfigError, build_registry
+from kathan.routing.build import ConfigError, LocalModel, build_registry
 from kathan.routing.router import Router
-from kathan.settings import Settings
+from kathan.settings import LocalModelSettings, Settings
 
 
 class _Unloaded:
@@ -61,35 +68,101 @@ class ModelRow:
     deployments: list[DeploymentRow] = field(default_factory=list)
 
 
-def _local_file(settings: Settings) -> tuple[str, str]:
+@dataclass(frozen=True)
+class LocalNeed:
+    """What one local model will take in memory: its file (mapped, shared by the models
+    that load the same file) and the KV cache of each of its contexts."""
+
+    model: LocalModelSettings
+    path: Path
+    shape: ModelShape
+    file_bytes: int
+    contexts: int  # the generation context (chat), the pooling one (embeddings)
+    n_ctx: int
+
+    @property
+    def kv_bytes(self) -> int:
+        return self.contexts * self.shape.kv_bytes(self.n_ctx)
+
+    @property
+    def serves(self) -> str:
+        declared = {1: "mean", 2: "cls", 3: "last"}.get(self.shape.pooling or 0, "mean")
+        return " + ".join((["chat"] if self.model.chat else []) + (
+            [f"embeddings ({self.model.pooling or declared} pooling)"]
+            if self.model.embeddings else []))
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def local_needs(settings: Settings) -> list[LocalNeed]:
+    """Each local model's file and memory need, read from its GGUF's metadata; a
+    ``ConfigFault`` for a file that is missing or unreadable, or an encoder model (its
+    attention not causal: BERT and its kin) configured to chat."""
     from kathan.app import ModelFileError, model_path
 
-    assert settings.local is not None
-    try:
-        path = model_path(settings.local)
-    except ModelFileError as exc:
-        raise ConfigFault(str(exc).rstrip(".")) from None
-    return str(path), f"file found ({path.stat().st_size / 2**20:.0f} MiB)"
+    where = f"{settings.config_file}: " if settings.config_file is not None else ""
+    needs = []
+    for i, model in enumerate(settings.local_models):
+        try:
+            path = model_path(model)
+            shape = model_shape(path)
+        except ModelFileError as exc:
+            raise ConfigFault(str(exc).rstrip(".")) from None
+        except (GGUFError, OSError) as exc:
+            raise ConfigFault(f"{where}{settings.local_path(i)}.gguf: {exc}") from None
+        if model.chat and not shape.causal:
+            raise ConfigFault(
+                f"{where}{settings.local_path(i)}: {path.name} is an embedding model ("
+                f"{shape.architecture}, its attention is not causal), which cannot chat: "
+                "set chat: false")
+        n_ctx = model.n_ctx
+        if not model.chat and shape.trained_ctx:
+            n_ctx = min(n_ctx, shape.trained_ctx)  # as the engine caps it
+        needs.append(LocalNeed(model, path, shape, path.stat().st_size,
+                               int(model.chat) + int(model.embeddings), n_ctx))
+    return needs
+
+
+def check_memory(needs: Sequence[LocalNeed], available: int | None = None) -> None:
+    """A ``ConfigFault`` when the local models need more memory than is available
+    (MemAvailable, unless ``available`` is given): one line with each model's numbers."""
+    if available is None:
+        available = memory_available()
+    if available is None or not needs:
+        return
+    files = {need.path.resolve(): need.file_bytes for need in needs}
+    total = sum(files.values()) + sum(need.kv_bytes for need in needs)
+    if total <= available:
+        return
+    parts = [f"{n.model.id} {_size(n.file_bytes)} file + {_size(n.kv_bytes)} KV cache "
+             f"({n.contexts} x n_ctx {n.n_ctx} x {n.shape.kv_per_token} K/V values a token "
+             "x 2 bytes)" for n in needs]
+    shared = " (a file that several models load is counted once)" if len(files) < len(needs) else ""
+    raise ConfigFault(
+        f"the local models need about {_size(total)} of memory, but {_size(available)} is "
+        f"available (MemAvailable): {'; '.join(parts)}{shared}. Lower n_ctx, serve fewer "
+        "models, or set memory_check: false to start anyway")
 
 
 async def plan(settings: Settings, session: aiohttp.ClientSession) -> list[ModelRow]:
     """Every model the settings configure, and how each deployment would be reached; a
     ``ConfigFault`` when they cannot be served."""
-    local = None if settings.local is None else _Unloaded()
+    local = [LocalModel(m, _Unloaded()) for m in settings.local_models]
     try:
-        registry, routers = build_registry(
-            settings, local=local, local_created=0, session=session)  # type: ignore[arg-type]
+        registry, routers = build_registry(settings, local=local, session=session)
     except ConfigError as exc:
         where = f"{settings.config_file}: " if settings.config_file is not None else ""
         raise ConfigFault(f"{where}{exc}") from None
     served = {entry.id for entry in registry.entries}
     by_model = {router.model_id: router for router in routers}
     rows: list[ModelRow] = []
-    if settings.local is not None:
-        path, found = _local_file(settings)
-        rows.append(ModelRow(settings.local.id, tuple(settings.local.aliases),
-                             settings.local.id in served,
-                             [DeploymentRow("local", "local", path, found)]))
+    for need in local_needs(settings):
+        status = (f"file found ({_size(need.file_bytes)}), needs about "
+                  f"{_size(need.file_bytes + need.kv_bytes)}: {need.serves}")
+        rows.append(ModelRow(need.model.id, tuple(need.model.aliases), need.model.id in served,
+                             [DeploymentRow("local", "local", str(need.path), status)]))
     for model in settings.models:
         router = by_model.get(model.id)
         row = ModelRow(model.id, tuple(model.aliases), model.id in served)
@@ -98,7 +171,8 @@ async def plan(settings: Settings, session: aiohttp.ClientSession) -> list[Model
         for i, d in enumerate(model.deployments):
             name = f"{model.id}#{i}"
             if d.backend == "local":
-                local_id = settings.local.id if settings.local is not None else "off"
+                ids = [m.id for m in settings.local_models if d.model in (None, m.id, *m.aliases)]
+                local_id = ids[0] if ids else "off"
                 row.deployments.append(DeploymentRow(name, "local", f"local engine ({local_id})",
                                                      "local engine"))
                 continue

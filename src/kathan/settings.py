@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -97,7 +106,8 @@ class LocalModelSettings(BaseModel):
 
     id: str = Field(DEFAULT_MODEL_ID, description="Model id clients send as `model`.")
     aliases: list[str] = Field(
-        default_factory=lambda: ["default"], description="Other names for the same model."
+        default_factory=lambda: ["default"], description="Other names for the same model. "
+        "Default: [default] for the first local model, none for the others."
     )
     gguf: Path | None = Field(
         None,
@@ -134,10 +144,51 @@ class LocalModelSettings(BaseModel):
         default_factory=RequestLimits,
         description="Per-request limits of this model. default_max_tokens: this value, "
         f"else the top level's, else {LOCAL_DEFAULT_MAX_TOKENS}.")
+    chat: bool = Field(
+        True, description="Serve chat (chat completions, Responses, Messages, legacy "
+        "completions). false: an embedding model (a BERT or nomic GGUF, say), which serves "
+        "/v1/embeddings only; a chat request naming it gets a 400 that says so.")
+    embeddings: bool = Field(
+        True, description="Serve /v1/embeddings: each input's hidden states pooled by "
+        "llama.cpp (see pooling), scaled to unit length.")
+    pooling: Literal["mean", "cls", "last"] | None = Field(
+        None, description="How an input's hidden states become its embedding: mean (of "
+        "every token's), cls (the first token's) or last (the last token's). Unset: the "
+        "pooling type the GGUF declares, else mean.")
+
+    @field_validator("pooling", mode="before")
+    @classmethod
+    def _one_vector_per_input(cls, value: Any) -> Any:
+        if value in ("none", "rank"):
+            what = "a vector per token" if value == "none" else "a reranking score"
+            raise ValueError(f"pooling {value} gives {what}, not one vector per input, "
+                             "which /v1/embeddings answers: choose mean, cls or last")
+        return value
+
+    @model_validator(mode="after")
+    def _serves_something(self) -> LocalModelSettings:
+        if not self.chat and not self.embeddings:
+            raise ValueError(f"model {self.id} serves nothing: chat and embeddings are "
+                             "both false")
+        return self
 
     def limits(self, outer: RequestLimits) -> RequestLimits:
         """This model's request limits, the top level's filling what it leaves unset."""
         return self.requests.under(outer, default_max_tokens=LOCAL_DEFAULT_MAX_TOKENS)
+
+
+def _local_form(value: Any) -> str:
+    return "several models" if isinstance(value, list) else "one model"
+
+
+# Pydantic names the form of ``local`` (a tag) in its errors' locations; the CLI's
+# one-line errors leave it out, so that they read ``local.n_ctx`` or ``local[1].n_ctx``.
+LOCAL_FORMS = ("one model", "several models")
+LocalModels = Annotated[
+    Annotated[LocalModelSettings, Tag("one model")]
+    | Annotated[list[LocalModelSettings], Tag("several models")],
+    Discriminator(_local_form),
+]
 
 
 Capability = Literal["tools", "vision", "json_schema", "reasoning", "embeddings"]
@@ -317,10 +368,16 @@ class Settings(BaseSettings):
         description="FastAPI's native OpenTelemetry traces and metrics, for an operator who "
         "configures a provider. Off: no per-request check for one (/metrics is always on).",
     )
-    local: LocalModelSettings | None = Field(
+    local: LocalModels | None = Field(
         default_factory=LocalModelSettings,
-        description="The embedded local model; null in the config file turns it off.",
+        description="The models of the embedded llama.cpp engine: one (a mapping) or "
+        "several (a list of them, each with its own context and slots, all in this "
+        "process); null in the config file turns it off.",
     )
+    memory_check: bool = Field(
+        True, description="Refuse to start when the local models cannot fit in memory: "
+        "each model's GGUF file plus its KV cache (n_ctx x layers x KV heads x head size "
+        "x 2 bytes, from the GGUF's metadata), against MemAvailable. false: start anyway.")
     models: list[ModelSettings] = Field(
         default_factory=list, description="Models served by upstream providers (or routed "
         "to the local engine), with their deployments."
@@ -359,6 +416,26 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str | None = Field(
         None, description="Proxies (comma-separated addresses, or *) whose "
         "X-Forwarded-For names the client. Unset: the client is the socket's peer.")
+
+    @property
+    def local_models(self) -> list[LocalModelSettings]:
+        """The local models, whichever form ``local`` has (none when it is null)."""
+        if self.local is None:
+            return []
+        return list(self.local) if isinstance(self.local, list) else [self.local]
+
+    def local_path(self, index: int) -> str:
+        """Where local model ``index`` is in the config: ``local``, or ``local[1]``."""
+        return f"local[{index}]" if isinstance(self.local, list) else "local"
+
+    @field_validator("local", mode="after")
+    @classmethod
+    def _default_alias_once(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for model in value[1:]:
+                if "aliases" not in model.model_fields_set:
+                    model.aliases = []
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

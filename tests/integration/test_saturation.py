@@ -154,8 +154,7 @@ async def test_every_place_comes_back_however_a_request_ended(
         settings = Settings(local=None, routing={"queue_seconds": 0.3}, models=[{
             "id": "m", "deployments": [{"backend": "openai", "base_url": url, "model": "m",
                                         "api_key_env": "UPSTREAM_KEY", "max_in_flight": 2}]}])
-        _, (router,) = build_registry(settings, local=None, local_created=0,
-                                      session=session, pool=pool)
+        _, (router,) = build_registry(settings, session=session, pool=pool)
         route = router.routes[0]
 
         async def whole() -> str:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from kathan.app import create_app
 from kathan.errors import ModelNotFoundError
-from kathan.routing.build import ConfigError, build_registry
+from kathan.routing.build import ConfigError, LocalModel, build_registry
 from kathan.routing.registry import Ceilings, ModelEntry, ModelRegistry
 from kathan.routing.router import Router
 from kathan.settings import Settings
@@ -44,9 +44,10 @@ def upstream(model_id: str, *keys: str | None, **extra: Any) -> dict[str, Any]:
 
 
 async def build(settings: Settings, local: FakeBackend | None = None) -> ModelRegistry:
+    """The registry, the local model (if any) answered by ``local``."""
+    models = [LocalModel(m, local) for m in settings.local_models] if local is not None else []
     async with aiohttp.ClientSession() as session:
-        registry, _ = build_registry(settings, local=local,  # type: ignore[arg-type]
-                                     local_created=0, session=session)
+        registry, _ = build_registry(settings, local=models, session=session)
     return registry
 
 

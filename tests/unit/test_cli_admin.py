@@ -295,4 +295,5 @@ models:
                       "    deployments: [{backend: local}]\n")
     status, _, err = run(capsys, "config", "check", str(config))
     assert status == 1
-    assert err == f"kathan: {config}: model name 'x' is configured twice\n"
+    assert err == (f"kathan: {config}: model name 'x' is configured twice: local model tiny "
+                   "(alias) and model x (id); each id and alias names one model\n")

@@ -19,8 +19,7 @@ def model(model_id: str, **extra: Any) -> dict[str, Any]:
 async def test_minimal_models_build_with_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(local=None, models=[model("gpt-4", aliases=["openai/gpt-4"])])
     async with aiohttp.ClientSession() as session:
-        registry, routers = build_registry(settings, local=None, local_created=0,
-                                           session=session)
+        registry, routers = build_registry(settings, session=session)
     assert [name for name, _ in registry.names()] == ["gpt-4", "openai/gpt-4"]
     assert routers[0].routes[0].deployment.model == "gpt-4"  # defaults to the id
 
@@ -40,7 +39,7 @@ async def test_bad_model_configurations_are_refused(models: list[Any], words: st
     settings = Settings(local=None, models=models)
     async with aiohttp.ClientSession() as session:
         with pytest.raises(ConfigError, match=words):
-            build_registry(settings, local=None, local_created=0, session=session)
+            build_registry(settings, session=session)
 
 
 async def test_missing_key_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,14 +48,13 @@ async def test_missing_key_variable_is_named(monkeypatch: pytest.MonkeyPatch) ->
     entry["deployments"][0]["api_key_env"] = "NO_SUCH_KEY_VAR"
     async with aiohttp.ClientSession() as session:
         with pytest.raises(ConfigError, match="NO_SUCH_KEY_VAR"):
-            build_registry(Settings(local=None, models=[entry]), local=None, local_created=0,
-                           session=session)
+            build_registry(Settings(local=None, models=[entry]), session=session)
 
 
 async def test_a_voice_variant_is_kept_on_the_entry() -> None:
     settings = Settings(local=None, models=[model("a", voice_model="a-voice"), model("a-voice")])
     async with aiohttp.ClientSession() as session:
-        registry, _ = build_registry(settings, local=None, local_created=0, session=session)
+        registry, _ = build_registry(settings, session=session)
     assert registry.resolve("a").voice_model == "a-voice"
 
 
@@ -64,7 +62,7 @@ async def test_the_deadline_and_the_queue_time_reach_every_router() -> None:
     settings = Settings(local=None, models=[model("a"), model("b")],
                         routing={"deadline_seconds": 12, "queue_seconds": 3})
     async with aiohttp.ClientSession() as session:
-        _, routers = build_registry(settings, local=None, local_created=0, session=session)
+        _, routers = build_registry(settings, session=session)
     assert [(r.deadline, r.queue_seconds) for r in routers] == [(12, 3), (12, 3)]
     defaults = Settings(local=None).routing
     assert (defaults.deadline_seconds, defaults.queue_seconds) == (30, 10)

@@ -54,12 +54,14 @@ async def retrieve_model(model_id: str, registry: RegistryDep, principal: ApiKey
 
 
 def endpoints(entry: ModelEntry) -> list[str]:
-    """The APIs that serve ``entry``: every model chats (chat completions, Responses and
-    Messages are one path); legacy completions where its backend continues raw prompts,
-    embeddings where it has an embedding backend."""
-    served = ["chat/completions", "responses", "messages"]
-    if serves_raw_prompts(entry.backend):
-        served.append("completions")
+    """The APIs that serve ``entry``: every model but an embedding model chats (chat
+    completions, Responses and Messages are one path); legacy completions where its
+    backend continues raw prompts, embeddings where it has an embedding backend."""
+    served = []
+    if entry.chat:
+        served = ["chat/completions", "responses", "messages"]
+        if serves_raw_prompts(entry.backend):
+            served.append("completions")
     if entry.embeddings is not None:
         served.append("embeddings")
     return served
@@ -108,11 +110,11 @@ def _catalog_entry(entry: ModelEntry) -> CatalogEntry:
     else:  # the embedded engine
         deployments, kind = [], "local"
         extra = ["tools", "json_schema"]
+    chat = ["chat", "streaming", *extra, "voice"] if entry.chat else []
     return CatalogEntry(
         id=entry.id, aliases=list(entry.aliases), owned_by=entry.owned_by, created=entry.created,
         backend=kind, ready=backend.ready, deployments=deployments,
-        capabilities=["chat", "streaming", *extra, "voice",
-                      *(["embeddings"] if entry.embeddings is not None else [])])
+        capabilities=[*chat, *(["embeddings"] if entry.embeddings is not None else [])])
 
 
 @router.get("/v1/catalog", response_model=Catalog)

@@ -19,7 +19,7 @@ import base64
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,10 @@ from kathan.errors import (
     UnsupportedParameterError,
 )
 from kathan.protocol.embeddings import EmbeddingRequest
+
+if TYPE_CHECKING:
+    from kathan.backends.base import Backend, DeltaStream, LoadStats
+    from kathan.protocol.chat import ChatCompletionRequest
 
 logger = logging.getLogger(__name__)
 
@@ -195,8 +199,51 @@ def _check(inputs: Sequence[Sequence[int]], model: EmbeddingModel, model_id: str
             code="too_many_tokens")
 
 
+class EmbeddingOnly:
+    """The chat side of an embedding model (a local model with ``chat: false``): every
+    chat dialect (chat completions, Responses, Messages and its token count, legacy
+    completions) gets a 400 naming the model. ``inner`` is the model's own backend,
+    asked only whether it has loaded.
+
+    It says it serves raw prompts so that a legacy completion reaches ``open`` and gets
+    this 400, not the one for providers without completions.
+    """
+
+    serves_raw_prompts = True
+
+    def __init__(self, model_id: str, inner: Backend) -> None:
+        self.model_id = model_id
+        self._inner = inner
+
+    @property
+    def ready(self) -> bool:
+        return self._inner.ready
+
+    def refusal(self) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"Model '{self.model_id}' is an embedding model: it serves POST /v1/embeddings "
+            "only, not chat completions, Responses, Messages or completions. GET "
+            "/v1/models lists each model's endpoints.", param="model",
+            code="unsupported_endpoint")
+
+    def check(self, request: ChatCompletionRequest) -> None:
+        raise self.refusal()
+
+    async def open(self, request: ChatCompletionRequest) -> DeltaStream:
+        raise self.refusal()
+
+    def count_tokens(self, request: ChatCompletionRequest) -> int:
+        raise self.refusal()
+
+    async def probe(self) -> bool:
+        return self.ready
+
+    def stats(self) -> LoadStats | None:
+        return None  # no slots, no queue: nothing for the engine's gauges
+
+
 class LocalEmbeddings:
-    """``EmbeddingModel`` over the embedded engine: mean pooling, L2-normalized."""
+    """``EmbeddingModel`` over a local engine: its pooling type, L2-normalized."""
 
     def __init__(self, engine: LocalEngine, *, retry_after: int) -> None:
         self.engine = engine

@@ -92,6 +92,14 @@ class Embedder:
         self._closing = threading.Event()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kathan-embed")
 
+    def open(self) -> Pooling:
+        """Make the pooling context now rather than at the first request (blocking), and
+        return it: an embedding model's context is made while it loads."""
+        with self._lock:
+            if self._context is None:
+                self._context = self._open_context()
+            return self._context
+
     async def embed(self, sequences: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
         if self._closing.is_set():
             raise EmbedderClosed("the engine is stopping")

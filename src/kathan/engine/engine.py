@@ -11,7 +11,14 @@ import numpy as np
 import numpy.typing as npt
 
 from kathan.engine.embed import Embedder
-from kathan.engine.llama import LlamaContext, LlamaModel, PoolingContext, init_backend
+from kathan.engine.llama import (
+    POOLING_TYPES,
+    LlamaContext,
+    LlamaModel,
+    PoolingContext,
+    init_backend,
+    pooling_type,
+)
 from kathan.engine.runner import Job, Runner
 from kathan.engine.scheduler import Scheduler, SchedulerConfig
 from kathan.engine.template import CHATML_TEMPLATE, ChatTemplate
@@ -29,6 +36,9 @@ class EngineConfig:
     queue_timeout: float = 30.0
     prefill_chunk: int = 64
     embed_sequences: int = 64  # the most inputs one embedding decode packs
+    chat: bool = True  # a generation context and runner (False: an embedding model)
+    embeddings: bool = True  # a pooling context for embeddings
+    pooling: str | None = None  # mean, cls, last; None: the GGUF's own, else mean
 
 
 class LocalEngine:
@@ -36,7 +46,11 @@ class LocalEngine:
 
     ``load`` blocks (run it off the event loop, e.g. with ``asyncio.to_thread``);
     after it, ``generate(request)`` yields the ``GenerationEvent``s of all the
-    request's choices as they are generated.
+    request's choices as they are generated, and ``embed(sequences)`` their embeddings.
+
+    An engine with ``chat`` off (an embedding model) has no generation context and
+    no runner; its pooling context is made at load. Otherwise the pooling context,
+    if ``embeddings`` is on, is made at the first embeddings request.
     """
 
     def __init__(self, config: EngineConfig) -> None:
@@ -45,11 +59,14 @@ class LocalEngine:
         self._ctx: LlamaContext | None = None
         self._runner: Runner | None = None
         self._embedder: Embedder | None = None
+        self._embed_n_ctx = 0
+        self._loaded = False
+        self.pooling: str | None = None  # the pooling type embeddings use, once loaded
         self.template: ChatTemplate | None = None
 
     @property
     def ready(self) -> bool:
-        return self._runner is not None
+        return self._loaded
 
     @property
     def model(self) -> LlamaModel:
@@ -59,15 +76,54 @@ class LocalEngine:
 
     @property
     def n_ctx(self) -> int:
-        if self._ctx is None:
-            raise RuntimeError("the engine is not loaded")
-        return int(self._ctx.n_ctx)
+        """The context's size in tokens (the pooling context's, for an embedding model)."""
+        if self._ctx is not None:
+            return int(self._ctx.n_ctx)
+        if self._embed_n_ctx:
+            return self._embed_n_ctx
+        raise RuntimeError("the engine is not loaded")
 
     def load(self, progress: Callable[[float], None] | None = None) -> None:
         """Load the model and start the runner thread. Blocking: call it off the event loop."""
         init_backend()
         config = self.config
         model = LlamaModel(config.gguf, progress=progress)
+        try:
+            if config.chat:
+                self._load_chat(model)
+            if config.embeddings:
+                self._load_embeddings(model)
+        except BaseException:
+            self._runner = None  # made, never started
+            self.close()
+            model.close()
+            raise
+        self._model = model
+        if self._runner is not None:
+            self._runner.start()
+        self._loaded = True
+
+    def _load_embeddings(self, model: LlamaModel) -> None:
+        config = self.config
+        pooling = pooling_type(config.pooling, model)
+        self.pooling = next(name for name, code in POOLING_TYPES.items() if code == pooling)
+        if self._ctx is not None:
+            n_ctx, budget = self._ctx.n_ctx, self._ctx.n_batch
+        else:
+            # An embedding model (BERT's kin) has absolute positions: none past training.
+            trained = model.info.n_ctx_train
+            n_ctx = min(config.n_ctx, trained) if trained > 0 else config.n_ctx
+            budget = min(config.n_batch, n_ctx)
+        self._embedder = Embedder(
+            lambda: PoolingContext(model, n_ctx=n_ctx, n_threads=config.n_threads,
+                                   n_seq_max=config.embed_sequences, pooling=pooling),
+            budget=budget,
+        )
+        if self._ctx is None:
+            self._embed_n_ctx = int(self._embedder.open().n_ctx)
+
+    def _load_chat(self, model: LlamaModel) -> None:
+        config = self.config
         ctx = LlamaContext(
             model,
             n_ctx=config.n_ctx,
@@ -90,16 +146,8 @@ class LocalEngine:
                 max_queued=config.max_queued,
             )
         )
-        runner = Runner(model, ctx, scheduler, queue_timeout=config.queue_timeout)
-        n_ctx = ctx.n_ctx
-        self._embedder = Embedder(
-            lambda: PoolingContext(model, n_ctx=n_ctx, n_threads=config.n_threads,
-                                   n_seq_max=config.embed_sequences),
-            budget=ctx.n_batch,
-        )
-        self._model, self._ctx = model, ctx
-        runner.start()
-        self._runner = runner
+        self._ctx = ctx
+        self._runner = Runner(model, ctx, scheduler, queue_timeout=config.queue_timeout)
 
     def tokenize_prompt(self, text: str) -> list[int]:
         """Tokenize a rendered chat prompt, adding BOS only if the template did not."""
@@ -114,7 +162,7 @@ class LocalEngine:
         return self.model.tokenize(text, add_special=True, parse_special=False)
 
     async def embed(self, sequences: list[list[int]]) -> npt.NDArray[np.float32]:
-        """The unit-length mean-pooled embedding of each token sequence (rows in order),
+        """The unit-length pooled embedding of each token sequence (rows in order),
         computed on the embedder's own thread and context. Each sequence must be
         non-empty, within the vocabulary and at most ``n_ctx`` tokens long."""
         if self._embedder is None:
@@ -129,7 +177,7 @@ class LocalEngine:
         """
         runner = self._runner
         if runner is None:
-            raise RuntimeError("the engine is not loaded")
+            raise RuntimeError("the engine is not loaded, or has no chat")
         job = Job(request, asyncio.get_running_loop())
         runner.submit(job)
         remaining = request.n
@@ -153,6 +201,7 @@ class LocalEngine:
         return EngineStats(queued, running, cells, ctx.n_ctx, self.config.n_slots)
 
     def close(self) -> None:
+        self._loaded = False
         if self._embedder is not None:
             self._embedder.close()
             self._embedder = None

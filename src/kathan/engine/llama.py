@@ -265,17 +265,36 @@ class LlamaContext:
             self.ptr = None
 
 
+# The pooling types /v1/embeddings can use (one vector per input), by their config names.
+POOLING_TYPES = {"mean": C.LLAMA_POOLING_TYPE_MEAN, "cls": C.LLAMA_POOLING_TYPE_CLS,
+                 "last": C.LLAMA_POOLING_TYPE_LAST}
+
+
+def pooling_type(name: str | None, model: LlamaModel) -> int:
+    """llama.cpp's pooling type for ``name`` (mean, cls, last); None: the one the GGUF
+    declares (``<arch>.pooling_type``) when it gives one vector per input, else mean."""
+    if name is not None:
+        return POOLING_TYPES[name]
+    arch = model.meta("general.architecture")
+    declared = model.meta(f"{arch}.pooling_type") if arch else None
+    if declared is not None and declared.isdigit() \
+            and int(declared) in POOLING_TYPES.values():
+        return int(declared)
+    return POOLING_TYPES["mean"]
+
+
 class PoolingContext:
-    """A second llama.cpp context over a loaded model that computes embeddings: each
-    sequence's hidden states mean-pooled by llama.cpp itself (``embeddings`` on,
-    ``LLAMA_POOLING_TYPE_MEAN``). It shares the model's weights with the generation
-    context and nothing else, so it may run on another thread beside it.
+    """A llama.cpp context over a loaded model that computes embeddings: each sequence's
+    hidden states pooled by llama.cpp itself (``embeddings`` on, ``pooling``: one of
+    ``POOLING_TYPES``). Beside a generation context it shares the model's weights and
+    nothing else, so it may run on another thread beside it.
 
     Its batch (and micro-batch) holds ``n_ctx`` tokens: llama.cpp pools the tokens of
     a sequence per micro-batch, so a sequence must never be split across two.
     """
 
-    def __init__(self, model: LlamaModel, *, n_ctx: int, n_threads: int, n_seq_max: int) -> None:
+    def __init__(self, model: LlamaModel, *, n_ctx: int, n_threads: int, n_seq_max: int,
+                 pooling: int = C.LLAMA_POOLING_TYPE_MEAN) -> None:
         params = C.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = n_ctx
@@ -283,7 +302,7 @@ class PoolingContext:
         params.n_seq_max = n_seq_max
         params.kv_unified = True  # any one sequence may use the whole context
         params.embeddings = True
-        params.pooling_type = C.LLAMA_POOLING_TYPE_MEAN
+        params.pooling_type = pooling
         params.flash_attn_type = 1  # as the generation context (LlamaContext)
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
@@ -299,14 +318,15 @@ class PoolingContext:
         self._batch = C.llama_batch_init(self.n_ctx, 0, 1)
 
     def embed(self, sequences: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
-        """The mean-pooled (not normalized) embedding of each sequence, one row each,
+        """The pooled (not normalized) embedding of each sequence, one row each,
         computed in one ``llama_decode``; the memory is cleared first, so nothing of
         an earlier call is attended to."""
         total = sum(len(s) for s in sequences)
         if total > self.n_ctx or len(sequences) > self.n_seq_max:
             raise ValueError(f"{len(sequences)} sequences of {total} tokens exceed the "
                              f"context ({self.n_seq_max} sequences, {self.n_ctx} tokens)")
-        C.llama_memory_clear(self.memory, True)
+        if self.memory:  # an encoder (BERT) keeps none
+            C.llama_memory_clear(self.memory, True)
         batch = self._batch
         i = 0
         for seq_id, tokens in enumerate(sequences):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -21,6 +23,7 @@ from kathan.routing.router import Router
 from kathan.settings import (
     VOICE_MAX_TOKENS,
     DeploymentSettings,
+    LocalModelSettings,
     ModelSettings,
     RequestLimits,
     Settings,
@@ -28,7 +31,6 @@ from kathan.settings import (
 
 if TYPE_CHECKING:
     from kathan.backends.embeddings import EmbeddingBackend, EmbeddingModel
-    from kathan.backends.local import LocalBackend
 
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,19 @@ logger = logging.getLogger(__name__)
 
 class ConfigError(ValueError):
     """The models in the configuration cannot be served as written."""
+
+
+@dataclass(frozen=True, slots=True)
+class LocalModel:
+    """A local model as the registry serves it: its settings, the backend answering its
+    chats (its engine's ``LocalBackend``; for a model with ``chat: false`` only asked
+    whether it has loaded), the model its embeddings come from (None: it embeds
+    nothing), and when its file was made (the listing's ``created``)."""
+
+    settings: LocalModelSettings
+    backend: Backend
+    embeddings: EmbeddingModel | None = None
+    created: int = 0
 
 
 def served_models(settings: Settings) -> tuple[list[ModelSettings], list[str]]:
@@ -78,13 +93,35 @@ def _ceilings(limits: RequestLimits) -> Ceilings:
     return Ceilings(max_tokens=limits.max_tokens, max_n=limits.max_n)
 
 
+def _local_model(d: DeploymentSettings, name: str, local: Sequence[LocalModel]) -> LocalModel:
+    """The local model a ``backend: local`` deployment routes to: the one its ``model``
+    names (an id or alias), or the only one."""
+    if not local:
+        raise ConfigError(f"deployment {name}: backend local, but the local model is off")
+    ids = ", ".join(m.settings.id for m in local)
+    if d.model is None:
+        if len(local) > 1:
+            raise ConfigError(f"deployment {name}: backend local needs model: which local "
+                              f"model it routes to ({ids})")
+        found = local[0]
+    else:
+        named = [m for m in local if d.model in (m.settings.id, *m.settings.aliases)]
+        if not named:
+            raise ConfigError(f"deployment {name}: model {d.model!r} is not a local model "
+                              f"(local models: {ids})")
+        found = named[0]
+    if not found.settings.chat:
+        raise ConfigError(f"deployment {name}: local model {found.settings.id} is an "
+                          "embedding model (chat: false), which cannot answer chats")
+    return found
+
+
 def _backend(
-    d: Deployment, session: aiohttp.ClientSession, pool: HTTPPool, local: Backend | None
+    d: Deployment, session: aiohttp.ClientSession, pool: HTTPPool, local: LocalModel | None
 ) -> Backend:
     if d.backend == "local":
-        if local is None:
-            raise ConfigError(f"deployment {d.name}: backend local, but the local model is off")
-        return local
+        assert local is not None
+        return local.backend
     if d.backend == "openai":
         from kathan.backends.openai import OpenAIBackend
 
@@ -114,20 +151,35 @@ def _embeddings(
     return local if d.backend == "local" else None
 
 
+def _names_once(local: Sequence[LocalModel], served: Sequence[ModelSettings]) -> None:
+    """A ``ConfigError`` naming both models when an id or alias names two of them."""
+    seen: dict[str, str] = {}
+    named = [(f"local model {m.settings.id}", m.settings.id, m.settings.aliases)
+             for m in local] + [(f"model {m.id}", m.id, m.aliases) for m in served]
+    for what, model_id, aliases in named:
+        for name in (model_id, *aliases):
+            kind = "id" if name == model_id else "alias"
+            here = f"{what} ({kind})"
+            if name in seen:
+                raise ConfigError(f"model name {name!r} is configured twice: {seen[name]} "
+                                  f"and {here}; each id and alias names one model")
+            seen[name] = here
+
+
 def build_registry(
     settings: Settings,
     *,
-    local: LocalBackend | None,
-    local_created: int,
+    local: Sequence[LocalModel] = (),
     session: aiohttp.ClientSession,
     pool: HTTPPool | None = None,
-    local_embeddings: EmbeddingModel | None = None,
 ) -> tuple[ModelRegistry, list[Router]]:
     """Every model clients may name, and the routers whose health must be probed.
 
-    The local model serves embeddings too when ``local_embeddings`` is given; a
-    configured model serves them on its openai and gemini deployments (and local ones,
-    with ``local_embeddings``) unless its ``capabilities`` leave ``embeddings`` out.
+    ``local`` are the local models, in the config's order. One serves embeddings when
+    its ``embeddings`` is given, and chats unless its settings say ``chat: false``
+    (its entry's backend then refuses every chat dialect with a 400). A configured
+    model serves embeddings on its openai and gemini deployments (and local ones, with
+    the local model's embeddings) unless its ``capabilities`` leave ``embeddings`` out.
 
     Provider backends send through ``pool`` (a new one when none is given); ``session``
     carries their health probes and fetches the image URLs the Gemini backend must inline.
@@ -137,10 +189,10 @@ def build_registry(
     served, notes = served_models(settings)
     for note in notes:
         logger.info("%s", note)
+    _names_once(local, served)
     served_ids = {model.id for model in served}
     served_names = {name for model in served for name in (model.id, *model.aliases)}
-    if local is not None and settings.local is not None:
-        served_names |= {settings.local.id, *settings.local.aliases}
+    served_names |= {name for m in local for name in (m.settings.id, *m.settings.aliases)}
     # The names of models left out for want of a key: a fallback or voice_model naming
     # one is dropped rather than refused, since the model exists once its key is set.
     left_out = {name for model in settings.models if model.id not in served_ids
@@ -154,19 +206,25 @@ def build_registry(
         return voice_model
 
     entries: list[ModelEntry] = []
-    local_embedder: EmbeddingBackend | None = None
-    if local_embeddings is not None:
-        from kathan.backends.embeddings import TokenEmbeddings
+    local_embedders: dict[str, EmbeddingBackend] = {}
+    for m in local:
+        config = m.settings
+        if m.embeddings is not None:
+            from kathan.backends.embeddings import TokenEmbeddings
 
-        local_embedder = TokenEmbeddings(local_embeddings)
-    if local is not None and settings.local is not None:
-        local_limits = settings.local.limits(settings.requests)
+            local_embedders[config.id] = TokenEmbeddings(m.embeddings)
+        backend = m.backend
+        if not config.chat:
+            from kathan.backends.embeddings import EmbeddingOnly
+
+            backend = EmbeddingOnly(config.id, m.backend)
+        local_limits = config.limits(settings.requests)
         entries.append(ModelEntry(
-            id=settings.local.id, owned_by=settings.local.owned_by, created=local_created,
-            backend=local, aliases=tuple(settings.local.aliases),
-            voice_model=_voice_model(settings.local.id, settings.local.voice_model),
+            id=config.id, owned_by=config.owned_by, created=m.created,
+            backend=backend, aliases=tuple(config.aliases),
+            voice_model=_voice_model(config.id, config.voice_model) if config.chat else None,
             ceilings=_ceilings(local_limits), voice_max_tokens=_voice_max_tokens(local_limits),
-            embeddings=local_embedder,
+            embeddings=local_embedders.get(config.id), chat=config.chat,
         ))
     routers: list[Router] = []
     registry_box: list[ModelRegistry] = []
@@ -186,10 +244,12 @@ def build_registry(
             if d.left_out():
                 continue
             deployment = _deployment(model, i, d, limits)
+            serving = _local_model(d, deployment.name, local) if d.backend == "local" else None
             breaker = CircuitBreaker(policy.breaker_failures, policy.breaker_cooldown)
-            route = Route(deployment, _backend(deployment, session, pool, local), breaker)
+            route = Route(deployment, _backend(deployment, session, pool, serving), breaker)
             routes.append(route)
-            embedder = _embeddings(deployment, pool, local_embedder)
+            embedder = _embeddings(deployment, pool, None if serving is None else
+                                   local_embedders.get(serving.settings.id))
             if embedder is not None and (caps is None or "embeddings" in caps):
                 embedders[route] = embedder
         capabilities = Capabilities() if caps is None else Capabilities(
@@ -215,14 +275,21 @@ def build_registry(
         for fallback in model.fallbacks:
             if fallback not in known and fallback not in left_out:
                 raise ConfigError(f"model {model.id}: fallback {fallback!r} is not a model")
+            if fallback in known and not registry.resolve(fallback).chat:
+                raise ConfigError(f"model {model.id}: fallback {fallback!r} is an embedding "
+                                  "model (chat: false)")
     _refuse_fallback_cycles(served, registry, left_out)
     for entry in registry.entries:
         if entry.voice_model is None:
             continue
         if entry.voice_model not in known:
             raise ConfigError(f"model {entry.id}: voice_model {entry.voice_model!r} is not a model")
-        if registry.resolve(entry.voice_model).id == entry.id:
+        voice = registry.resolve(entry.voice_model)
+        if voice.id == entry.id:
             raise ConfigError(f"model {entry.id}: voice_model names the model itself")
+        if not voice.chat:
+            raise ConfigError(f"model {entry.id}: voice_model {entry.voice_model!r} is an "
+                              "embedding model (chat: false)")
     registry_box.append(registry)
     return registry, routers
 

@@ -47,6 +47,7 @@ class ModelEntry:
     ceilings: Ceilings = field(default=Ceilings())
     voice_max_tokens: int = VOICE_MAX_TOKENS  # a voice request's max_tokens when it gives none
     embeddings: EmbeddingBackend | None = None  # None: no /v1/embeddings (chat only)
+    chat: bool = True  # False: an embedding model, whose backend refuses every chat dialect
 
 
 # Whether a key may use a model, given its id and aliases (``Principal.may_use``).
