@@ -96,6 +96,20 @@ def test_models_that_cannot_be_served_are_one_line(tmp_path: Path, env: dict[str
                               "kathan.yaml: model m: fallback 'nowhere' is not a model")
 
 
+def test_models_that_cannot_fit_in_memory_are_refused_in_one_line_with_the_numbers(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "kathan.yaml").write_text(
+        "local:\n  - id: small\n    n_ctx: 1024\n  - id: huge\n    n_ctx: 20000000\n")
+    result = kathan("serve", "--config", "kathan.yaml", env=env, cwd=tmp_path)
+    line = assert_one_line_error(
+        result, "kathan: the local models need about 858.4 GiB of memory, but ",
+        "available (MemAvailable): small 94 MiB file + 45 MiB KV cache", "; huge 94 MiB file "
+        "+ 858.3 GiB KV cache (2 x n_ctx 20000000 x 11520 K/V values a token x 2 bytes)",
+        "or set memory_check: false to start anyway")
+    assert "Loading" not in line
+
+
 def test_a_bad_environment_variable_is_named(env: dict[str, str]) -> None:
     result = kathan("serve", env={**env, "KATHAN_PORT": "eighty"})
     assert_one_line_error(result, "KATHAN_PORT: port: Input should be a valid integer")

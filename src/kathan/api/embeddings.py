@@ -31,7 +31,7 @@ async def create_embeddings(request: Request) -> Response:
     meter: Meter | None = None
     if metering is not None:
         meter = metering.begin(principal, streamed=False, endpoint="embeddings")
-    service = EmbeddingService(state.registry)
+    service = EmbeddingService(state.registry, state.metrics)
     result = await unless_disconnected(request.receive, service.create(body, meter=meter))
     return Response(result.model_dump_json(), media_type="application/json",
                     headers=meter.rate_headers() if meter else None)

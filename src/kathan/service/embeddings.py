@@ -15,14 +15,16 @@ from kathan.protocol.embeddings import Embedding, EmbeddingList, EmbeddingReques
 from kathan.routing.registry import ModelRegistry
 from kathan.service.generation import end_meter
 from kathan.service.metering import Meter
+from kathan.service.metrics import Metrics
 
 
 class EmbeddingService:
     """``create(request, meter=...)``: the request's embeddings, or a ``KathanError``
     raised after its ledger row is written."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, metrics: Metrics | None = None) -> None:
         self.registry = registry
+        self.metrics = metrics
 
     async def create(
         self, request: EmbeddingRequest, *, meter: Meter | None = None
@@ -48,6 +50,8 @@ class EmbeddingService:
                 await end_meter(meter, exc)
             raise
         tokens = result.prompt_tokens
+        if self.metrics is not None:
+            self.metrics.observe_embeddings(entry.id, tokens)
         if meter is not None:
             await meter.finish("succeeded", prompt_tokens=tokens)
         return EmbeddingList(

@@ -56,7 +56,8 @@ class _ModelMetrics:
 
 
 class Metrics:
-    """Counters and histograms for chat requests, plus the engine's gauges."""
+    """Counters and histograms for chat requests, tokens embedded, and the engine's
+    gauges; every per-model series is labelled by the model's id."""
 
     def __init__(self, engine_stats: Callable[[], list[tuple[str, LoadStats]]]) -> None:
         self.registry = CollectorRegistry()
@@ -79,6 +80,9 @@ class Metrics:
             registry=r)
         self.prefix_tokens = Counter(
             "kathan_prefix_cache_tokens", "Prompt tokens served from cached KV.", ["model"],
+            registry=r)
+        self.embedded = Counter(
+            "kathan_embedded_tokens", "Tokens embedded (POST /v1/embeddings).", ["model"],
             registry=r)
         r.register(_EngineCollector(engine_stats))
         self._per_model: dict[str, _ModelMetrics] = {}
@@ -112,6 +116,10 @@ class Metrics:
         if cached:
             m.prefix_hits.inc()
             m.prefix_tokens.inc(cached)
+
+    def observe_embeddings(self, model: str, tokens: int) -> None:
+        """One embeddings request of ``model`` that embedded ``tokens`` tokens."""
+        self.embedded.labels(model).inc(tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
