@@ -23,7 +23,10 @@ def test_plain_request_is_supported() -> None:
 @pytest.mark.parametrize(
     ("kw", "field"),
     [
-        ({"reasoning_effort": "low"}, "reasoning_effort"),
+        ({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]},
+         "messages[0].content"),
+        ({"frobnicate": 1}, "frobnicate"),
     ],
 )
 def test_unhonoured_fields_are_named(kw: dict[str, object], field: str) -> None:

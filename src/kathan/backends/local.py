@@ -13,6 +13,7 @@ from openai_harmony import HarmonyEncoding, HarmonyError
 
 from kathan.backends import harmony
 from kathan.backends.base import Delta, DeltaStream, LoadStats, Stage, TokenUsage
+from kathan.backends.reasoning import ThinkPlan, ThinkSplitter, think_plan
 from kathan.backends.toolcalls import (
     CLOSE,
     OPEN,
@@ -30,6 +31,7 @@ from kathan.engine import harmony_vocab
 from kathan.engine.engine import LocalEngine
 from kathan.engine.grammar import (
     GrammarError,
+    behind_reasoning,
     json_object_grammar,
     json_schema_grammar,
     tool_calls_grammar,
@@ -78,13 +80,7 @@ def _unsupported(request: ChatCompletionRequest) -> tuple[str, str] | None:
     """The first field this backend cannot honour yet, with the reason."""
     for extra in request.model_extra or {}:
         return extra, ""
-    checks: list[tuple[bool, str, str]] = [
-        (
-            request.reasoning_effort is not None,
-            "reasoning_effort",
-            "reasoning effort (this model does not reason)",
-        ),
-    ]
+    checks: list[tuple[bool, str, str]] = []
     for i, message in enumerate(request.messages):
         if isinstance(message.content, list) and any(
             part.type == "image_url" for part in message.content
@@ -119,6 +115,10 @@ def template_messages(
             "content": _text(message.content),
         }
         if isinstance(message, AssistantMessage):
+            if message.reasoning_content is not None:
+                # The template keeps it or drops it, as its format does (Qwen3's keeps
+                # the reasoning of the turns after the last question; most drop it).
+                item["reasoning_content"] = message.reasoning_content
             calls = [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ()]
             if message.function_call is not None:
                 fc = message.function_call
@@ -219,10 +219,13 @@ class LocalBackend:
         """The prompt's length in tokens, as ``build`` renders and tokenizes it."""
         return len(self.build(request)[0].prompt)
 
-    def build(self, request: ChatCompletionRequest) -> tuple[GenerationRequest, bool]:
+    def build(
+        self, request: ChatCompletionRequest
+    ) -> tuple[GenerationRequest, bool, ThinkPlan | None]:
         """Validate and tokenize; raise ``KathanError`` for what cannot be served.
 
-        Also says whether the output may hold tool calls to parse.
+        Also says whether the output may hold tool calls to parse, and how it reasons
+        (a ``<think>`` template's plan, whose splitter separates the reasoning).
         """
         if not self.engine.ready:
             raise ModelNotReadyError(
@@ -230,7 +233,7 @@ class LocalBackend:
             )
         encoding = self._harmony()
         if encoding is not None and request._completion is None:
-            return self._build_harmony(request, encoding), False
+            return self._build_harmony(request, encoding), False, None
         problem = _unsupported(request)
         if problem is not None:
             field, what = problem
@@ -248,10 +251,11 @@ class LocalBackend:
                     param="logit_bias",
                 )
         if request._completion is not None:
-            return self._build_raw(request, local_prompt(request._completion)), False
+            return self._build_raw(request, local_prompt(request._completion)), False, None
         use = tool_use(request)
         template = self.engine.template
         assert template is not None
+        plan = think_plan(template.thinking, request)
         # A template that lists tools itself is used only if it also asks for
         # calls in the format the parser reads.
         native = template.supports_tools and OPEN in template.source
@@ -261,11 +265,20 @@ class LocalBackend:
                 {"type": "function", "function": f.model_dump(exclude_none=True)}
                 for f in use.functions
             ]
+        if plan is not None:
+            extra.update(plan.variables)
         try:
             messages = template_messages(request.messages, use, native_tools=native)
             text = template.render(messages, **extra)
         except TemplateRenderError as exc:
             raise InvalidRequestError(str(exc), param="messages") from exc
+        content = self._content_grammar(request)
+        calls = use is not None and use.calls_allowed
+        if plan is not None and plan.on and not plan.inside and (content or calls):
+            # A grammar must know where the reasoning ends: the block is opened here,
+            # as the model itself would begin (Qwen3 and SmolLM3 open it first thing).
+            text += plan.thinking.open + "\n"
+            plan = replace(plan, inside=True)
         prompt = self.engine.tokenize_prompt(text)
         n_ctx = self.engine.n_ctx
         requested = request.max_completion_tokens or request.max_tokens
@@ -288,10 +301,15 @@ class LocalBackend:
             )
         room = n_ctx - len(prompt)
         max_tokens = requested or min(self._default_max_tokens or room, room)
-        content = self._content_grammar(request)
         grammar, trigger = content, None
         if use is not None and use.calls_allowed:
             grammar, trigger = self._tools_grammar(use, content)
+        if grammar is not None and plan is not None and plan.inside:
+            # Calls and formats hold for the answer: the reasoning before it is free.
+            grammar = behind_reasoning(grammar, plan.thinking.close, trigger=trigger)
+            trigger = None
+            self._check_parses(grammar, use.field if calls and use else "response_format",
+                               "the grammar after the reasoning")
         return (
             GenerationRequest(
                 prompt=prompt,
@@ -305,6 +323,7 @@ class LocalBackend:
                 halt=Halt() if use is not None and use.calls_allowed else None,
             ),
             use is not None and use.calls_allowed,
+            plan,
         )
 
     def _harmony(self) -> HarmonyEncoding | None:
@@ -452,7 +471,7 @@ class LocalBackend:
         return self.ready
 
     async def open(self, request: ChatCompletionRequest) -> DeltaStream:
-        generation, parse_calls = self.build(request)
+        generation, parse_calls, plan = self.build(request)
         events = self.engine.generate(generation)
         try:
             # Wait for admission and the first token, so that overload and queue
@@ -488,7 +507,8 @@ class LocalBackend:
             deltas = harmony.harmony_deltas(first, events, self._harmony_encoding,
                                             f"call_{id(events):x}", counts.see)
         else:
-            deltas = engine_deltas(first, events, parse_calls, generation.halt, counts)
+            deltas = engine_deltas(first, events, parse_calls, generation.halt, counts,
+                                   think=plan)
         stream = DeltaStream(deltas, on_close=events.aclose)
         stream.count_with(counts.usage)
         completion = request._completion
@@ -513,17 +533,25 @@ async def engine_deltas(
     parse_calls: bool,
     halt: Halt | None,
     counts: _Counts | None = None,
+    *,
+    think: ThinkPlan | None = None,
 ) -> AsyncGenerator[Delta, None]:
     """The engine's events for every choice as deltas, ending with the usage.
 
-    With ``parse_calls`` each choice's text goes through its own
+    With ``think`` (a ``<think>`` template) each choice's text is first split by its
+    own ``ThinkSplitter``: the reasoning becomes reasoning deltas (without logprobs:
+    they are the answer's), and only the answer goes on, so calls and formats are
+    read from it alone; the tokens until the block closed are the reasoning tokens.
+    With ``parse_calls`` each choice's answer goes through its own
     ``ToolCallParser``; a choice whose parser is ``done`` is ended through
     ``halt``. A choice cut by ``max_tokens`` keeps its partial call in
-    ``tool_calls`` with ``finish_reason`` ``length``, as OpenAI's does.
+    ``tool_calls`` with ``finish_reason`` ``length``, as OpenAI does.
     ``counts`` (when given) sees every event, for the usage of a stream cut short.
     """
     prompt = cached = completion = 0
     parsers: dict[int, ToolCallParser] = {}
+    splitters: dict[int, ThinkSplitter] = {}
+    reasoned: dict[int, int] = {}  # a choice's tokens until its block closed
     try:
         event: GenerationEvent | None = first
         while event is not None:
@@ -531,13 +559,28 @@ async def engine_deltas(
                 counts.see(event)
             index = event.index
             logprobs = tuple(_logprob(lp) for lp in event.logprobs)
+            text = event.text
+            if think is not None:
+                splitter = splitters.get(index)
+                if splitter is None:
+                    splitter = splitters[index] = think.splitter()
+                was = splitter.thinking
+                reasoning, text = splitter.feed(text)
+                if event.finish_reason is not None:
+                    more, rest = splitter.finish()
+                    reasoning, text = reasoning + more, text + rest
+                if was or splitter.thinking:
+                    reasoned[index] = event.completion_tokens
+                    logprobs = ()  # a reasoning token's: not the answer's
+                if reasoning:
+                    yield Delta(index=index, reasoning=reasoning)
             if not parse_calls:
-                if event.text or logprobs:
-                    yield Delta(index=index, content=event.text, logprobs=logprobs)
+                if text or logprobs:
+                    yield Delta(index=index, content=text, logprobs=logprobs)
             else:
                 parser = parsers.setdefault(index, ToolCallParser())
                 done = parser.done
-                pieces = parser.feed(event.text)
+                pieces = parser.feed(text)
                 if event.finish_reason is not None:
                     pieces += parser.finish(cut=event.finish_reason == "length")
                 elif parser.done and not done and halt is not None:
@@ -558,7 +601,7 @@ async def engine_deltas(
         raise
     except Exception as exc:
         raise EngineError("The local engine failed while generating.") from exc
-    yield Delta(usage=TokenUsage(prompt, completion, cached))
+    yield Delta(usage=TokenUsage(prompt, completion, cached, sum(reasoned.values())))
 
 
 class _Counts:

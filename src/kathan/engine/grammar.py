@@ -207,3 +207,63 @@ def tool_calls_grammar(
     else:
         raise ValueError(f"unknown root {root!r}")
     return "\n".join(rules)
+
+
+def _char_class(chars: str) -> str:
+    escaped = "".join("\\" + ch if ch in "\\]^-" else {"\n": "\\n", "\t": "\\t"}.get(ch, ch)
+                      for ch in chars)
+    return f"[^{escaped}]"
+
+
+def excluding(name: str, text: str) -> list[str]:
+    """Rules for any text in which ``text`` never occurs, rooted at ``<name>-0``.
+
+    Each rule ``<name>-<k>`` is a state of the automaton that matches ``text``
+    (Knuth-Morris-Pratt): ``k`` characters of it are matched so far; a character
+    that would complete it has no way on.
+    """
+    size = len(text)
+    fail = [0] * size  # the longest proper border of each prefix
+    border = 0
+    for i in range(1, size):
+        while border and text[i] != text[border]:
+            border = fail[border - 1]
+        if text[i] == text[border]:
+            border += 1
+        fail[i] = border
+
+    def step(state: int, ch: str) -> int:
+        while state and text[state] != ch:
+            state = fail[state - 1]
+        return state + 1 if text[state] == ch else 0
+
+    alphabet = "".join(sorted(set(text)))
+    rules = []
+    for state in range(size):
+        ways = [f"{_char_class(alphabet)} {name}-0"]
+        for ch in alphabet:
+            after = step(state, ch)
+            if after < size:
+                ways.append(f"{literal(ch)} {name}-{after}")
+        rules.append(f"{name}-{state} ::= ({' | '.join(ways)})?")
+    return rules
+
+
+def behind_reasoning(grammar: str, close_tag: str, *, trigger: str | None = None) -> str:
+    """``grammar`` for a reply that begins inside a reasoning block: free text without
+    ``close_tag``, the tag, whitespace, then ``grammar``'s text. With ``trigger`` (a
+    lazy grammar, which describes what follows its trigger), the answer is free text
+    without the trigger, then optionally the trigger and ``grammar``'s text.
+
+    The reasoning itself is never constrained; the grammar holds from the first token
+    rather than waiting for the tag, so a reply that never closes its block is all
+    reasoning, cut by ``max_tokens``.
+    """
+    rules = [prefixed(grammar, "answer-"), *excluding("reasoning", close_tag)]
+    answer = "answer-root"
+    if trigger:
+        rules += excluding("free", trigger)
+        rules.append(f"after ::= free-0 ({literal(trigger)} answer-root)?")
+        answer = "after"
+    rules.append(f"root ::= reasoning-0 {literal(close_tag)} [ \\t\\n]* {answer}")
+    return "\n".join(rules)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from jinja2 import TemplateError, meta
+from jinja2 import TemplateError, meta, nodes
+from jinja2.ext import Extension
+from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # Used only when a GGUF file carries no template of its own.
@@ -23,12 +26,28 @@ CHATML_TEMPLATE = (
 )
 
 
-# How templates mark turns: <|im_start|>, <|eot_id|>, <|start_header_id|> and the like.
-_MARKER = re.compile(r"<\|[^|<>\s]{1,64}\|>")
+# How templates mark turns: <|im_start|>, <|eot_id|>, <|start_header_id|> and the like,
+# and DeepSeek's with full-width bars (<｜User｜>, <｜end▁of▁sentence｜>).
+_MARKER = re.compile(r"<[|｜][^|｜<>\s]{1,64}[|｜]>")
+
+# The reasoning block of the <think> format (Qwen3, DeepSeek-R1 and its distills, QwQ,
+# SmolLM3): the model thinks between these tags, then answers.
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 class TemplateRenderError(Exception):
     """The template refused the conversation (``raise_exception``) or failed to render."""
+
+
+class _Generation(Extension):
+    """Hugging Face's ``{% generation %}`` block (SmolLM3's template has one): it marks
+    the assistant's text for training, and renders as its body."""
+
+    tags = {"generation"}  # noqa: RUF012 - jinja2.ext.Extension declares it a set
+
+    def parse(self, parser: Parser) -> list[nodes.Node]:
+        next(parser.stream)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
 def _raise_exception(message: str) -> None:
@@ -41,6 +60,32 @@ def _tojson(value: Any, indent: int | None = None) -> str:
 
 def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
+
+
+@dataclass(frozen=True, slots=True)
+class Thinking:
+    """How a template's model reasons, in the ``<think>`` format.
+
+    ``switch``: the template takes ``enable_thinking`` (Qwen3, SmolLM3: false writes
+    an empty, closed block into the generation prompt, and the model answers at
+    once); without it the model always thinks (DeepSeek-R1's distills). ``opened``:
+    per value of ``enable_thinking`` (None: not given), whether the generation prompt
+    itself opens the block, so that the output begins inside it (DeepSeek-R1's
+    distills write ``<think>\n`` there); otherwise the model may open it.
+    """
+
+    switch: bool
+    opened: tuple[tuple[bool | None, bool], ...]
+    open: str = THINK_OPEN
+    close: str = THINK_CLOSE
+
+    def opens(self, enable_thinking: bool | None) -> bool:
+        """Whether the generation prompt opens the block, for this ``enable_thinking``."""
+        return dict(self.opened).get(enable_thinking, False)
+
+
+def _opens_block(suffix: str) -> bool:
+    return suffix.rfind(THINK_OPEN) > suffix.rfind(THINK_CLOSE)
 
 
 class ChatTemplate:
@@ -58,7 +103,8 @@ class ChatTemplate:
     """
 
     def __init__(self, source: str, *, bos_token: str, eos_token: str) -> None:
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                            extensions=[_Generation])
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
@@ -75,6 +121,29 @@ class ChatTemplate:
         self.markup: tuple[str, ...] = tuple(sorted(
             {*_MARKER.findall(source), *(t for t in (bos_token, eos_token) if t.strip())}
         ))
+        #: The ``<think>`` reasoning format, when the template speaks it (None otherwise).
+        self.thinking = self._thinking("enable_thinking" in variables)
+
+    def _thinking(self, switch: bool) -> Thinking | None:
+        """The template speaks ``<think>`` when it has the closing tag: it writes the
+        block, or strips it from earlier turns (the model writes it, then). Whether
+        the generation prompt opens the block is seen by rendering it: the text that
+        ``add_generation_prompt`` adds to a one-message conversation."""
+        if THINK_CLOSE not in self.source:
+            return None
+        probe = [{"role": "user", "content": "Hello"}]
+        opened: list[tuple[bool | None, bool]] = []
+        for enable in (None, True, False) if switch else (None,):
+            extra = {} if enable is None else {"enable_thinking": enable}
+            try:
+                bare = self.render(probe, add_generation_prompt=False, **extra)
+                asked = self.render(probe, add_generation_prompt=True, **extra)
+            except TemplateRenderError:
+                return None  # it cannot render a plain question: not a template to trust
+            suffix = asked[len(bare):] if asked.startswith(bare) else asked[
+                asked.rfind("Hello") + len("Hello"):]
+            opened.append((enable, _opens_block(suffix)))
+        return Thinking(switch=switch, opened=tuple(opened))
 
     def render(
         self,
