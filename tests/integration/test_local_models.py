@@ -1,6 +1,7 @@
 """Several local models in one process (``local:`` as a list), through the official
 openai SDK against a live Kathan: the embedded SmolLM2 loaded four times under four ids,
-with their own contexts, slots, endpoints and pooling types."""
+with their own contexts, slots, endpoints and pooling types, and a tiny BERT made here
+(``tests/tiny_bert.py``) twice, as embedding models pooling cls (its own) and mean."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from openai import OpenAI
 
 from tests.conftest import LiveServer, start_server, stop_server
+from tests.tiny_bert import N_CTX_TRAIN, N_EMBD, tiny_bert
 
 CONFIG = """
 local:
@@ -33,6 +35,14 @@ local:
     chat: false
     pooling: cls
     n_ctx: 512
+  - id: bert
+    gguf: {bert}
+    chat: false
+    n_ctx: 512
+  - id: bert-mean
+    gguf: {bert}
+    chat: false
+    pooling: mean
 """
 CHAT = ["chat/completions", "responses", "messages", "completions"]
 # Token ids of SmolLM2's vocabulary (49152), given as ids so nothing is added to them.
@@ -41,7 +51,8 @@ IDS = [504, 2365, 6354, 253, 1345]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = start_server(tmp_path_factory.mktemp("local-models"), CONFIG)
+    tmp = tmp_path_factory.mktemp("local-models")
+    live = start_server(tmp, CONFIG.format(bert=tiny_bert(tmp / "tiny-bert.gguf")))
     yield live
     stop_server(live)
 
@@ -60,12 +71,14 @@ def test_each_model_loaded_with_one_line_and_is_listed_with_its_endpoints(
         ("chat-a", "chat: n_ctx 1024, 2 slots"),
         ("chat-b", "chat: n_ctx 512, 1 slot, embeddings: mean pooling"),
         ("emb-last", "embeddings: last pooling"), ("emb-cls", "embeddings: cls pooling"),
+        ("bert", "embeddings: cls pooling"), ("bert-mean", "embeddings: mean pooling"),
     ]):
         [line] = [ln for ln in log.splitlines() if ln.startswith(f"Loading {model} ")]
-        assert line.startswith(f"Loading {model} ({i + 1}/4): 100% in ") and f"({what})" in line
+        assert line.startswith(f"Loading {model} ({i + 1}/6): 100% in ") and f"({what})" in line
     listed = {m.id: m.model_extra["endpoints"] for m in client.models.list()}  # type: ignore[index]
     assert listed == {"chat-a": CHAT, "a": CHAT, "chat-b": [*CHAT, "embeddings"],
-                      "emb-last": ["embeddings"], "emb-cls": ["embeddings"]}
+                      "emb-last": ["embeddings"], "emb-cls": ["embeddings"],
+                      "bert": ["embeddings"], "bert-mean": ["embeddings"]}
 
 
 def test_both_chat_models_answer_and_metrics_are_labelled_by_model(
@@ -140,3 +153,22 @@ def test_each_model_pools_as_configured(client: OpenAI) -> None:
     assert np.abs(cls - lasts[0]).max() < 1e-3
     # ... and the three poolings give three different vectors.
     assert max(mean @ lasts[-1], mean @ cls, cls @ lasts[-1]) < 0.99
+
+
+def test_an_encoder_embeds_each_input_apart_within_its_trained_context(client: OpenAI) -> None:
+    """BERT's attention is not causal and it keeps no KV cache: inputs embedded in one
+    batch must not see each other, and its context is the 64 positions it was trained
+    for, whatever n_ctx says."""
+    texts = ["the cat sat on the mat", "hello world, how are you today?", "a dog ran"]
+    together = np.array([d.embedding for d in client.embeddings.create(
+        model="bert", input=texts, encoding_format="float").data])
+    assert together.shape == (3, N_EMBD)
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    alone = np.array([client.embeddings.create(model="bert", input=t, encoding_format="float")
+                      .data[0].embedding for t in texts])
+    assert np.abs(together - alone).max() < 1e-5
+    mean = client.embeddings.create(model="bert-mean", input=texts[0], encoding_format="float")
+    assert np.abs(np.array(mean.data[0].embedding) - alone[0]).max() > 1e-3
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.embeddings.create(model="bert", input=[[104] * (N_CTX_TRAIN + 1)])
+    assert f"embeds at most {N_CTX_TRAIN} tokens" in refused.value.message

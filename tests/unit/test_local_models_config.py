@@ -16,6 +16,7 @@ from kathan.engine.gguf import model_shape
 from kathan.routing.build import ConfigError, LocalModel, build_registry
 from kathan.settings import Settings
 from tests.fakes import FakeBackend
+from tests.tiny_bert import tiny_bert
 
 
 def settings_from(tmp_path: Path, text: str) -> Settings:
@@ -109,3 +110,18 @@ def test_memory_need_is_the_file_and_each_contexts_kv_cache(tmp_path: Path) -> N
                               "available (MemAvailable): a 94 MiB file + 45 MiB KV cache "
                               "(2 x n_ctx 1024 x 11520 K/V values a token x 2 bytes); b ")
     assert message.endswith("or set memory_check: false to start anyway")
+
+
+def test_an_encoder_needs_no_kv_cache_and_cannot_chat(tmp_path: Path) -> None:
+    bert = tiny_bert(tmp_path / "bert.gguf")
+    shape = model_shape(bert)
+    assert (shape.architecture, shape.causal, shape.pooling, shape.trained_ctx) == (
+        "bert", False, 2, 64)
+    [need] = local_needs(settings_from(
+        tmp_path, f"local:\n  id: e\n  gguf: {bert}\n  chat: false\n  n_ctx: 4096\n"))
+    assert (need.kv_bytes, need.n_ctx, need.serves) == (0, 64, "embeddings (cls pooling)")
+    with pytest.raises(ConfigFault) as fault:
+        local_needs(settings_from(tmp_path, f"local:\n  id: e\n  gguf: {bert}\n"))
+    assert str(fault.value).endswith(
+        "kathan.yaml: local: bert.gguf is an embedding model (bert, its attention is not "
+        "causal), which cannot chat: set chat: false")

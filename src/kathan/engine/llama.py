@@ -311,7 +311,8 @@ class PoolingContext:
         if not ctx:
             raise LlamaLoadError("could not create a llama.cpp context for embeddings")
         self.ptr = ctx
-        self.n_ctx = int(C.llama_n_ctx(ctx))
+        # llama.cpp may round the context up; a decode still holds n_ctx tokens at most.
+        self.n_ctx = min(int(C.llama_n_ctx(ctx)), n_ctx)
         self.n_seq_max = n_seq_max
         self.dimensions = int(C.llama_model_n_embd(model.ptr))
         self.memory = C.llama_get_memory(ctx)
