@@ -11,7 +11,7 @@ import pytest
 
 from kathan.app import embedded_model_path
 from kathan.cli_config import ConfigFault, load_settings
-from kathan.cli_models import check_memory, local_needs
+from kathan.cli_models import check_memory, local_needs, report
 from kathan.engine.gguf import model_shape
 from kathan.routing.build import ConfigError, LocalModel, build_registry
 from kathan.settings import Settings
@@ -125,3 +125,13 @@ def test_an_encoder_needs_no_kv_cache_and_cannot_chat(tmp_path: Path) -> None:
     assert str(fault.value).endswith(
         "kathan.yaml: local: bert.gguf is an embedding model (bert, its attention is not "
         "causal), which cannot chat: set chat: false")
+
+
+async def test_kathan_models_shows_each_local_model(tmp_path: Path) -> None:
+    settings = settings_from(tmp_path, "local:\n  - id: a\n    n_ctx: 1024\n    embeddings: "
+                                       "false\n  - id: b\n    chat: false\n    pooling: last\n")
+    rows, text = await report(settings, with_probe=False)
+    assert [(row.id, row.deployments[0].status) for row in rows] == [
+        ("a", "file found (94 MiB), needs about 116 MiB: chat"),
+        ("b", "file found (94 MiB), needs about 274 MiB: embeddings (last pooling)")]
+    assert str(embedded_model_path()) in text

@@ -338,7 +338,10 @@ export function renderPlayground(root) {
   // ---- Data: models and voices ------------------------------------------------------
   api.get("/v1/models").then((res) => {
     if (!alive) return;
-    const ids = (res.data || []).map((m) => m.id);
+    // The playground chats: embedding models (embeddings only) are left out.
+    const ids = (res.data || [])
+      .filter((m) => !m.endpoints || m.endpoints.includes("chat/completions"))
+      .map((m) => m.id);
     if (!ids.length) {
       setOptions(model, [{ value: "", label: "No models available" }]);
       return;
