@@ -165,16 +165,33 @@ class LlamaModel:
             self.ptr = None
 
 
+# The smallest batch for which llama.cpp's CPU flash attention takes its tiled path
+# (GGML_FA_TILE_Q in the vendored ggml-cpu/common.h).
+DETERMINISTIC_BATCH = 64
+
+
 class LlamaContext:
     """One llama.cpp context (KV cache) over a model, with a reusable batch."""
 
     def __init__(
-        self, model: LlamaModel, *, n_ctx: int, n_batch: int, n_threads: int, n_seq_max: int = 1
+        self, model: LlamaModel, *, n_ctx: int, n_batch: int, n_threads: int, n_seq_max: int = 1,
+        deterministic: bool = False,
     ) -> None:
+        # ``deterministic``: every token computed along the same kernels whatever else is
+        # in its batch (``decode_steps``), so that greedy output does not depend on load
+        # or on the prefix cache. llama.cpp's CPU flash attention takes a tiled path for
+        # a batch of 64 or more tokens and splits one lone token's keys among the threads
+        # (from 512 cells), and its matrix products take llamafile's kernels from two
+        # output rows: each rounds differently from the one-row path. So the batch stays
+        # under 64 tokens and never holds one token, or one output, alone.
+        if deterministic and n_batch >= DETERMINISTIC_BATCH:
+            raise ValueError(f"a deterministic context needs n_batch < {DETERMINISTIC_BATCH}")
+        self.deterministic = deterministic
         params = C.llama_context_default_params()
         params.n_ctx = n_ctx
-        params.n_batch = n_batch
-        params.n_ubatch = n_batch
+        # Room for the extra row of a deterministic step.
+        params.n_batch = n_batch + (1 if deterministic else 0)
+        params.n_ubatch = n_batch + (1 if deterministic else 0)
         params.n_seq_max = n_seq_max
         # One pool of cells for all sequences: any of them may use the whole context.
         params.kv_unified = True
@@ -192,7 +209,7 @@ class LlamaContext:
         self.n_ctx = C.llama_n_ctx(ctx)
         self.n_batch = n_batch
         self.memory = C.llama_get_memory(ctx)
-        self._batch = C.llama_batch_init(n_batch, 0, n_seq_max)
+        self._batch = C.llama_batch_init(n_batch + 1, 0, n_seq_max)
 
     def decode(self, tokens: list[int], start_pos: int, seq_id: int = 0) -> None:
         """Decode ``tokens`` at positions ``start_pos...``; logits only for the last one."""
@@ -239,11 +256,32 @@ class LlamaContext:
                 outputs.append(-1)
         if i > self.n_batch:
             raise ValueError(f"{i} tokens exceed the batch size {self.n_batch}")
-        batch.n_tokens = i
+        pad = self._pad(steps, i, outputs) if self.deterministic else None
+        batch.n_tokens = i + (1 if pad is not None else 0)
         rc = C.llama_decode(self.ptr, batch)
+        if pad is not None:
+            C.llama_memory_seq_rm(self.memory, pad[0], pad[1], -1)
         if rc != 0:
             raise DecodeError(rc)
         return outputs
+
+    def _pad(self, steps: Sequence[BatchItem], i: int,
+             outputs: list[int]) -> tuple[int, int] | None:
+        """A deterministic step's extra row, when the batch has one token or one output:
+        a token after the last of a sampled sequence (else of the last one), with logits,
+        which no other row sees and which is dropped after the decode. Returns its
+        (sequence, position), or None when no row is needed."""
+        if i >= 2 and sum(o >= 0 for o in outputs) != 1:
+            return None
+        chosen = next((item for item in steps if item.sample), steps[-1])
+        position = chosen.start + len(chosen.tokens)
+        batch = self._batch
+        batch.token[i] = 0
+        batch.pos[i] = position
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = chosen.slot
+        batch.logits[i] = 1
+        return chosen.slot, position
 
     def copy(self, src: int, dst: int) -> None:
         """Share all of sequence ``src``'s KV cells with sequence ``dst``."""
