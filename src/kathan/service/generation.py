@@ -137,7 +137,7 @@ class Generation:
         return None if self.first is None else self.first - self.started
 
     def _see(self, delta: Delta) -> None:
-        if delta.content or delta.logprobs or delta.tool_calls:
+        if delta.content or delta.logprobs or delta.tool_calls or delta.reasoning:
             self.last = time.perf_counter()
             if self.first is None:
                 self.first = self.last
