@@ -228,7 +228,8 @@ def _engine(local: LocalModelSettings) -> LocalEngine:
         gguf=model_path(local), n_ctx=local.n_ctx, n_batch=local.n_batch,
         n_threads=local.n_threads, n_slots=local.max_running, max_queued=local.max_queued,
         queue_timeout=local.queue_timeout, prefill_chunk=local.prefill_chunk,
-        chat=local.chat, embeddings=local.embeddings, pooling=local.pooling))
+        deterministic=local.deterministic, chat=local.chat, embeddings=local.embeddings,
+        pooling=local.pooling))
 
 
 def create_app(settings: Settings, registry: ModelRegistry | None = None) -> FastAPI:

@@ -140,6 +140,12 @@ class LocalModelSettings(BaseModel):
         description="Most prompt tokens computed per step while other sequences decode, "
         "so a long new prompt does not stall running streams.",
     )
+    deterministic: bool = Field(
+        False, description="The same request at temperature 0 (or with a seed) gives the "
+        "same tokens whether it runs alone, among others, or after its prefix was cached: "
+        "every token is computed along the same llama.cpp kernels whatever shares its batch "
+        "(batches under 64 tokens, n_batch at most 32, and never one token or one output "
+        "alone). It costs throughput (bench/determinism.py); off, a near-tie may flip.")
     requests: RequestLimits = Field(
         default_factory=RequestLimits,
         description="Per-request limits of this model. default_max_tokens: this value, "

@@ -24,6 +24,10 @@ from kathan.engine.scheduler import Scheduler, SchedulerConfig
 from kathan.engine.template import CHATML_TEMPLATE, ChatTemplate
 from kathan.engine.types import EngineStats, GenerationEvent, GenerationRequest
 
+# A deterministic context's batch: under llama.cpp's tiled-attention threshold (64), with
+# room for its extra row.
+DETERMINISTIC_MAX_BATCH = 32
+
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
@@ -35,6 +39,7 @@ class EngineConfig:
     max_queued: int = 64
     queue_timeout: float = 30.0
     prefill_chunk: int = 64
+    deterministic: bool = False  # batch-invariant kernels (LlamaContext)
     embed_sequences: int = 64  # the most inputs one embedding decode packs
     chat: bool = True  # a generation context and runner (False: an embedding model)
     embeddings: bool = True  # a pooling context for embeddings
@@ -124,12 +129,16 @@ class LocalEngine:
 
     def _load_chat(self, model: LlamaModel) -> None:
         config = self.config
+        n_batch = min(config.n_batch, config.n_ctx)
+        if config.deterministic:
+            n_batch = min(n_batch, DETERMINISTIC_MAX_BATCH)
         ctx = LlamaContext(
             model,
             n_ctx=config.n_ctx,
-            n_batch=min(config.n_batch, config.n_ctx),
+            n_batch=n_batch,
             n_threads=config.n_threads,
             n_seq_max=config.n_slots,
+            deterministic=config.deterministic,
         )
         source = model.info.chat_template or CHATML_TEMPLATE
         self.template = ChatTemplate(
