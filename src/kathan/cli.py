@@ -66,10 +66,6 @@ GENERATED_KEY_FILE = "api-key.txt"
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from kathan.app import create_app, write_secret
-
     overrides: dict[str, object] = {}
     flags = {"host": "--host", "port": "--port", "log_level": "--log-level"}
     for name in ("host", "port", "log_level"):
@@ -78,6 +74,12 @@ def serve(args: argparse.Namespace) -> int:
     if args.config is not None:
         overrides["config_file"] = args.config
     settings = load_settings(overrides, flags)
+    # The app is imported once the settings are known good: a bad config is refused in a
+    # moment, not after the whole server's modules loaded.
+    import uvicorn
+
+    from kathan.app import create_app, write_secret
+
     asyncio.run(_preflight(settings))
     listener = _listen(settings.host, settings.port)
     # The port actually bound (port 0 asks the system for one), for the ready line.

@@ -107,7 +107,9 @@ async def test_temperature_zero_alone_versus_among_fifteen_others(client: AsyncO
     alone = await greedy_tokens(client, target, 64)
     assert len(alone) > 32
     divergences: list[int | None] = []
-    for _ in range(4):
+    # Two trials (four before deterministic mode existed: test_determinism.py now holds
+    # the bit-for-bit claim; this one holds the default mode's near-tie bound).
+    for _ in range(2):
         results = await asyncio.gather(
             greedy_tokens(client, target, 64), *(greedy_tokens(client, o, 64) for o in others)
         )

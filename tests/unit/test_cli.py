@@ -90,10 +90,12 @@ def test_models_that_cannot_be_served_are_one_line(tmp_path: Path, env: dict[str
     (tmp_path / "kathan.yaml").write_text(
         "models:\n  - id: m\n    fallbacks: [nowhere]\n    deployments:\n"
         "      - {backend: openai, base_url: 'http://127.0.0.1:9/v1'}\n")
-    for argv in (["serve", "--config", "kathan.yaml"], ["config", "check", "kathan.yaml"],
-                 ["models", "--config", "kathan.yaml"]):
-        assert_one_line_error(kathan(*argv, env=env, cwd=tmp_path),
-                              "kathan.yaml: model m: fallback 'nowhere' is not a model")
+    commands = (["serve", "--config", "kathan.yaml"], ["config", "check", "kathan.yaml"],
+                ["models", "--config", "kathan.yaml"])
+    with ThreadPoolExecutor(len(commands)) as pool:
+        results = list(pool.map(lambda argv: kathan(*argv, env=env, cwd=tmp_path), commands))
+    for result in results:
+        assert_one_line_error(result, "kathan.yaml: model m: fallback 'nowhere' is not a model")
 
 
 def test_models_that_cannot_fit_in_memory_are_refused_in_one_line_with_the_numbers(
