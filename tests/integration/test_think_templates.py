@@ -13,6 +13,8 @@ The split of real Qwen3 and DeepSeek output, token by token, is
 from __future__ import annotations
 
 import ctypes
+import functools
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,30 +34,33 @@ from tests.think_templates import DEEPSEEK_R1_DISTILL, QWEN3, SMOLLM3
 TEMPLATES = {"qwen3": QWEN3, "deepseek-r1-distill": DEEPSEEK_R1_DISTILL, "smollm3": SMOLLM3}
 
 
-def with_template(source: Path, target: Path, template: str) -> None:
-    """A copy of the GGUF at ``source`` whose chat template is ``template`` (as the
-    ``gguf`` package's own gguf_new_metadata script copies a model)."""
+@functools.cache
+def _layout(source: Path) -> tuple[int, int, int, int, int]:
+    """Where the GGUF at ``source`` keeps its chat template field (start, end), where its
+    tensor infos end, where its tensor data starts, and its alignment: read once (the
+    reader parses every vocabulary entry, seconds for one model)."""
     reader = gguf.GGUFReader(source)
-    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE)
-    assert arch is not None
-    writer = gguf.GGUFWriter(target, arch=str(arch.contents()), endianess=reader.endianess)
-    for field in reader.fields.values():
-        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF.") \
-                or field.name.startswith(gguf.Keys.Tokenizer.CHAT_TEMPLATE):
-            continue
-        kind = field.types[0]
-        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
-    writer.add_chat_template(template)
-    for tensor in reader.tensors:
-        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype,
-                               tensor.data.nbytes, tensor.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for tensor in reader.tensors:
-        writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
-    writer.close()
+    field = reader.get_field(gguf.Keys.Tokenizer.CHAT_TEMPLATE)
+    assert field is not None
+    infos_end = max(t.field.offset + sum(p.nbytes for p in t.field.parts)
+                    for t in reader.tensors)
+    return (field.offset, field.offset + sum(p.nbytes for p in field.parts), infos_end,
+            reader.data_offset, reader.alignment)
+
+
+def with_template(source: Path, target: Path, template: str) -> None:
+    """A copy of the GGUF at ``source`` whose chat template is ``template``: its bytes,
+    with that one metadata field (a string) written anew and the tensor data realigned;
+    the tensor infos' offsets are relative to the data, so they hold."""
+    start, end, infos_end, data, alignment = _layout(source)
+    raw = source.read_bytes()
+    key = gguf.Keys.Tokenizer.CHAT_TEMPLATE.encode()
+    value = template.encode()
+    field = (struct.pack("<Q", len(key)) + key
+             + struct.pack("<IQ", gguf.GGUFValueType.STRING, len(value)) + value)
+    head = raw[:start] + field + raw[end:infos_end]
+    head += b"\0" * (-len(head) % alignment)
+    target.write_bytes(head + raw[data:])
 
 
 @pytest.fixture(scope="module", params=list(TEMPLATES))
