@@ -167,24 +167,10 @@ class Metadata(_Wire):
     user_id: str | None = Field(None, max_length=256)
 
 
-class MessagesRequest(_Wire):
-    """Anthropic's Messages request, plus Kathan's voice extras."""
+class VoiceExtras(_Wire):
+    """Kathan's voice mode, as on chat completions: the extras another dialect's request
+    (Messages, Responses) takes too."""
 
-    model: str = Field(min_length=1)
-    max_tokens: Annotated[int, Ge(1), Le(INT64_MAX), *JSON_INTEGER]
-    messages: list[Message] = Field(min_length=1)
-    system: str | list[TextBlock] | None = None
-    stop_sequences: list[str] | None = None
-    temperature: float | None = Field(None, ge=0, le=1)
-    top_p: float | None = Field(None, ge=0, le=1)
-    top_k: Annotated[int, Ge(0), Le(INT64_MAX), *JSON_INTEGER] | None = None
-    tools: list[ToolSpec] | None = None
-    tool_choice: ToolChoice | None = None
-    metadata: Metadata | None = None
-    stream: bool | None = False
-    thinking: Annotated[ThinkingEnabled | ThinkingDisabled, Field(discriminator="type")] | None \
-        = None
-    # Kathan's voice mode, as on chat completions.
     finetune: bool | None = None
     language: str | None = Field(
         None, json_schema_extra={"anyOf": [{"enum": list(languages())}, {"type": "null"}]})
@@ -201,6 +187,25 @@ class MessagesRequest(_Wire):
     @classmethod
     def _known_accent(cls, value: str | None) -> str | None:
         return None if value is None else check_accent(value)
+
+
+class MessagesRequest(VoiceExtras):
+    """Anthropic's Messages request, plus Kathan's voice extras."""
+
+    model: str = Field(min_length=1)
+    max_tokens: Annotated[int, Ge(1), Le(INT64_MAX), *JSON_INTEGER]
+    messages: list[Message] = Field(min_length=1)
+    system: str | list[TextBlock] | None = None
+    stop_sequences: list[str] | None = None
+    temperature: float | None = Field(None, ge=0, le=1)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: Annotated[int, Ge(0), Le(INT64_MAX), *JSON_INTEGER] | None = None
+    tools: list[ToolSpec] | None = None
+    tool_choice: ToolChoice | None = None
+    metadata: Metadata | None = None
+    stream: bool | None = False
+    thinking: Annotated[ThinkingEnabled | ThinkingDisabled, Field(discriminator="type")] | None \
+        = None
 
 
 class CountTokensRequest(_Wire):

@@ -55,7 +55,7 @@ from kathan.protocol.chat import (
     ToolMessage,
     UserMessage,
 )
-from kathan.voice.profile import accents, check_accent, check_language, languages
+from kathan.protocol.messages import VoiceExtras
 
 MAX_METADATA = 16  # OpenAI's bounds on metadata: pairs, key and value lengths
 MAX_METADATA_KEY = 64
@@ -303,7 +303,7 @@ class PromptRef(_Wire):
     variables: dict[str, str] | None = None
 
 
-class ResponsesRequest(_Wire):
+class ResponsesRequest(VoiceExtras):
     """OpenAI's Responses request, plus Kathan's voice extras."""
 
     model: str = Field(min_length=1)
@@ -336,23 +336,6 @@ class ResponsesRequest(_Wire):
     background: bool | None = None
     conversation: str | ConversationRef | None = None
     prompt: PromptRef | None = None
-    # Kathan's voice mode, as on chat completions.
-    finetune: bool | None = None
-    language: str | None = Field(
-        None, json_schema_extra={"anyOf": [{"enum": list(languages())}, {"type": "null"}]})
-    gender: Literal["male", "female"] | None = None
-    accent: str | None = Field(
-        None, json_schema_extra={"anyOf": [{"enum": list(accents())}, {"type": "null"}]})
-
-    @field_validator("language")
-    @classmethod
-    def _known_language(cls, value: str | None) -> str | None:
-        return None if value is None else check_language(value)
-
-    @field_validator("accent")
-    @classmethod
-    def _known_accent(cls, value: str | None) -> str | None:
-        return None if value is None else check_accent(value)
 
     @field_validator("metadata")
     @classmethod
