@@ -166,15 +166,10 @@ class _Builder:
         # A reasoning token's logprobs are not the answer's: OpenAI gives none for them.
         if delta.content or (delta.logprobs and not delta.reasoning):
             if not isinstance(self._open, wire.OutMessage):
-                events += self._close("completed")
-                message = wire.OutMessage(id=f"msg_{self._ids}_{len(self.response.output)}",
-                                          status="in_progress", content=[])
-                events.append(self._add(message))
-                events.append(self.event(
-                    "response.content_part.added", item_id=message.id,
-                    output_index=len(self.response.output) - 1, content_index=0,
-                    part=wire.OutTextPart(text="", logprobs=[] if self._logprobs else None)
-                    .model_dump(mode="json")))
+                events += self._begin(
+                    wire.OutMessage(id=f"msg_{self._ids}_{len(self.response.output)}",
+                                    status="in_progress", content=[]),
+                    wire.OutTextPart(text="", logprobs=[] if self._logprobs else None))
             writing = self._open
             assert isinstance(writing, wire.OutMessage)
             probs = _logprobs(delta.logprobs) if self._logprobs else []
@@ -203,17 +198,24 @@ class _Builder:
             self._finish = delta.finish_reason
         return events
 
+    def _begin(self, item: wire.OutMessage | wire.OutReasoning,
+               part: wire.OutTextPart | wire.OutReasoningText) -> list[Event]:
+        """Close the open item, then open ``item`` and its first, empty content part."""
+        events = self._close("completed")
+        events.append(self._add(item))
+        events.append(self.event(
+            "response.content_part.added", item_id=item.id,
+            output_index=len(self.response.output) - 1, content_index=0,
+            part=part.model_dump(mode="json")))
+        return events
+
     def _think(self, text: str) -> list[Event]:
         events: list[Event] = []
         if not isinstance(self._open, wire.OutReasoning):
-            events += self._close("completed")
-            item = wire.OutReasoning(id=f"rs_{self._ids}_{len(self.response.output)}",
-                                     status="in_progress", content=[])
-            events.append(self._add(item))
-            events.append(self.event(
-                "response.content_part.added", item_id=item.id,
-                output_index=len(self.response.output) - 1, content_index=0,
-                part=wire.OutReasoningText(text="").model_dump(mode="json")))
+            events += self._begin(
+                wire.OutReasoning(id=f"rs_{self._ids}_{len(self.response.output)}",
+                                  status="in_progress", content=[]),
+                wire.OutReasoningText(text=""))
         thinking = self._open
         assert isinstance(thinking, wire.OutReasoning)
         self._text.append(text)
