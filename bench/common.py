@@ -55,7 +55,7 @@ class Server:
             self.process.kill()
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], probe: str) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes], probe: str) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -84,7 +84,7 @@ def start_kathan(
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    _wait_ready(url, process, "/ready")
+    wait_ready(url, process, "/ready")
     return Server("kathan", url, process, "smollm2-135m-instruct")
 
 
@@ -103,7 +103,7 @@ def start_llama_cpp_server(n_ctx: int, threads: int | None) -> Server:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    _wait_ready(url, process, "/v1/models")
+    wait_ready(url, process, "/v1/models")
     name = "llama-cpp-python" if threads is not None else "llama-cpp-python (its defaults)"
     return Server(name, url, process, "smollm2")
 

@@ -194,6 +194,46 @@ async def test_shared_long_system_prompt_is_cached(client: AsyncOpenAI) -> None:
     assert warm < cold / 2
 
 
+async def test_an_idle_prefix_cache_leaves_the_kv_while_others_run_and_comes_back(
+    client: AsyncOpenAI, batch_server: LiveServer
+) -> None:
+    """While a sequence runs, idle prefix caches wait in host memory (so its tokens do not
+    attend over their cells); a request that shares one gets it back, whole."""
+    system = ("You are the archivist of the Kathan library. " +
+              "Rule: every book returns within 14 days; a late book costs a coin a day; " * 30)
+    messages = [{"role": "system", "content": system},
+                {"role": "user", "content": "How long can I keep a book?"}]
+
+    async def ask() -> tuple[list[float], int, int]:
+        reply = await client.chat.completions.create(
+            model=MODEL, max_tokens=16, temperature=0, logprobs=True, messages=messages)  # type: ignore[arg-type]
+        assert reply.usage is not None and reply.choices[0].logprobs is not None
+        details = reply.usage.prompt_tokens_details
+        cached = details.cached_tokens or 0 if details is not None else 0
+        logprobs = [e.logprob for e in reply.choices[0].logprobs.content or []]
+        return logprobs, reply.usage.prompt_tokens, cached
+
+    before, prompt_tokens, _ = await ask()
+    assert prompt_tokens > 500
+    other = asyncio.create_task(stream_text(client, "Count from one to three hundred.",
+                                            max_tokens=300))
+    for _ in range(500):
+        if metric(batch_server, "kathan_running_sequences") >= 1:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    # Only the running stream's cells are in the KV: the system prompt's went to host memory.
+    assert metric(batch_server, "kathan_kv_cells_used") < 400
+    assert not other.done()
+    after, _, cached = await ask()
+    assert cached == prompt_tokens - 1  # all but the last prompt token came back
+    # The same greedy reply from the restored cells, up to rounding (the cells' order may
+    # differ, and flash attention sums in cell order).
+    assert len(after) == len(before)
+    assert all(abs(a - b) < 1.0 for a, b in zip(before, after, strict=True))
+    await other
+
+
 async def test_n_choices_share_the_prompt(client: AsyncOpenAI) -> None:
     messages = [{"role": "user", "content": "Name a colour and say why you like it."}]
     r = await client.chat.completions.create(

@@ -16,9 +16,10 @@ from kathan.engine.scheduler import (
 
 
 def make(n_slots: int = 4, n_ctx: int = 256, batch: int = 32, chunk: int = 8,
-         queued: int = 8) -> Scheduler:
+         queued: int = 8, offload: bool = True) -> Scheduler:
     return Scheduler(SchedulerConfig(n_slots=n_slots, n_ctx=n_ctx, max_batch_tokens=batch,
-                                     prefill_chunk=chunk, max_queued=queued))
+                                     prefill_chunk=chunk, max_queued=queued,
+                                     offload_idle=offload))
 
 
 def step(s: Scheduler, token: int = 7) -> Plan:
@@ -82,7 +83,7 @@ def test_long_prefill_is_chunked_while_others_decode() -> None:
     sizes = {st.seq: len(st.tokens) for st in plan.steps}
     assert sizes[(1, 0)] == 1
     assert sizes[(2, 0)] == 8  # the chunk budget, not the whole prompt
-    assert not [st for st in plan.steps if st.seq == (2, 0)][0].sample
+    assert not next(st for st in plan.steps if st.seq == (2, 0)).sample
     for _ in range(3):
         step(s)
     assert s.running[(2, 0)].state is State.DECODE
@@ -155,7 +156,7 @@ def test_queue_timeout_expires_only_unstarted_requests() -> None:
 
 
 def test_kv_exhaustion_evicts_idle_caches_then_preempts_the_youngest() -> None:
-    s = make(n_slots=3, n_ctx=24, chunk=32, batch=32)
+    s = make(n_slots=3, n_ctx=24, chunk=32, batch=32, offload=False)
     s.add(9, [9] * 6, max_tokens=1, now=0)
     step(s)
     s.finish([(9, 0)])  # leaves 6 cached cells in an idle slot
@@ -175,7 +176,7 @@ def test_kv_exhaustion_evicts_idle_caches_then_preempts_the_youngest() -> None:
     # The survivor finishes; the victim is recomputed and resumes without sampling again.
     s.finish([(1, 0)])
     plan = step(s)
-    resumed = [st for st in plan.steps if st.seq == (2, 0)][0]
+    resumed = next(st for st in plan.steps if st.seq == (2, 0))
     assert resumed.start == 0 and not resumed.sample
     plan = step(s)
     assert [st.tokens for st in plan.steps] == [(victim.pending,)] or plan.steps[0].sample
@@ -202,3 +203,66 @@ def test_excess_counts_what_must_leave_the_queue_before_a_request_fits() -> None
     with pytest.raises(QueueFull) as full:
         s.add(3, [1, 2, 3], max_tokens=4, now=0.0)
     assert full.value.excess == 1
+
+
+def test_idle_caches_move_to_host_memory_while_others_run_and_come_back_on_a_hit() -> None:
+    s = make(n_slots=3, chunk=64)
+    system = list(range(50, 80))
+    s.add(1, [*system, 1, 2], max_tokens=8, now=0)
+    plan = step(s)
+    assert not plan.offloads  # nothing idle yet
+    s.add(2, [9] * 10, max_tokens=8, now=1)
+    step(s)
+    s.finish([(1, 0)])
+    slot = next(sl for sl in s.slots if sl.owner is None and sl.cache)
+    used = s.kv_cells_used
+    plan = step(s)
+    assert plan.offloads == (slot.id,) and slot.offloaded and len(slot.cache) == 33
+    assert s.kv_cells_used == used - 33 + 1  # its cells freed; the runner grew by one
+    assert not step(s).offloads  # once
+    # A prompt that shares the system prompt gets the cache back, then its tail trimmed.
+    s.add(3, [*system, 3, 4], max_tokens=3, now=2)
+    plan = step(s)
+    seq = s.running[(3, 0)]
+    assert plan.restores == (slot.id,) and seq.slot == slot.id and seq.cached == 30
+    assert (slot.id, 30) in plan.trims and not slot.offloaded
+    assert [st.tokens for st in plan.steps if st.seq == (3, 0)] == [(3, 4)]
+
+
+def test_a_lone_sequence_keeps_its_cache_in_kv_and_offloads_are_bounded_by_n_ctx() -> None:
+    s = make(n_slots=4, n_ctx=64, chunk=64)
+    s.add(1, [1] * 20, max_tokens=2, now=0)
+    step(s)
+    s.finish([(1, 0)])
+    s.add(2, [2] * 20, max_tokens=2, now=1)
+    plan = step(s)  # 2 runs now: 1's cache leaves the KV
+    assert len(plan.offloads) == 1
+    s.finish([(2, 0)])
+    assert not s.schedule().offloads  # nothing runs: an idle cache costs nothing
+    s.add(3, [3] * 30, max_tokens=2, now=2)
+    s.add(4, [4] * 10, max_tokens=2, now=3)
+    step(s)
+    s.finish([(3, 0)])
+    plan = step(s)
+    # 20 + 20 + 31 offloaded tokens exceed n_ctx=64: the least recently used is dropped.
+    held = [sl for sl in s.slots if sl.offloaded]
+    assert sum(len(sl.cache) for sl in held) <= 64
+    dropped = [slot for slot, keep in plan.trims if keep == 0]
+    assert len(dropped) == 1 and not s.slots[dropped[0]].cache
+
+
+def test_a_few_shared_opening_tokens_do_not_take_a_cached_slot() -> None:
+    s = make(n_slots=3, chunk=64, batch=64)
+    template = [1, 2, 3]  # what every prompt of a chat template opens with
+    s.add(1, [*template, *range(10, 60)], max_tokens=2, now=0)
+    step(s)
+    s.finish([(1, 0)])
+    cached = next(sl for sl in s.slots if sl.cache)
+    s.add(2, [*template, 99, 98], max_tokens=2, now=1)
+    step(s)
+    assert s.running[(2, 0)].slot != cached.id and s.running[(2, 0)].cached == 0
+    assert len(cached.cache) == 53  # kept whole (in host memory while 2 runs)
+    # A prompt that shares most of it still takes it.
+    s.add(3, [*template, *range(10, 50), 7], max_tokens=2, now=2)
+    step(s)
+    assert s.running[(3, 0)].slot == cached.id and s.running[(3, 0)].cached == 43

@@ -153,6 +153,10 @@ class LocalEngine:
                 max_batch_tokens=ctx.n_batch,
                 prefill_chunk=min(config.prefill_chunk, ctx.n_batch),
                 max_queued=config.max_queued,
+                # Flash attention sums a token's keys in the order of their KV cells; a
+                # cache put back from host memory may sit in other cells than it was
+                # computed in, so a deterministic engine keeps idle caches in place.
+                offload_idle=not config.deterministic,
             )
         )
         self._ctx = ctx

@@ -296,6 +296,19 @@ class LlamaContext:
         """Drop a sequence's KV cells in positions [start, end)."""
         C.llama_memory_seq_rm(self.memory, seq_id, start, end)
 
+    def save(self, seq_id: int) -> ctypes.Array[ctypes.c_uint8]:
+        """A copy of sequence ``seq_id``'s KV cells (positions and data) in host memory."""
+        size = C.llama_state_seq_get_size(self.ptr, seq_id)
+        state: ctypes.Array[ctypes.c_uint8] = (ctypes.c_uint8 * size)()
+        if C.llama_state_seq_get_data(self.ptr, state, size, seq_id) != size:
+            raise DecodeError(-1)
+        return state
+
+    def restore(self, seq_id: int, state: ctypes.Array[ctypes.c_uint8]) -> None:
+        """Put a ``save``d copy back as sequence ``seq_id``'s cells (any free cells)."""
+        if C.llama_state_seq_set_data(self.ptr, state, len(state), seq_id) == 0:
+            raise DecodeError(-1)
+
     def close(self) -> None:
         if self.ptr:
             C.llama_batch_free(self._batch)

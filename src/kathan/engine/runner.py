@@ -9,6 +9,7 @@ decode, so the event loop keeps serving HTTP. Text reaches each request's
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import itertools
 import logging
 import math
@@ -113,6 +114,8 @@ class Runner:
         self._queue_timeout = queue_timeout
         self._jobs: dict[int, Job] = {}
         self._choices: dict[SeqId, _Choice] = {}
+        # Idle slots' KV cells, moved to host memory while other sequences run.
+        self._offloaded: dict[int, ctypes.Array[ctypes.c_uint8]] = {}
         self._ids = itertools.count(1)
         self._cv = threading.Condition()
         self._stopping = False
@@ -229,10 +232,27 @@ class Runner:
                 admitted=time.monotonic(),
             )
 
+    def _move_caches(self, plan: Plan) -> None:
+        """The plan's offloads, trims and restores, in the order ``Plan`` gives."""
+        ctx = self._ctx
+        for slot in plan.offloads:
+            self._offloaded[slot] = ctx.save(slot)
+            ctx.remove(slot)
+        restored = set(plan.restores)
+        for slot, keep in plan.trims:
+            if slot not in restored:
+                ctx.remove(slot, keep, -1)
+                if keep == 0:
+                    self._offloaded.pop(slot, None)
+        for slot in plan.restores:
+            ctx.restore(slot, self._offloaded.pop(slot))
+        for slot, keep in plan.trims:
+            if slot in restored:
+                ctx.remove(slot, keep, -1)
+
     def _execute(self, plan: Plan) -> tuple[dict[SeqId, int], list[SeqId]]:
         ctx = self._ctx
-        for slot, keep in plan.trims:
-            ctx.remove(slot, keep, -1)
+        self._move_caches(plan)
         outputs = ctx.decode_steps(plan.steps) if plan.steps else []
         sampled: dict[SeqId, int] = {}
         finished: list[SeqId] = []
@@ -353,4 +373,6 @@ class Runner:
                 self._forget(job)
             for slot in self._scheduler.slots:
                 slot.cache = []
+                slot.offloaded = False
                 self._ctx.remove(slot.id)
+            self._offloaded.clear()
