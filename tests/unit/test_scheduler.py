@@ -258,7 +258,7 @@ def test_a_few_shared_opening_tokens_do_not_take_a_cached_slot() -> None:
     step(s)
     s.finish([(1, 0)])
     cached = next(sl for sl in s.slots if sl.cache)
-    s.add(2, [*template, 99, 98], max_tokens=2, now=1)
+    s.add(2, [*template, *range(200, 210)], max_tokens=2, now=1)
     step(s)
     assert s.running[(2, 0)].slot != cached.id and s.running[(2, 0)].cached == 0
     assert len(cached.cache) == 53  # kept whole (in host memory while 2 runs)

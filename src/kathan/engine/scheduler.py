@@ -368,13 +368,14 @@ class Scheduler:
                 break
             head = group[0]
             # The slot whose cache shares the longest prefix, when that is at least half of
-            # the cache; else an empty slot, else the least recently used. (A chat template's
-            # opening tokens are shared by every prompt: a slot chosen for them alone would
-            # trade a whole cache for a handful of tokens.)
+            # the prompt or of the cache; else an empty slot, else the least recently used.
+            # (A chat template's opening tokens are shared by every prompt: a slot chosen
+            # for them alone would trade a whole cache for a handful of tokens.)
             best = max(
                 free, key=lambda sl: (common_prefix(sl.cache, head.tokens), -sl.last_used)
             )
-            if 2 * common_prefix(best.cache, head.tokens) < len(best.cache):
+            shared = 2 * common_prefix(best.cache, head.tokens)
+            if shared < len(head.tokens) and shared < len(best.cache):
                 best = min(free, key=lambda sl: (bool(sl.cache), sl.last_used))
             reuse = min(common_prefix(best.cache, head.tokens), len(head.tokens) - 1)
             restore = best.offloaded and reuse > 0
