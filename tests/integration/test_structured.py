@@ -108,7 +108,7 @@ async def test_json_schema_output_validates(client: AsyncOpenAI, name: str) -> N
 async def test_each_sequence_in_a_batch_keeps_its_own_grammar(client: AsyncOpenAI) -> None:
     async def one(name: str, seed: int) -> tuple[str, str, str | None]:
         r = await client.chat.completions.create(
-            model=MODEL, max_tokens=160, temperature=0.8, seed=seed,
+            model=MODEL, max_tokens=256, temperature=0.8, seed=seed,
             response_format=schema_format(name),
             messages=[{"role": "user", "content": f"Give me {name} data."}])
         return name, r.choices[0].message.content or "", r.choices[0].finish_reason

@@ -210,6 +210,7 @@ class LlamaContext:
         self.n_batch = n_batch
         self.memory = C.llama_get_memory(ctx)
         self._batch = C.llama_batch_init(n_batch + 1, 0, n_seq_max)
+        self._row = ctypes.c_float * model.info.n_vocab
 
     def decode(self, tokens: list[int], start_pos: int, seq_id: int = 0) -> None:
         """Decode ``tokens`` at positions ``start_pos...``; logits only for the last one."""
@@ -290,7 +291,13 @@ class LlamaContext:
     def logits(self, index: int) -> npt.NDArray[np.float32]:
         """A view of batch output ``index``'s logits, valid until the next decode."""
         ptr = C.llama_get_logits_ith(self.ptr, index)
-        return np.ctypeslib.as_array(ptr, shape=(self.model.info.n_vocab,))
+        address = ctypes.cast(ptr, ctypes.c_void_p).value
+        if address is None:
+            raise ValueError(f"no logits for batch output {index}")
+        # A view through one cached ctypes row type (np.ctypeslib.as_array builds one a call).
+        row: npt.NDArray[np.float32] = np.frombuffer(
+            memoryview(self._row.from_address(address)), dtype=np.float32)
+        return row
 
     def remove(self, seq_id: int, start: int = 0, end: int = -1) -> None:
         """Drop a sequence's KV cells in positions [start, end)."""

@@ -77,6 +77,7 @@ class PlainSampler:
         padded = -(-n_vocab // self.BLOCK) * self.BLOCK
         # The tail past the vocabulary stays 0: no probability.
         self._p = np.zeros(padded, dtype=np.float32)
+        self._blocks = self._p.reshape(-1, self.BLOCK)
         self._biased = np.empty(n_vocab, dtype=np.float32) if len(self._bias) else None
 
     def pick(self, logits: npt.NDArray[np.float32]) -> int:
@@ -86,15 +87,16 @@ class PlainSampler:
             logits = self._biased
         if self.temperature <= 0.0:
             return int(np.argmax(logits))
+        # ufuncs called directly: numpy's method wrappers cost more than the math here.
         p = self._p[: self._n_vocab]
-        np.subtract(logits, logits.max(), out=p)
-        p *= np.float32(1.0 / self.temperature)
+        np.subtract(logits, np.maximum.reduce(logits), out=p)
+        np.multiply(p, np.float32(1.0 / self.temperature), out=p)
         np.exp(p, out=p)
         block = self.BLOCK
-        running = np.cumsum(self._p.reshape(-1, block).sum(axis=1), dtype=np.float64)
+        running = np.add.accumulate(np.add.reduce(self._blocks, axis=1), dtype=np.float64)
         target = (1.0 - self._rng.random()) * running[-1]
         b = min(int(np.searchsorted(running, target)), len(running) - 1)
-        inside = np.cumsum(self._p[b * block : (b + 1) * block], dtype=np.float64)
+        inside = np.add.accumulate(self._p[b * block : (b + 1) * block], dtype=np.float64)
         i = int(np.searchsorted(inside, target - (running[b - 1] if b else 0.0)))
         return min(b * block + min(i, block - 1), self._n_vocab - 1)
 
