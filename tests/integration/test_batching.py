@@ -204,19 +204,20 @@ async def test_an_idle_prefix_cache_leaves_the_kv_while_others_run_and_comes_bac
     messages = [{"role": "system", "content": system},
                 {"role": "user", "content": "How long can I keep a book?"}]
 
-    async def ask() -> tuple[list[float], int, int]:
+    async def ask() -> tuple[list[tuple[str, float]], int, int]:
         reply = await client.chat.completions.create(
             model=MODEL, max_tokens=16, temperature=0, logprobs=True, messages=messages)  # type: ignore[arg-type]
         assert reply.usage is not None and reply.choices[0].logprobs is not None
         details = reply.usage.prompt_tokens_details
         cached = details.cached_tokens or 0 if details is not None else 0
-        logprobs = [e.logprob for e in reply.choices[0].logprobs.content or []]
-        return logprobs, reply.usage.prompt_tokens, cached
+        tokens = [(e.token, e.logprob) for e in reply.choices[0].logprobs.content or []]
+        return tokens, reply.usage.prompt_tokens, cached
 
     before, prompt_tokens, _ = await ask()
     assert prompt_tokens > 500
+    # Its end-of-text tokens suppressed, so that it runs its 300 tokens.
     other = asyncio.create_task(stream_text(client, "Count from one to three hundred.",
-                                            max_tokens=300))
+                                            max_tokens=300, logit_bias={"0": -100, "2": -100}))
     for _ in range(500):
         if metric(batch_server, "kathan_running_sequences") >= 1:
             break
@@ -228,9 +229,13 @@ async def test_an_idle_prefix_cache_leaves_the_kv_while_others_run_and_comes_bac
     after, _, cached = await ask()
     assert cached == prompt_tokens - 1  # all but the last prompt token came back
     # The same greedy reply from the restored cells, up to rounding (the cells' order may
-    # differ, and flash attention sums in cell order).
-    assert len(after) == len(before)
-    assert all(abs(a - b) < 1.0 for a, b in zip(before, after, strict=True))
+    # differ, flash attention sums in cell order, and the batch now holds two sequences):
+    # the same tokens with close log probabilities until a near-tie, if any, flips one.
+    # Cells restored wrong would change the very first token's probability.
+    shared = first_divergence(before, after)
+    shared = len(before) if shared is None else shared
+    assert shared >= 3, (before, after)
+    assert all(abs(before[i][1] - after[i][1]) < 1.0 for i in range(shared)), (before, after)
     await other
 
 

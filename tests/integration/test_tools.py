@@ -162,7 +162,12 @@ async def test_named_function_is_the_one_called(client: AsyncOpenAI) -> None:
 
 async def test_auto_answers_in_text_when_the_model_does_not_call(client: AsyncOpenAI) -> None:
     plain, _ = await both(client, tool_choice="auto")
-    assert plain.calls == [] and plain.finish == "stop"
+    # Whether the 135M model's greedy answer ends within 120 tokens or falls into a loop
+    # ("The city is also famous for its anime and manga, ..." until the limit) depends on
+    # the last bits of its logits, which depend on how its prompt's KV was computed
+    # (whole, or partly from an earlier test's cache): both were seen. Either way it is
+    # text, with no call and no markup.
+    assert plain.calls == [] and plain.finish in ("stop", "length")
     assert plain.content and "<tool" not in plain.content
 
 
