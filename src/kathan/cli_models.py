@@ -71,13 +71,14 @@ class ModelRow:
 @dataclass(frozen=True)
 class LocalNeed:
     """What one local model will take in memory: its file (mapped, shared by the models
-    that load the same file) and the KV cache of each of its contexts."""
+    that load the same file) and the KV cache of each of its contexts, plus, for a chat
+    model that is not deterministic, up to ``n_ctx`` tokens of idle caches' host copies."""
 
     model: LocalModelSettings
     path: Path
     shape: ModelShape
     file_bytes: int
-    contexts: int  # the generation context (chat), the pooling one (embeddings)
+    contexts: int  # KV caches: chat's, its idle caches' host copies, the pooling one
     n_ctx: int
 
     @property
@@ -120,8 +121,9 @@ def local_needs(settings: Settings) -> list[LocalNeed]:
         n_ctx = model.n_ctx
         if not model.chat and shape.trained_ctx:
             n_ctx = min(n_ctx, shape.trained_ctx)  # as the engine caps it
+        chat = (1 if model.deterministic else 2) if model.chat else 0
         needs.append(LocalNeed(model, path, shape, path.stat().st_size,
-                               int(model.chat) + int(model.embeddings), n_ctx))
+                               chat + int(model.embeddings), n_ctx))
     return needs
 
 

@@ -382,8 +382,9 @@ class Settings(BaseSettings):
     )
     memory_check: bool = Field(
         True, description="Refuse to start when the local models cannot fit in memory: "
-        "each model's GGUF file plus its KV cache (n_ctx x layers x KV heads x head size "
-        "x 2 bytes, from the GGUF's metadata), against MemAvailable. false: start anyway.")
+        "each model's GGUF file plus its KV caches (n_ctx x layers x KV heads x head size "
+        "x 2 bytes, from the GGUF's metadata: chat's, its idle caches' host copies, "
+        "embeddings'), against MemAvailable. false: start anyway.")
     models: list[ModelSettings] = Field(
         default_factory=list, description="Models served by upstream providers (or routed "
         "to the local engine), with their deployments."

@@ -105,9 +105,9 @@ def test_models_that_cannot_fit_in_memory_are_refused_in_one_line_with_the_numbe
         "local:\n  - id: small\n    n_ctx: 1024\n  - id: huge\n    n_ctx: 20000000\n")
     result = kathan("serve", "--config", "kathan.yaml", env=env, cwd=tmp_path)
     line = assert_one_line_error(
-        result, "kathan: the local models need about 858.4 GiB of memory, but ",
-        "available (MemAvailable): small 94 MiB file + 45 MiB KV cache", "; huge 94 MiB file "
-        "+ 858.3 GiB KV cache (2 x n_ctx 20000000 x 11520 K/V values a token x 2 bytes)",
+        result, "kathan: the local models need about 1287.6 GiB of memory, but ",
+        "available (MemAvailable): small 94 MiB file + 68 MiB KV cache", "; huge 94 MiB file "
+        "+ 1287.5 GiB KV cache (3 x n_ctx 20000000 x 11520 K/V values a token x 2 bytes)",
         "or set memory_check: false to start anyway")
     assert "Loading" not in line
 

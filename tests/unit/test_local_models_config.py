@@ -92,23 +92,28 @@ async def test_a_local_deployment_routes_to_the_local_model_it_names() -> None:
 
 
 def test_memory_need_is_the_file_and_each_contexts_kv_cache(tmp_path: Path) -> None:
+    # Chat's KV cache counts twice (its idle caches' host copies hold up to n_ctx tokens),
+    # once with deterministic: true (they stay in place); embeddings' once.
     # SmolLM2-135M: 30 layers, 3 KV heads of 64 dimensions, for K and for V.
     shape = model_shape(embedded_model_path())
     assert (shape.architecture, shape.layers, shape.kv_per_token) == ("llama", 30, 30 * 3 * 128)
     settings = settings_from(tmp_path, "local:\n  - id: a\n    n_ctx: 1024\n"
-                                       "  - id: b\n    n_ctx: 4096\n    embeddings: false\n")
-    a, b = local_needs(settings)
+                                       "  - id: b\n    n_ctx: 4096\n    embeddings: false\n"
+                                       "  - id: c\n    n_ctx: 4096\n    embeddings: false\n"
+                                       "    deterministic: true\n")
+    a, b, c = local_needs(settings)
     size = embedded_model_path().stat().st_size
-    assert (a.file_bytes, a.contexts, a.kv_bytes) == (size, 2, 2 * 1024 * 11520 * 2)
-    assert (b.contexts, b.kv_bytes) == (1, 4096 * 11520 * 2)
+    assert (a.file_bytes, a.contexts, a.kv_bytes) == (size, 3, 3 * 1024 * 11520 * 2)
+    assert (b.contexts, b.kv_bytes) == (2, 2 * 4096 * 11520 * 2)
+    assert (c.contexts, c.kv_bytes) == (1, 4096 * 11520 * 2)
     check_memory([a, b], available=size + a.kv_bytes + b.kv_bytes)  # the file counts once
     with pytest.raises(ConfigFault) as fault:
         check_memory([a, b], available=100 * 2**20)
     message = str(fault.value)
     assert "\n" not in message
-    assert message.startswith("the local models need about 229 MiB of memory, but 100 MiB is "
-                              "available (MemAvailable): a 94 MiB file + 45 MiB KV cache "
-                              "(2 x n_ctx 1024 x 11520 K/V values a token x 2 bytes); b ")
+    assert message.startswith("the local models need about 341 MiB of memory, but 100 MiB is "
+                              "available (MemAvailable): a 94 MiB file + 68 MiB KV cache "
+                              "(3 x n_ctx 1024 x 11520 K/V values a token x 2 bytes); b ")
     assert message.endswith("or set memory_check: false to start anyway")
 
 
@@ -132,6 +137,6 @@ async def test_kathan_models_shows_each_local_model(tmp_path: Path) -> None:
                                        "false\n  - id: b\n    chat: false\n    pooling: last\n")
     rows, text = await report(settings, with_probe=False)
     assert [(row.id, row.deployments[0].status) for row in rows] == [
-        ("a", "file found (94 MiB), needs about 116 MiB: chat"),
+        ("a", "file found (94 MiB), needs about 139 MiB: chat"),
         ("b", "file found (94 MiB), needs about 274 MiB: embeddings (last pooling)")]
     assert str(embedded_model_path()) in text
