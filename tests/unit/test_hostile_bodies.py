@@ -188,8 +188,8 @@ BAD_VALUES: list[tuple[str, tuple[str, ...]]] = [
     ("-Infinity", ("-Infinity is not a JSON value",)),
     ("1e400", ("out of range",)),
     ("-1e400", ("out of range",)),
-    ("1" + "0" * 400, ("does not fit in 64 bits",)),
-    (str(2**63), ("does not fit in 64 bits",)),
+    ("1" + "0" * 4300, ("has 4301 digits; at most 4300 are allowed",)),
+    ("-" + "9" * 4301, ("has 4301 digits; at most 4300 are allowed",)),
     ('"\\ud800"', ("unpaired surrogate",)),
     ('"ok \\udfff"', ("unpaired surrogate",)),
     ("[" * 100 + "]" * 100, ("nested more than 64 levels",)),
@@ -224,6 +224,7 @@ ODD_VALUES = [
     json.dumps("x" * 200_000),
     json.dumps(" \t "),
     '""', "-0", "0.0", "-0.0", "1e-400", str(2**63 - 1), str(-(2**63)), "1e308",
+    str(2**63), str(-(2**63) - 1), "1" + "0" * 400, "-" + "9" * 4300,
     "true", "false", "null", "[]", "{}", '[{"a": []}]',
 ]
 
@@ -289,6 +290,29 @@ def test_strict_types_in_a_chat_request(routes: Routes) -> None:
                          ("stream", "false"), ("max_tokens", "10.0"), ("seed", "-0")]:
         r = routes.send("POST", "/v1/chat/completions", _inject(base, field, value))
         assert r.status_code == 200, (field, value, r.text)
+
+
+def test_a_large_integer_is_json_a_typed_field_bounds_it(routes: Routes) -> None:
+    """An integer past 64 bits is kept as written inside a free-form value, and refused
+    by a typed field's bounds, naming it."""
+    base = BASES[("POST", "/v1/chat/completions")]()
+    big = -717291364943026066319998976
+    for field, value, words in [
+        ("seed", big, f"'seed' must be at least -9223372036854775808, but got {big}."),
+        ("seed", 2**63, f"'seed' must be at most 9223372036854775807, but got {2**63}."),
+        ("max_tokens", big, f"'max_tokens' must be at least 1, but got {big}."),
+    ]:
+        _refused(routes.send("POST", "/v1/chat/completions",
+                             _inject(base, field, str(value))), words, param=field)
+    schema = {"type": "object", "properties": {"n": {"type": "integer",
+                                                      "examples": [big, 10**400]}}}
+    backend = routes.client.app.state.registry.resolve("fake").backend  # type: ignore[attr-defined]
+    r = routes.client.post("/v1/chat/completions", headers=_bearer(routes.account_key), json={
+        **base, "response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "n", "schema": schema}}})
+    assert r.status_code == 200, r.text
+    received = backend.requests[-1].response_format.json_schema.schema_
+    assert received == schema
 
 
 @pytest.mark.parametrize(("patch", "message", "param"), [

@@ -4,9 +4,11 @@ A body is JSON whatever its content type says: ``curl -d '{...}'`` labels it a
 form, and OpenAI-compatible clients are used that way. ``load`` is the one
 check all routes share, before any schema: the bytes are UTF-8, one standard
 JSON value (no ``NaN`` or ``Infinity``), nested at most ``MAX_DEPTH`` deep,
-with no key twice in an object, no number a 64-bit integer or a double cannot
-hold, and no unpaired surrogate (``"\ud800"``, which is no character) in a
-string. What fails gets a 422 whose message says what and, when it lies in the
+with no key twice in an object, no integer longer than ``MAX_INT_DIGITS`` digits,
+no number past a double's range, and no unpaired surrogate (``"\ud800"``, which is no character) in a
+string. An integer of any size below that is JSON, as inside a free-form value (a
+JSON schema, a tool's parameters); where a field is typed, its schema bounds it.
+What fails gets a 422 whose message says what and, when it lies in the
 body, where. A NUL is a character like any other here: each schema says where
 it may stand (names and emails refuse control characters).
 
@@ -33,7 +35,9 @@ from kathan.errors import RequestValidationFailed
 
 MAX_DEPTH = 64
 REFUSED = "kathan.refused_body"  # scope key: the body's RequestValidationFailed
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# CPython's own limit on turning an integer into text and back (sys.int_info's default
+# max_str_digits): a longer one could not be written back out, to a store or upstream.
+MAX_INT_DIGITS = 4300
 
 _CONSTANTS = {"NaN", "Infinity", "-Infinity"}
 # Cheap signs that a body may hold a string ``load`` refuses; only then are its strings walked.
@@ -60,14 +64,16 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _too_long(text: str) -> bool:
+    return len(text) - text.startswith("-") > MAX_INT_DIGITS
+
+
 def _int(text: str) -> int:
-    if len(text) > 20:  # past any 64-bit integer; also spares int() a huge literal
-        raise _Refused("number_too_large", f"the integer {text[:12]}... ({len(text)} "
-                       "digits) does not fit in 64 bits")
-    value = int(text)
-    if not INT_MIN <= value <= INT_MAX:
-        raise _Refused("number_too_large", f"the integer {text} does not fit in 64 bits")
-    return value
+    if _too_long(text):
+        raise _Refused("number_too_large", f"the integer {text[:12]}... has "
+                       f"{len(text) - text.startswith('-')} digits; at most "
+                       f"{MAX_INT_DIGITS} are allowed")
+    return int(text)
 
 
 def _float(text: str) -> float:
@@ -150,8 +156,7 @@ def _locate(text: str, refused: _Refused) -> list[str | int]:
     if refused.kind == "duplicate_key":
         hooks["object_pairs_hook"] = pairs
     else:
-        hooks["parse_int"] = lambda t: marker if len(t) > 20 or not INT_MIN <= int(t) <= INT_MAX \
-            else 0
+        hooks["parse_int"] = lambda t: marker if _too_long(t) else 0
         hooks["parse_float"] = lambda t: marker if math.isinf(float(t)) else 0.0
     try:
         value = json.loads(text, **hooks)

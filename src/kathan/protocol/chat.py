@@ -46,7 +46,7 @@ def _integer(value: Any) -> Any:
 
 
 # A JSON integer: an integral number, 10.0 included; 10.5 is refused (int_from_float).
-# Each field bounds it (within 64 bits, as api/body.py reads every JSON integer); the
+# Each field bounds it (api/body.py reads an integer of any size up to 4300 digits); the
 # bounds come before the validator, so that they reach the schema as minimum and maximum.
 JSON_INTEGER = (Strict(False), BeforeValidator(_integer))
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
