@@ -92,12 +92,14 @@ def test_draws_follow_the_biased_tempered_softmax() -> None:
     logits = _logits()
     bias = {3: 4.0, 10: -100.0, VOCAB - 1: 2.0}
     params = SamplingParams(temperature=0.7, seed=5, logit_bias=bias)
-    counts = _draw(params, logits)
-    assert _fits(counts, _expected(logits, params))
+    counts = _draw(params, logits, 60_000)
+    # About 230 degrees of freedom: the statistic's mean is ~230, its sd ~21.
+    statistic, df = _chi_square(counts, _expected(logits, params))
+    assert statistic < 340 and 200 < df < 260, (statistic, df)
     # The same draws are far from what ignoring the temperature or the bias would give.
-    assert not _fits(counts, _expected(logits, SamplingParams(temperature=1.0,
-                                                              logit_bias=bias)))
-    assert not _fits(counts, _expected(logits, SamplingParams(temperature=0.7)))
+    for wrong in (SamplingParams(temperature=1.0, logit_bias=bias),
+                  SamplingParams(temperature=0.7)):
+        assert _chi_square(counts, _expected(logits, wrong))[0] > 1000
     assert counts[10] == 0  # a bias of -100 leaves no probability
 
 
